@@ -1,0 +1,70 @@
+//! The command line: parses arguments, sets up logging and the runtime, and dispatches to
+//! one file per subcommand. The only place that maps errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod decrypt;
+mod sim;
+mod verify;
+
+/// cxpipe: move CXone recordings, transcripts and metadata into your own storage.
+#[derive(Debug, Parser)]
+#[command(name = "cxpipe", version, about)]
+pub struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `cxpipe=debug`.
+    #[arg(long, global = true, env = "CXPIPE_LOG", default_value = "warn")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the CXone simulator on loopback.
+    Sim(sim::SimArgs),
+    /// Decrypt an object written with `.encrypt(key)` (or a seed-004 JSON envelope).
+    Decrypt(decrypt::DecryptArgs),
+    /// Re-read stored objects, recompute hashes and compare them with their manifests.
+    Verify(verify::VerifyArgs),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command));
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Sim(args) => sim::run(args).await,
+        Command::Decrypt(args) => decrypt::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .try_init();
+}

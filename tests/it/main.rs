@@ -1,0 +1,4 @@
+//! Integration tests: one binary driving the real `cxpipe` executable.
+
+mod cli;
+mod harness;
