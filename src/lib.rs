@@ -3,9 +3,17 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line, one file per subcommand.
+//! - [`engine`]: the Rhai engine, module resolution, script generations, checks, diagnostics.
+//! - [`registry`]: builds the engine with every native namespace registered.
+//! - [`runner`]: one run of a pipeline: discover → admission → worker pool → finish.
+//! - [`ledger`]: the SQLite ledger of runs, items, checkpoints, kv and audit.
 //! - [`secret`]: secrets referenced from configuration; never printed.
 //! - [`item_scope`]: the item a script call works on, for native stages on that thread.
 
 pub mod cli;
+pub mod engine;
 pub mod item_scope;
+pub mod ledger;
+pub mod registry;
+pub mod runner;
 pub mod secret;

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check;
 mod decrypt;
+mod items;
+mod ledger_args;
+pub mod run;
 mod sim;
 mod verify;
 
@@ -22,6 +26,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a pipeline script once.
+    Run(run::RunArgs),
+    /// Compile scripts and check their hooks and calls; report every problem.
+    Check(check::CheckArgs),
+    /// Look at and re-queue items in the ledger.
+    Items(items::ItemsArgs),
     /// Run the CXone simulator on loopback.
     Sim(sim::SimArgs),
     /// Decrypt an object written with `.encrypt(key)` (or a seed-004 JSON envelope).
@@ -53,6 +63,9 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Run(args) => run::run(args).await,
+        Command::Check(args) => check::run(args).await,
+        Command::Items(args) => items::run(args).await,
         Command::Sim(args) => sim::run(args).await,
         Command::Decrypt(args) => decrypt::run(args).await,
         Command::Verify(args) => verify::run(args).await,
@@ -65,6 +78,8 @@ fn init_tracing(filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(
+            std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
         .try_init();
 }

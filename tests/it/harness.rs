@@ -1,8 +1,92 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests: a temporary workspace with scripts, and the
+//! real `cxpipe` binary run inside it.
 
-use std::path::PathBuf;
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// Path of the `cxpipe` binary built for these tests.
 pub fn cxpipe_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cxpipe"))
+}
+
+/// A temporary folder holding scripts and the run state.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+/// What a `cxpipe` invocation printed and how it exited.
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+        })
+    }
+}
+
+impl From<Output> for Ran {
+    fn from(o: Output) -> Ran {
+        Ran {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        TestEnv { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `name` (relative) with `text`; returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    /// A `cxpipe` command running in this folder with quiet logs.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(cxpipe_bin());
+        cmd.current_dir(self.path()).env("CXPIPE_LOG", "error").env_remove("CXPIPE_STATE");
+        cmd
+    }
+
+    /// Runs `cxpipe ARGS` to completion.
+    pub fn cxpipe(&self, args: &[&str]) -> Ran {
+        self.command().args(args).output().expect("run cxpipe").into()
+    }
+
+    /// `cxpipe run SCRIPT --state state --json ARGS`.
+    pub fn run(&self, script: &Path, extra: &[&str]) -> Ran {
+        let state = self.state_dir();
+        let mut args = vec!["run", script.to_str().unwrap(), "--state", state.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        self.cxpipe(&args)
+    }
+
+    /// Item counts by state, read from the ledger.
+    pub async fn item_counts(&self) -> std::collections::BTreeMap<String, i64> {
+        let ledger = cxpipe::ledger::Ledger::open_dir(&self.state_dir()).await.unwrap();
+        ledger.count_items(&Default::default()).await.unwrap().into_iter().collect()
+    }
 }

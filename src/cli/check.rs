@@ -1,0 +1,53 @@
+//! `cxpipe check SCRIPT...`: compiles each script and checks hooks and calls, reporting
+//! every problem with `file:line:col`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::engine::{EngineSettings, Script, ScriptError, check};
+use crate::registry::build_engine;
+use crate::runner::PipelineOptions;
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Pipeline scripts to check.
+    #[arg(required = true)]
+    pub scripts: Vec<PathBuf>,
+}
+
+pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let engine = build_engine(&EngineSettings::default());
+    let mut failed = 0;
+    for path in &args.scripts {
+        let problems = problems_of(&engine, path);
+        if problems.is_empty() {
+            println!("{}: ok", path.display());
+        } else {
+            failed += 1;
+            for p in problems {
+                println!("{p}");
+            }
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Every problem in the script at `path`, one line (or block) each.
+pub fn problems_of(engine: &rhai::Engine, path: &std::path::Path) -> Vec<String> {
+    let script = match Script::load(engine, path) {
+        Ok(s) => s,
+        Err(ScriptError::Invalid(d)) => return vec![d.to_string()],
+        Err(e) => return vec![e.to_string()],
+    };
+    let mut problems: Vec<String> =
+        check::check(engine, &script).into_iter().map(|d| d.to_string()).collect();
+    match script.options(engine) {
+        Ok(map) => {
+            if let Err(errors) = PipelineOptions::from_map(&map) {
+                problems.extend(errors.into_iter().map(|e| format!("{}: {e}", script.label)));
+            }
+        }
+        Err(e) => problems.push(e.to_string()),
+    }
+    problems
+}

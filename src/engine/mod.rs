@@ -1,0 +1,92 @@
+//! The Rhai engine: one shared [`rhai::Engine`] per configuration with our limits, module
+//! resolution, logging hooks and the per-item deadline; scripts compiled into
+//! self-contained generations ([`Script`]); diagnostics with `file:line:col`.
+
+pub mod check;
+pub mod diagnostics;
+pub mod embedded;
+pub mod resolver;
+pub mod script;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rhai::{Dynamic, Engine};
+
+pub use diagnostics::{Diagnostic, format_eval_error};
+pub use script::{Script, ScriptError};
+
+/// How often (in Rhai operations) the deadline is checked.
+const DEADLINE_CHECK_EVERY: u64 = 1024;
+
+/// Settings of the engine that are not per script.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// Extra folders searched for imports after the script's folder (and its `../stdlib`).
+    pub stdlib_dirs: Vec<PathBuf>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        let stdlib_dirs = std::env::var_os("CXPIPE_STDLIB")
+            .map(|v| std::env::split_paths(&v).collect())
+            .unwrap_or_default();
+        EngineSettings { stdlib_dirs }
+    }
+}
+
+/// Value returned by `on_progress` when the item's deadline has passed.
+pub const DEADLINE_TOKEN: &str = "item deadline exceeded";
+
+/// Builds an engine with cxpipe's safety limits and logging. Callers register the native
+/// namespaces (ctx, api, flow, storage) on the result.
+pub fn base_engine(settings: &EngineSettings) -> Engine {
+    let mut engine = Engine::new();
+    engine.set_strict_variables(true);
+    engine.disable_symbol("eval");
+    engine.set_max_call_levels(64);
+    engine.set_max_expr_depths(128, 64);
+    engine.set_max_string_size(16 * 1024 * 1024);
+    engine.set_max_array_size(1_000_000);
+    engine.set_max_map_size(100_000);
+    engine.set_max_modules(256);
+    engine.set_max_operations(0);
+    engine.on_progress(|ops| {
+        if ops % DEADLINE_CHECK_EVERY != 0 {
+            return None;
+        }
+        match crate::item_scope::deadline() {
+            Some(deadline) if Instant::now() >= deadline => Some(Dynamic::from(DEADLINE_TOKEN)),
+            _ => None,
+        }
+    });
+    engine.on_print(|text| tracing::info!(target: "cxpipe::script", "{text}"));
+    engine.on_debug(|text, source, pos| {
+        tracing::debug!(target: "cxpipe::script", source = source.unwrap_or(""), line = pos.line(), "{text}")
+    });
+    engine.set_module_resolver(resolver::ScriptResolver::new(settings.stdlib_dirs.clone()));
+    engine
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eval_is_disabled_and_variables_are_strict() {
+        let engine = base_engine(&EngineSettings::default());
+        assert!(engine.compile("eval(\"1\")").is_err());
+        assert!(engine.compile("fn f() { undefined_var }").is_err());
+    }
+
+    #[test]
+    fn deadline_stops_an_infinite_loop() {
+        let engine = base_engine(&EngineSettings::default());
+        let scope = crate::item_scope::ItemScope {
+            deadline: Some(Instant::now() + std::time::Duration::from_millis(50)),
+            ..Default::default()
+        };
+        let err = crate::item_scope::with(scope, || engine.run("loop { }").unwrap_err());
+        assert!(matches!(*err, rhai::EvalAltResult::ErrorTerminated(..)), "{err}");
+    }
+}

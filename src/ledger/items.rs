@@ -1,0 +1,335 @@
+//! Item rows: admission (insert or re-lease what is not final), resumption of unfinished
+//! items, batched state updates, and the queries behind `cxpipe items`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{DbContext, ItemState, Ledger, LedgerError, now_ms};
+
+/// An item emitted by `discover`: its key and JSON payload.
+#[derive(Clone, Debug)]
+pub struct AdmitItem {
+    pub key: String,
+    pub payload: String,
+}
+
+/// An item the run must process: admitted now, or left unfinished by an earlier run.
+#[derive(Clone, Debug)]
+pub struct ResumableItem {
+    pub key: String,
+    pub payload: String,
+    pub attempts: i64,
+    pub next_at: Option<i64>,
+}
+
+/// A state change of one item, written by the batched writer.
+#[derive(Clone, Debug)]
+pub struct ItemUpdate {
+    pub pipeline: Arc<str>,
+    pub tenant: Arc<str>,
+    pub key: String,
+    pub state: ItemState,
+    pub attempts: i64,
+    pub next_at: Option<i64>,
+    pub result: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// An item as stored, for `cxpipe items`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ItemRow {
+    pub pipeline: String,
+    pub tenant: String,
+    pub key: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_at: Option<i64>,
+    pub script_hash: Option<String>,
+    pub payload: Option<String>,
+    pub result: Option<String>,
+    pub last_error: Option<String>,
+    pub run_id: Option<String>,
+    pub updated_at: i64,
+}
+
+const ROW_COLUMNS: &str = "pipeline, tenant, item_key, state, attempts, next_at, script_hash, \
+                           payload, result, last_error, run_id, updated_at";
+
+fn item_row(r: &SqliteRow) -> ItemRow {
+    ItemRow {
+        pipeline: r.get(0),
+        tenant: r.get(1),
+        key: r.get(2),
+        state: r.get(3),
+        attempts: r.get(4),
+        next_at: r.get(5),
+        script_hash: r.get(6),
+        payload: r.get(7),
+        result: r.get(8),
+        last_error: r.get(9),
+        run_id: r.get(10),
+        updated_at: r.get(11),
+    }
+}
+
+/// Which items a listing or retry applies to.
+#[derive(Clone, Debug, Default)]
+pub struct ItemFilter {
+    pub pipeline: Option<String>,
+    pub tenant: Option<String>,
+    pub state: Option<ItemState>,
+    pub key: Option<String>,
+}
+
+impl ItemFilter {
+    /// SQL `WHERE` clause with `$N` placeholders starting at `first`, and its values.
+    fn clause(&self, first: usize) -> (String, Vec<String>) {
+        let mut parts = Vec::new();
+        let mut values = Vec::new();
+        let fields = [
+            ("pipeline", self.pipeline.clone()),
+            ("tenant", self.tenant.clone()),
+            ("state", self.state.map(|s| s.as_str().to_string())),
+            ("item_key", self.key.clone()),
+        ];
+        for (column, value) in fields {
+            if let Some(v) = value {
+                parts.push(format!("{column} = ${}", first + values.len()));
+                values.push(v);
+            }
+        }
+        let clause = if parts.is_empty() { "1 = 1".to_string() } else { parts.join(" AND ") };
+        (clause, values)
+    }
+}
+
+impl Ledger {
+    /// Admits emitted items for `run_id`: inserts new keys and re-leases existing keys that
+    /// are not final and not already leased by this run. Returns what this run must process
+    /// (key and attempts so far), in emission order; duplicates in the batch count once.
+    pub async fn admit(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+        run_id: &str,
+        script_hash: &str,
+        batch: &[AdmitItem],
+    ) -> Result<Vec<(String, i64)>, LedgerError> {
+        let mut seen = HashSet::with_capacity(batch.len());
+        let unique: Vec<&AdmitItem> = batch.iter().filter(|i| seen.insert(&i.key)).collect();
+        if unique.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = String::from(
+            "INSERT INTO items (pipeline, tenant, lease_owner, run_id, script_hash, updated_at, \
+             item_key, payload, state, attempts) VALUES ",
+        );
+        for i in 0..unique.len() {
+            let k = 6 + 2 * i;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("($1, $2, $3, $3, $4, $5, ${k}, ${}, 'leased', 0)", k + 1));
+        }
+        sql.push_str(
+            " ON CONFLICT (pipeline, tenant, item_key) DO UPDATE SET state = 'leased', \
+             payload = excluded.payload, lease_owner = excluded.lease_owner, \
+             run_id = excluded.run_id, script_hash = excluded.script_hash, \
+             updated_at = excluded.updated_at \
+             WHERE items.state NOT IN ('done', 'skipped', 'quarantined') \
+             AND (items.lease_owner IS NULL OR items.lease_owner <> excluded.lease_owner) \
+             RETURNING item_key, attempts",
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(pipeline)
+            .bind(tenant)
+            .bind(run_id)
+            .bind(script_hash)
+            .bind(now_ms());
+        for item in &unique {
+            q = q.bind(&item.key).bind(&item.payload);
+        }
+        let rows = q
+            .fetch_all(self.pool())
+            .await
+            .doing(|| format!("admitting {} items of {pipeline}/{tenant}", unique.len()))?;
+        let mut admitted: std::collections::HashMap<String, i64> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(unique.iter().filter_map(|i| admitted.remove(&i.key).map(|a| (i.key.clone(), a))).collect())
+    }
+
+    /// Leases up to `limit` unfinished items left by earlier runs (pending, leased by a dead
+    /// run, failed awaiting retry, or deferred until no later than `due_before`).
+    pub async fn lease_unfinished(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+        run_id: &str,
+        due_before: i64,
+        limit: i64,
+    ) -> Result<Vec<ResumableItem>, LedgerError> {
+        let rows = sqlx::query(
+            "UPDATE items SET state = 'leased', lease_owner = $3, run_id = $3, updated_at = $5 \
+             WHERE pipeline = $1 AND tenant = $2 AND item_key IN (
+                SELECT item_key FROM items WHERE pipeline = $1 AND tenant = $2
+                AND state IN ('pending', 'leased', 'failed', 'deferred')
+                AND (lease_owner IS NULL OR lease_owner <> $3)
+                AND (next_at IS NULL OR next_at <= $4)
+                ORDER BY item_key LIMIT $6)
+             RETURNING item_key, payload, attempts, next_at",
+        )
+        .bind(pipeline)
+        .bind(tenant)
+        .bind(run_id)
+        .bind(due_before)
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .doing(|| format!("leasing unfinished items of {pipeline}/{tenant}"))?;
+        Ok(rows
+            .iter()
+            .map(|r| ResumableItem {
+                key: r.get(0),
+                payload: r.get::<Option<String>, _>(1).unwrap_or_else(|| "null".into()),
+                attempts: r.get(2),
+                next_at: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Writes a batch of state changes in one transaction.
+    pub async fn apply(&self, updates: &[ItemUpdate]) -> Result<(), LedgerError> {
+        let mut tx = self.pool().begin().await.doing(|| "starting item update".into())?;
+        let now = now_ms();
+        for u in updates {
+            let lease_owner_kept = !u.state.is_final() && u.state != ItemState::Deferred;
+            sqlx::query(
+                "UPDATE items SET state = $4, attempts = $5, next_at = $6, \
+                 result = COALESCE($7, result), last_error = $8, updated_at = $9, \
+                 lease_owner = CASE WHEN $10 = 1 THEN lease_owner ELSE NULL END \
+                 WHERE pipeline = $1 AND tenant = $2 AND item_key = $3",
+            )
+            .bind(&*u.pipeline)
+            .bind(&*u.tenant)
+            .bind(&u.key)
+            .bind(u.state.as_str())
+            .bind(u.attempts)
+            .bind(u.next_at)
+            .bind(&u.result)
+            .bind(&u.last_error)
+            .bind(now)
+            .bind(lease_owner_kept as i64)
+            .execute(&mut *tx)
+            .await
+            .doing(|| format!("updating item {}", u.key))?;
+        }
+        tx.commit().await.doing(|| format!("committing {} item updates", updates.len()))
+    }
+
+    /// Lists items matching `filter`, newest first, at most `limit`.
+    pub async fn list_items(&self, filter: &ItemFilter, limit: i64) -> Result<Vec<ItemRow>, LedgerError> {
+        let (clause, values) = filter.clause(1);
+        let sql = format!(
+            "SELECT {ROW_COLUMNS} FROM items WHERE {clause} ORDER BY updated_at DESC, item_key \
+             LIMIT ${}",
+            values.len() + 1
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for v in &values {
+            q = q.bind(v);
+        }
+        let rows = q.bind(limit).fetch_all(self.pool()).await.doing(|| "listing items".into())?;
+        Ok(rows.iter().map(item_row).collect())
+    }
+
+    /// Counts items by state for `filter` (its `state` is ignored).
+    pub async fn count_items(&self, filter: &ItemFilter) -> Result<Vec<(String, i64)>, LedgerError> {
+        let filter = ItemFilter { state: None, ..filter.clone() };
+        let (clause, values) = filter.clause(1);
+        let sql = format!("SELECT state, COUNT(*) FROM items WHERE {clause} GROUP BY state ORDER BY state");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for v in &values {
+            q = q.bind(v);
+        }
+        let rows = q.fetch_all(self.pool()).await.doing(|| "counting items".into())?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Puts matching items back to `pending` with no attempts, so the next run processes
+    /// them again. Returns how many changed.
+    pub async fn retry_items(&self, filter: &ItemFilter) -> Result<u64, LedgerError> {
+        let (clause, values) = filter.clause(2);
+        let sql = format!(
+            "UPDATE items SET state = 'pending', attempts = 0, next_at = NULL, lease_owner = NULL, \
+             last_error = NULL, updated_at = $1 WHERE {clause}"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms());
+        for v in &values {
+            q = q.bind(v);
+        }
+        let done = q.execute(self.pool()).await.doing(|| "retrying items".into())?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(keys: &[&str]) -> Vec<AdmitItem> {
+        keys.iter().map(|k| AdmitItem { key: k.to_string(), payload: "{}".into() }).collect()
+    }
+
+    fn update(key: &str, state: ItemState) -> ItemUpdate {
+        ItemUpdate {
+            pipeline: "p".into(),
+            tenant: "t".into(),
+            key: key.into(),
+            state,
+            attempts: 1,
+            next_at: None,
+            result: None,
+            last_error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn done_items_are_never_admitted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open_dir(dir.path()).await.unwrap();
+        let first = l.admit("p", "t", "r1", "h", &batch(&["a", "b", "a"])).await.unwrap();
+        assert_eq!(first, vec![("a".into(), 0), ("b".into(), 0)]);
+        // Same run re-emitting: nothing new.
+        assert!(l.admit("p", "t", "r1", "h", &batch(&["a"])).await.unwrap().is_empty());
+        l.apply(&[update("a", ItemState::Done)]).await.unwrap();
+        let second = l.admit("p", "t", "r2", "h", &batch(&["a", "b"])).await.unwrap();
+        assert_eq!(second, vec![("b".to_string(), 0)]);
+    }
+
+    #[tokio::test]
+    async fn unfinished_items_are_leased_by_the_next_run_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open_dir(dir.path()).await.unwrap();
+        l.admit("p", "t", "r1", "h", &batch(&["a", "b", "c"])).await.unwrap();
+        l.apply(&[update("a", ItemState::Done)]).await.unwrap();
+        let got = l.lease_unfinished("p", "t", "r2", now_ms(), 10).await.unwrap();
+        let keys: Vec<_> = got.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["b", "c"]);
+        assert!(l.lease_unfinished("p", "t", "r2", now_ms(), 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn retry_puts_quarantined_items_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open_dir(dir.path()).await.unwrap();
+        l.admit("p", "t", "r1", "h", &batch(&["a"])).await.unwrap();
+        l.apply(&[update("a", ItemState::Quarantined)]).await.unwrap();
+        let f = ItemFilter { state: Some(ItemState::Quarantined), ..Default::default() };
+        assert_eq!(l.retry_items(&f).await.unwrap(), 1);
+        assert_eq!(l.admit("p", "t", "r2", "h", &batch(&["a"])).await.unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,79 @@
+//! The ledger schema as ordered migrations. Portable SQL (BIGINT/TEXT, `ON CONFLICT`,
+//! `RETURNING`) so the PostgreSQL backend can run the same statements.
+
+/// One migration: a version and the statements that bring the schema to it.
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub statements: &'static [&'static str],
+}
+
+/// Every migration, oldest first. Never edit a released one: append a new one.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    statements: &[
+        "CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            pipeline TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            script_hash TEXT NOT NULL,
+            started_at BIGINT NOT NULL,
+            finished_at BIGINT,
+            status TEXT NOT NULL,
+            summary TEXT
+        )",
+        "CREATE TABLE items (
+            pipeline TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            item_key TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts BIGINT NOT NULL DEFAULT 0,
+            next_at BIGINT,
+            lease_owner TEXT,
+            lease_until BIGINT,
+            script_hash TEXT,
+            payload TEXT,
+            result TEXT,
+            last_error TEXT,
+            run_id TEXT,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (pipeline, tenant, item_key)
+        )",
+        "CREATE INDEX items_by_state ON items (pipeline, tenant, state)",
+        "CREATE TABLE checkpoints (
+            pipeline TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (pipeline, tenant, name)
+        )",
+        "CREATE TABLE kv (
+            pipeline TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            k TEXT NOT NULL,
+            value TEXT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (pipeline, tenant, k)
+        )",
+        "CREATE TABLE events (
+            source TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            received_at BIGINT NOT NULL,
+            PRIMARY KEY (source, event_id)
+        )",
+        "CREATE TABLE audit (
+            seq BIGINT PRIMARY KEY,
+            at BIGINT NOT NULL,
+            pipeline TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            data TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        )",
+    ],
+}];

@@ -1,0 +1,285 @@
+//! Runs, checkpoints, key-value state and the audit hash chain.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::{DbContext, Ledger, LedgerError, now_ms};
+
+/// One audit event as stored: `hash = SHA-256(prev_hash ‖ canonical JSON of the entry)`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: i64,
+    pub pipeline: String,
+    pub tenant: String,
+    pub run_id: String,
+    pub kind: String,
+    pub data: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The hash of an audit entry given the previous hash. serde_json maps are ordered by key,
+/// so `data` serialises canonically.
+pub fn audit_hash(prev_hash: &str, seq: i64, at: i64, fields: [&str; 4], data: &str) -> String {
+    let canonical = serde_json::json!({
+        "seq": seq, "at": at, "pipeline": fields[0], "tenant": fields[1],
+        "run_id": fields[2], "kind": fields[3], "data": data,
+    });
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(canonical.to_string().as_bytes());
+    hex::encode(h.finalize())
+}
+
+impl Ledger {
+    /// Records the start of a run.
+    pub async fn start_run(
+        &self,
+        run_id: &str,
+        pipeline: &str,
+        tenant: &str,
+        script_hash: &str,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "INSERT INTO runs (run_id, pipeline, tenant, script_hash, started_at, status) \
+             VALUES ($1, $2, $3, $4, $5, 'running')",
+        )
+        .bind(run_id)
+        .bind(pipeline)
+        .bind(tenant)
+        .bind(script_hash)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await
+        .doing(|| format!("recording start of run {run_id}"))?;
+        Ok(())
+    }
+
+    /// Records the end of a run with its status and summary JSON.
+    pub async fn finish_run(&self, run_id: &str, status: &str, summary: &str) -> Result<(), LedgerError> {
+        sqlx::query("UPDATE runs SET finished_at = $2, status = $3, summary = $4 WHERE run_id = $1")
+            .bind(run_id)
+            .bind(now_ms())
+            .bind(status)
+            .bind(summary)
+            .execute(self.pool())
+            .await
+            .doing(|| format!("recording end of run {run_id}"))?;
+        Ok(())
+    }
+
+    /// Committed checkpoints of a pipeline × tenant, as JSON text by name.
+    pub async fn checkpoints(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+    ) -> Result<BTreeMap<String, String>, LedgerError> {
+        let rows = sqlx::query("SELECT name, value FROM checkpoints WHERE pipeline = $1 AND tenant = $2")
+            .bind(pipeline)
+            .bind(tenant)
+            .fetch_all(self.pool())
+            .await
+            .doing(|| format!("reading checkpoints of {pipeline}/{tenant}"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Commits a run's checkpoints (JSON text by name) in one transaction.
+    pub async fn commit_checkpoints(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+        run_id: &str,
+        values: &BTreeMap<String, String>,
+    ) -> Result<(), LedgerError> {
+        let mut tx = self.pool().begin().await.doing(|| "starting checkpoint commit".into())?;
+        for (name, value) in values {
+            sqlx::query(
+                "INSERT INTO checkpoints (pipeline, tenant, name, value, run_id, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pipeline, tenant, name) \
+                 DO UPDATE SET value = excluded.value, run_id = excluded.run_id, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(pipeline)
+            .bind(tenant)
+            .bind(name)
+            .bind(value)
+            .bind(run_id)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .doing(|| format!("writing checkpoint {name}"))?;
+        }
+        tx.commit().await.doing(|| "committing checkpoints".into())
+    }
+
+    /// Reads a key-value entry (JSON text).
+    pub async fn kv_get(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<String>, LedgerError> {
+        let row = sqlx::query("SELECT value FROM kv WHERE pipeline = $1 AND tenant = $2 AND k = $3")
+            .bind(pipeline)
+            .bind(tenant)
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await
+            .doing(|| format!("reading kv {key}"))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Writes a key-value entry (JSON text).
+    pub async fn kv_set(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "INSERT INTO kv (pipeline, tenant, k, value, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (pipeline, tenant, k) DO UPDATE SET value = excluded.value, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(pipeline)
+        .bind(tenant)
+        .bind(key)
+        .bind(value)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await
+        .doing(|| format!("writing kv {key}"))?;
+        Ok(())
+    }
+
+    /// Deletes a key-value entry; true if it existed.
+    pub async fn kv_delete(&self, pipeline: &str, tenant: &str, key: &str) -> Result<bool, LedgerError> {
+        let done = sqlx::query("DELETE FROM kv WHERE pipeline = $1 AND tenant = $2 AND k = $3")
+            .bind(pipeline)
+            .bind(tenant)
+            .bind(key)
+            .execute(self.pool())
+            .await
+            .doing(|| format!("deleting kv {key}"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Keys starting with `prefix`, in order.
+    pub async fn kv_keys(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT k FROM kv WHERE pipeline = $1 AND tenant = $2 AND substr(k, 1, length($3)) = $3 \
+             ORDER BY k",
+        )
+        .bind(pipeline)
+        .bind(tenant)
+        .bind(prefix)
+        .fetch_all(self.pool())
+        .await
+        .doing(|| format!("listing kv {prefix}*"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Appends audit events to the hash chain in one transaction.
+    pub async fn append_audit(
+        &self,
+        events: &[(String, String, String, String, String)],
+    ) -> Result<(), LedgerError> {
+        let mut tx = self.pool().begin().await.doing(|| "starting audit append".into())?;
+        let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await
+            .doing(|| "reading audit head".into())?;
+        let (mut seq, mut prev) =
+            last.map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))).unwrap_or((0, String::new()));
+        for (pipeline, tenant, run_id, kind, data) in events {
+            seq += 1;
+            let at = now_ms();
+            let hash = audit_hash(&prev, seq, at, [pipeline, tenant, run_id, kind], data);
+            sqlx::query(
+                "INSERT INTO audit (seq, at, pipeline, tenant, run_id, kind, data, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(seq)
+            .bind(at)
+            .bind(pipeline)
+            .bind(tenant)
+            .bind(run_id)
+            .bind(kind)
+            .bind(data)
+            .bind(&prev)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await
+            .doing(|| format!("appending audit event {kind}"))?;
+            prev = hash;
+        }
+        tx.commit().await.doing(|| "committing audit events".into())
+    }
+
+    /// Audit events of a run, in order.
+    pub async fn audit_of_run(&self, run_id: &str) -> Result<Vec<AuditEntry>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, pipeline, tenant, run_id, kind, data, prev_hash, hash FROM audit \
+             WHERE run_id = $1 ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(self.pool())
+        .await
+        .doing(|| format!("reading audit of run {run_id}"))?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                seq: r.get(0),
+                at: r.get(1),
+                pipeline: r.get(2),
+                tenant: r.get(3),
+                run_id: r.get(4),
+                kind: r.get(5),
+                data: serde_json::from_str(&r.get::<String, _>(6)).unwrap_or(serde_json::Value::Null),
+                prev_hash: r.get(7),
+                hash: r.get(8),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn audit_entries_chain_their_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open_dir(dir.path()).await.unwrap();
+        let ev =
+            |k: &str| ("p".to_string(), "t".to_string(), "r".to_string(), k.to_string(), "{}".to_string());
+        l.append_audit(&[ev("A"), ev("B")]).await.unwrap();
+        let got = l.audit_of_run("r").await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].prev_hash, got[0].hash);
+        let again = audit_hash(&got[0].prev_hash, 1, got[0].at, ["p", "t", "r", "A"], "{}");
+        assert_eq!(again, got[0].hash);
+    }
+
+    #[tokio::test]
+    async fn kv_round_trips_and_lists_by_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open_dir(dir.path()).await.unwrap();
+        l.kv_set("p", "t", "seg/1", "1").await.unwrap();
+        l.kv_set("p", "t", "seg/2", "2").await.unwrap();
+        l.kv_set("p", "t", "other", "3").await.unwrap();
+        assert_eq!(l.kv_keys("p", "t", "seg/").await.unwrap(), ["seg/1", "seg/2"]);
+        assert!(l.kv_delete("p", "t", "seg/1").await.unwrap());
+        assert_eq!(l.kv_get("p", "t", "seg/1").await.unwrap(), None);
+        assert_eq!(l.kv_get("p", "t", "seg/2").await.unwrap().as_deref(), Some("2"));
+    }
+}

@@ -1,0 +1,101 @@
+//! `const OPTIONS` of a pipeline script, validated into [`PipelineOptions`].
+
+use std::time::Duration;
+
+use rhai::{Dynamic, Map};
+
+/// Run settings a script declares in `const OPTIONS = #{ ... }`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineOptions {
+    /// Items processed at once (worker threads).
+    pub concurrency: usize,
+    /// Attempts before an item is quarantined.
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt (jittered), capped at `retry_backoff_max`.
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    /// Deadline of one `process` call.
+    pub item_timeout: Duration,
+    /// A deferred item is re-tried within the run when its delay ends within this long of
+    /// the deferral; otherwise it stays deferred in the ledger for the next run.
+    pub defer_max_wait: Duration,
+    /// Deferrals of one item within a run before it is left for the next run.
+    pub max_defers: u32,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            concurrency: 4,
+            max_attempts: 3,
+            retry_backoff: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(300),
+            item_timeout: Duration::from_secs(600),
+            defer_max_wait: Duration::from_secs(300),
+            max_defers: 50,
+        }
+    }
+}
+
+/// Parses a duration given as `"10s"`, `"5m"`, `"250ms"` or a number of seconds.
+pub fn parse_duration(value: &Dynamic) -> Result<Duration, String> {
+    if let Ok(secs) = value.as_int() {
+        return u64::try_from(secs).map(Duration::from_secs).map_err(|_| format!("{secs} is negative"));
+    }
+    if let Ok(secs) = value.as_float() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| e.to_string());
+    }
+    let text =
+        value.clone().into_string().map_err(|t| format!("expected a duration like \"10s\", found {t}"))?;
+    humantime::parse_duration(text.trim()).map_err(|e| format!("{text:?}: {e}"))
+}
+
+impl PipelineOptions {
+    /// Builds options from the script's map, reporting every bad entry at once.
+    pub fn from_map(map: &Map) -> Result<PipelineOptions, Vec<String>> {
+        let mut o = PipelineOptions::default();
+        let mut errors = Vec::new();
+        for (name, value) in map {
+            let positive = |v: &Dynamic| match v.as_int() {
+                Ok(n) if n > 0 => Ok(n as u64),
+                _ => Err(format!("expected a positive integer, found {v}")),
+            };
+            let result: Result<(), String> = match name.as_str() {
+                "concurrency" => positive(value).map(|n| o.concurrency = n.min(1024) as usize),
+                "max_attempts" => positive(value).map(|n| o.max_attempts = n.min(1000) as u32),
+                "max_defers" => positive(value).map(|n| o.max_defers = n.min(100_000) as u32),
+                "retry_backoff" => parse_duration(value).map(|d| o.retry_backoff = d),
+                "retry_backoff_max" => parse_duration(value).map(|d| o.retry_backoff_max = d),
+                "item_timeout" => parse_duration(value).map(|d| o.item_timeout = d),
+                "defer_max_wait" => parse_duration(value).map(|d| o.defer_max_wait = d),
+                other => Err(format!(
+                    "unknown option `{other}` (known: concurrency, max_attempts, retry_backoff, \
+                     retry_backoff_max, item_timeout, defer_max_wait, max_defers)"
+                )),
+            };
+            if let Err(e) = result {
+                errors.push(format!("OPTIONS.{name}: {e}"));
+            }
+        }
+        if errors.is_empty() { Ok(o) } else { Err(errors) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_and_report_every_error() {
+        let engine = rhai::Engine::new();
+        let map: Map =
+            engine.eval("#{ concurrency: 8, item_timeout: \"2s\", retry_backoff: \"10ms\" }").unwrap();
+        let o = PipelineOptions::from_map(&map).unwrap();
+        assert_eq!(
+            (o.concurrency, o.item_timeout, o.retry_backoff),
+            (8, Duration::from_secs(2), Duration::from_millis(10))
+        );
+        let bad: Map = engine.eval("#{ concurrency: 0, speed: 1 }").unwrap();
+        assert_eq!(PipelineOptions::from_map(&bad).unwrap_err().len(), 2);
+    }
+}

@@ -1,0 +1,90 @@
+//! Counters a run keeps while it goes, and the summary it reports at the end.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// At most this many failures are listed in a summary (all are in the ledger).
+const MAX_LISTED_FAILURES: usize = 100;
+
+/// Live counters, updated by the admission task and the workers.
+#[derive(Default)]
+pub struct Counters {
+    pub emitted: AtomicU64,
+    pub admitted: AtomicU64,
+    pub resumed: AtomicU64,
+    pub done: AtomicU64,
+    pub skipped: AtomicU64,
+    pub deferred: AtomicU64,
+    pub quarantined: AtomicU64,
+    pub retries: AtomicU64,
+    pub deferrals: AtomicU64,
+    /// Items admitted or resumed and not yet in a state this run leaves them in.
+    pub outstanding: AtomicU64,
+    pub failures: Mutex<Vec<Failure>>,
+    pub skip_reasons: Mutex<BTreeMap<String, u64>>,
+}
+
+/// A quarantined item, as listed in a summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    pub key: String,
+    pub attempts: i64,
+    pub error: String,
+}
+
+impl Counters {
+    pub fn add_failure(&self, failure: Failure) {
+        let mut list = self.failures.lock().expect("failures lock");
+        if list.len() < MAX_LISTED_FAILURES {
+            list.push(failure);
+        }
+    }
+
+    pub fn add_skip(&self, reason: &str) {
+        *self.skip_reasons.lock().expect("skip lock").entry(reason.to_string()).or_insert(0) += 1;
+    }
+
+    /// Items in a final or parked state this run.
+    pub fn finished(&self) -> u64 {
+        self.done.load(Relaxed)
+            + self.skipped.load(Relaxed)
+            + self.quarantined.load(Relaxed)
+            + self.deferred.load(Relaxed)
+    }
+}
+
+/// The end-of-run summary (`--json` prints it; `finish(ctx, summary)` receives it).
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub run_id: String,
+    pub pipeline: String,
+    pub tenant: String,
+    pub script_hash: String,
+    pub started_at: String,
+    pub duration_ms: u64,
+    /// `completed` (every item done, skipped or deferred), `completed_with_failures`
+    /// (some quarantined), or `failed` (discover or the run itself failed).
+    pub status: String,
+    /// Items `discover` emitted (including ones already done).
+    pub emitted: u64,
+    /// Emitted items this run took on (the rest were already done or skipped earlier).
+    pub admitted: u64,
+    pub already_done: u64,
+    /// Unfinished items from earlier runs taken on by this one.
+    pub resumed: u64,
+    pub done: u64,
+    pub skipped: u64,
+    /// Items left deferred in the ledger for a later run.
+    pub deferred: u64,
+    pub quarantined: u64,
+    pub retries: u64,
+    pub deferrals: u64,
+    pub skip_reasons: BTreeMap<String, u64>,
+    pub failures: Vec<Failure>,
+    pub metrics: BTreeMap<String, f64>,
+    pub checkpoint_committed: bool,
+    pub error: Option<String>,
+}
