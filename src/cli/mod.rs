@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod check;
 mod decrypt;
 mod items;
@@ -32,6 +33,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Look at and re-queue items in the ledger.
     Items(items::ItemsArgs),
+    /// Measure cxpipe itself (see docs/PERFORMANCE.md).
+    Bench(bench::BenchArgs),
     /// Run the CXone simulator on loopback.
     Sim(sim::SimArgs),
     /// Decrypt an object written with `.encrypt(key)` (or a seed-004 JSON envelope).
@@ -66,6 +69,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::Check(args) => check::run(args).await,
         Command::Items(args) => items::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
         Command::Sim(args) => sim::run(args).await,
         Command::Decrypt(args) => decrypt::run(args).await,
         Command::Verify(args) => verify::run(args).await,
