@@ -9,6 +9,7 @@
 //! - [`ledger`]: the SQLite ledger of runs, items, checkpoints, kv and audit.
 //! - [`secret`]: secrets referenced from configuration; never printed.
 //! - [`item_scope`]: the item a script call works on, for native stages on that thread.
+//! - [`sim`]: the CXone simulator (`cxpipe sim`, tests, demo).
 
 pub mod cli;
 pub mod engine;
@@ -17,3 +18,4 @@ pub mod ledger;
 pub mod registry;
 pub mod runner;
 pub mod secret;
+pub mod sim;

@@ -65,13 +65,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .args(["--concurrency", &concurrency.to_string()])
             .output()
             .context("running a benchmark child")?;
-        anyhow::ensure!(out.status.success(), "benchmark child failed: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "benchmark child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let row: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         println!("{row}");
         rows.push(row);
     }
     if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
-        let ratio = last["peak_rss_mib"].as_f64().unwrap_or(0.0) / first["peak_rss_mib"].as_f64().unwrap_or(1.0);
+        let ratio =
+            last["peak_rss_mib"].as_f64().unwrap_or(0.0) / first["peak_rss_mib"].as_f64().unwrap_or(1.0);
         println!(
             "{{\"rss_ratio_largest_to_smallest\":{ratio:.2},\"items_per_sec_largest\":{}}}",
             last["items_per_sec"]
