@@ -6,6 +6,7 @@
 //! - [`engine`]: the Rhai engine, module resolution, script generations, checks, diagnostics.
 //! - [`registry`]: builds the engine with every native namespace registered.
 //! - [`runner`]: one run of a pipeline: discover → admission → worker pool → finish.
+//! - [`natives`]: small native helpers for scripts (time).
 //! - [`ledger`]: the SQLite ledger of runs, items, checkpoints, kv and audit.
 //! - [`secret`]: secrets referenced from configuration; never printed.
 //! - [`item_scope`]: the item a script call works on, for native stages on that thread.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod engine;
 pub mod item_scope;
 pub mod ledger;
+pub mod natives;
 pub mod registry;
 pub mod runner;
 pub mod secret;

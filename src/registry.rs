@@ -9,5 +9,6 @@ use crate::engine::{EngineSettings, base_engine};
 pub fn build_engine(settings: &EngineSettings) -> Engine {
     let mut engine = base_engine(settings);
     crate::runner::ctx::register(&mut engine);
+    crate::natives::time::register(&mut engine);
     engine
 }

@@ -19,6 +19,8 @@ pub struct Ctx {
     pub item_key: Option<Arc<str>>,
     /// 1-based attempt number of this `process` call.
     pub attempt: i64,
+    /// Times this item was deferred earlier in this run (for backoff of re-polls).
+    pub deferrals: i64,
 }
 
 /// Small durable state for a pipeline × tenant (`ctx.kv`).
@@ -172,6 +174,7 @@ pub fn register(engine: &mut Engine) {
         None => Dynamic::UNIT,
     });
     engine.register_get("attempt", |c: &mut Ctx| c.attempt);
+    engine.register_get("deferrals", |c: &mut Ctx| c.deferrals);
 
     engine.register_fn("emit", Ctx::emit);
     engine.register_fn("checkpoint", Ctx::checkpoint);

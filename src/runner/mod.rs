@@ -168,7 +168,7 @@ async fn run_discover(req: &RunRequest, shared: Arc<RunShared>) -> Option<String
     }
     let (engine, script) = (req.engine.clone(), req.script.clone());
     let scope = item_scope_for(&shared, "", None);
-    let ctx = ctx::Ctx { shared: shared.clone(), item_key: None, attempt: 0 };
+    let ctx = ctx::Ctx { shared: shared.clone(), item_key: None, attempt: 0, deferrals: 0 };
     let result = tokio::task::spawn_blocking(move || {
         let out = item_scope::with(scope, || call_hook(&engine, &script, "discover", (ctx,)));
         shared.emitter.lock().expect("emitter lock").take();
@@ -293,7 +293,7 @@ async fn run_finish(req: &RunRequest, shared: Arc<RunShared>, summary: &mut Summ
     let (engine, script) = (req.engine.clone(), req.script.clone());
     let arg = rhai::serde::to_dynamic(&summary_json).unwrap_or(Dynamic::UNIT);
     let scope = item_scope_for(&shared, "", None);
-    let ctx = ctx::Ctx { shared, item_key: None, attempt: 0 };
+    let ctx = ctx::Ctx { shared, item_key: None, attempt: 0, deferrals: 0 };
     let result = tokio::task::spawn_blocking(move || {
         item_scope::with(scope, || call_hook(&engine, &script, "finish", (ctx, arg)))
             .map_err(|e| format_eval_error(&e, &script.label))

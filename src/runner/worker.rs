@@ -133,7 +133,12 @@ fn handle(env: &WorkerEnv, mut item: WorkItem) {
     let attempt = item.attempts + 1;
     let deadline = Instant::now() + env.options.item_timeout;
     let scope = item_scope_for(shared, &item.key, Some(deadline));
-    let ctx = Ctx { shared: shared.clone(), item_key: Some(item.key.as_str().into()), attempt };
+    let ctx = Ctx {
+        shared: shared.clone(),
+        item_key: Some(item.key.as_str().into()),
+        attempt,
+        deferrals: item.defers as i64,
+    };
     let result =
         item_scope::with(scope, || call_hook(&env.engine, &env.script, "process", (ctx, item.value.clone())));
     let c = &env.counters;

@@ -1,0 +1,3 @@
+//! Small native helpers for scripts that Rhai lacks (time). Each namespace one file.
+
+pub mod time;
