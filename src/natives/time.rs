@@ -1,4 +1,4 @@
-//! Time for scripts: milliseconds since the epoch, RFC 3339 parsing and formatting.
+//! Time for scripts: milliseconds since the epoch, RFC 3339 and duration parsing, formatting.
 
 use rhai::{Engine, EvalAltResult};
 
@@ -17,6 +17,15 @@ pub fn register(engine: &mut Engine) {
         chrono::DateTime::parse_from_rfc3339(text.trim())
             .map(|t| t.timestamp_millis())
             .map_err(|e| format!("parse_time({text:?}): {e}; expected RFC 3339 like 2024-01-15T00:00:00Z").into())
+    });
+    // Parses a duration like "30s", "5m", "250ms" into milliseconds.
+    // ```rhai
+    // let delay = parse_duration_ms("30s") * 2;
+    // ```
+    engine.register_fn("parse_duration_ms", |text: &str| -> Result<i64, Box<EvalAltResult>> {
+        humantime::parse_duration(text.trim())
+            .map(|d| d.as_millis() as i64)
+            .map_err(|e| format!("parse_duration_ms({text:?}): {e}; expected e.g. \"30s\" or \"5m\"").into())
     });
     // Formats milliseconds since the epoch as RFC 3339 UTC with milliseconds.
     // ```rhai
@@ -40,5 +49,6 @@ mod tests {
         let text: String = engine.eval("format_time(1705276800000)").unwrap();
         assert_eq!(text, "2024-01-15T00:00:00.000Z");
         assert!(engine.eval::<i64>(r#"parse_time("yesterday")"#).is_err());
+        assert_eq!(engine.eval::<i64>(r#"parse_duration_ms("1m")"#).unwrap(), 60_000);
     }
 }
