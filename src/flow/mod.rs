@@ -1,0 +1,20 @@
+//! Byte flows (DESIGN.md §3): a source (`fetch`, JSON, a stored object) through taps
+//! (hashes, checks) and transforms (compression, encryption) into a sink, streamed with
+//! bounded memory. Bytes never enter Rhai.
+//!
+//! # Layout
+//! - [`spec`]: `Flow`, `Source`, `Stage`: what scripts build.
+//! - [`chain`]: stages compiled for one thread; [`tap`], [`codec`], [`crypt`], [`audio`].
+//! - [`error`]: `FlowError`.
+
+pub mod audio;
+pub mod chain;
+pub mod codec;
+pub mod crypt;
+pub mod error;
+pub mod spec;
+pub mod tap;
+pub mod transform;
+
+pub use error::{CryptoError, FlowError};
+pub use spec::{Flow, Source, Stage, UrlSource};
