@@ -46,7 +46,11 @@ pub enum KeyError {
         source: SecretError,
     },
     #[error("key {name} from {origin}: expected 32 bytes (64 hex digits or base64), got {got}")]
-    Format { name: String, origin: String, got: String },
+    Format {
+        name: String,
+        origin: String,
+        got: String,
+    },
     #[error("key {name}: passphrase is empty")]
     EmptyPassphrase { name: String },
     #[error("no key named {0:?} is configured (add a [keys.{0}] table)")]
@@ -148,7 +152,13 @@ impl KeyRing {
     }
 
     /// Adds a passphrase key under `name`, stretched as configuration would.
-    pub fn insert_passphrase(&mut self, name: &str, passphrase: &Secret, salt: &str, iterations: u32) {
+    pub fn insert_passphrase(
+        &mut self,
+        name: &str,
+        passphrase: &Secret,
+        salt: &str,
+        iterations: u32,
+    ) {
         let bytes = stretch(passphrase, salt, iterations);
         let mut kek = Kek::from_bytes(bytes);
         kek.passphrase = Some(passphrase.clone());
@@ -188,7 +198,9 @@ fn load(name: &str, cfg: &KeyConfig, dir: &Path) -> Result<Kek, KeyError> {
     };
     match (&cfg.env, &cfg.file, &cfg.passphrase_env) {
         (Some(var), None, None) => {
-            let value = SecretRef::Env(var.clone()).resolve(dir).map_err(secret_err)?;
+            let value = SecretRef::Env(var.clone())
+                .resolve(dir)
+                .map_err(secret_err)?;
             parse_raw(name, &format!("env:{var}"), value.expose().as_bytes())
         }
         (None, Some(path), None) => {
@@ -202,7 +214,9 @@ fn load(name: &str, cfg: &KeyConfig, dir: &Path) -> Result<Kek, KeyError> {
             parse_raw(name, &format!("file:{}", path.display()), &bytes)
         }
         (None, None, Some(var)) => {
-            let value = SecretRef::Env(var.clone()).resolve(dir).map_err(secret_err)?;
+            let value = SecretRef::Env(var.clone())
+                .resolve(dir)
+                .map_err(secret_err)?;
             if value.expose().is_empty() {
                 return Err(KeyError::EmptyPassphrase {
                     name: name.to_string(),
@@ -262,7 +276,12 @@ fn stretch(passphrase: &Secret, salt: &str, iterations: u32) -> [u8; 32] {
         return *hit;
     }
     let mut out = [0u8; 32];
-    pbkdf2::pbkdf2_hmac::<Sha256>(passphrase.expose().as_bytes(), salt.as_bytes(), iterations, &mut out);
+    pbkdf2::pbkdf2_hmac::<Sha256>(
+        passphrase.expose().as_bytes(),
+        salt.as_bytes(),
+        iterations,
+        &mut out,
+    );
     cache.lock().expect("key cache").insert(id, out);
     out
 }
@@ -295,13 +314,20 @@ mod tests {
     #[test]
     fn missing_env_names_key_and_variable() {
         let keys = table("[archive]\nenv = \"CXPIPE_KEYS_TEST_SURELY_UNSET\"\n");
-        let err = KeyRing::from_config(&keys, Path::new(".")).unwrap_err().to_string();
-        assert!(err.contains("archive") && err.contains("CXPIPE_KEYS_TEST_SURELY_UNSET"), "{err}");
+        let err = KeyRing::from_config(&keys, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("archive") && err.contains("CXPIPE_KEYS_TEST_SURELY_UNSET"),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_length_key_is_rejected_without_printing_it() {
-        let err = parse_raw("short", "env:X", b"abcd1234").unwrap_err().to_string();
+        let err = parse_raw("short", "env:X", b"abcd1234")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("short") && err.contains("32 bytes"), "{err}");
         assert!(!err.contains("abcd1234"), "{err}");
     }

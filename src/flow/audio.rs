@@ -51,7 +51,10 @@ mod tests {
     #[test]
     fn recognises_wav_mp3_ogg_and_rejects_others() {
         assert_eq!(sniff(b"RIFF\x24\x08\x00\x00WAVEfmt "), Some("wav"));
-        assert_eq!(sniff(b"ID3\x04\x00\x00\x00\x00\x00\x00\x00\x00"), Some("mp3"));
+        assert_eq!(
+            sniff(b"ID3\x04\x00\x00\x00\x00\x00\x00\x00\x00"),
+            Some("mp3")
+        );
         assert_eq!(sniff(&[0xFF, 0xFB, 0x90, 0x64]), Some("mp3"));
         assert_eq!(sniff(b"OggS\x00\x02"), Some("ogg"));
         assert_eq!(sniff(b"RIFF\x24\x08\x00\x00AVI "), None);

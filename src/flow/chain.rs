@@ -65,7 +65,9 @@ impl Chain {
             };
             add_to_spec(spec, stage)?;
         }
-        let has_sha = groups.iter().any(|g| matches!(g, Ok(s) if s.sha256 || s.expect_sha256.is_some()));
+        let has_sha = groups
+            .iter()
+            .any(|g| matches!(g, Ok(s) if s.sha256 || s.expect_sha256.is_some()));
         if !has_sha {
             match groups.first_mut() {
                 Some(Ok(spec)) => spec.sha256 = true,
@@ -271,7 +273,9 @@ mod tests {
 
     #[test]
     fn gzip_then_encrypt_reverses_through_decrypt_then_gunzip() {
-        let data: Vec<u8> = (0..300_000u32).flat_map(|i| (i % 97).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 97).to_le_bytes())
+            .collect();
         let stages = [
             Stage::Sha256,
             Stage::Compress(Codec::Gzip, 1),
@@ -280,8 +284,15 @@ mod tests {
         let (stored, r, plan) = run(&stages, &data);
         assert_eq!(plan.stored_from_plaintext, stages[1..].to_vec());
         assert_eq!(r.stored.size, stored.len() as u64);
-        assert_eq!(r.stored.sha256.unwrap(), hex::encode(Sha256::digest(&stored)));
-        let back = [Stage::Decrypt(None), Stage::Decompress(Codec::Gzip), Stage::Sha256];
+        assert_eq!(
+            r.stored.sha256.unwrap(),
+            hex::encode(Sha256::digest(&stored))
+        );
+        let back = [
+            Stage::Decrypt(None),
+            Stage::Decompress(Codec::Gzip),
+            Stage::Sha256,
+        ];
         let (plain, r2, _) = run(&back, &stored);
         assert_eq!(plain, data);
         assert_eq!(r2.plaintext.sha256, r.plaintext.sha256);

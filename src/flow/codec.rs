@@ -33,7 +33,11 @@ impl Codec {
             Err(FlowError::Invalid(format!(
                 "{}({level}): level must be {}",
                 self.name(),
-                if self == Codec::Gzip { "0..=9" } else { "1..=22" }
+                if self == Codec::Gzip {
+                    "0..=9"
+                } else {
+                    "1..=22"
+                }
             )))
         }
     }

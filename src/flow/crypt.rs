@@ -305,33 +305,57 @@ mod tests {
 
         let mut flipped = enc.clone();
         flipped[HEADER_LEN + 10] ^= 1;
-        assert!(matches!(dec(&flipped), Err(FlowError::Crypto(CryptoError::Segment(0)))));
+        assert!(matches!(
+            dec(&flipped),
+            Err(FlowError::Crypto(CryptoError::Segment(0)))
+        ));
 
         let full = SEGMENT + TAG;
         let truncated = &enc[..HEADER_LEN + 2 * full];
-        assert!(matches!(dec(truncated), Err(FlowError::Crypto(CryptoError::Truncated))));
+        assert!(matches!(
+            dec(truncated),
+            Err(FlowError::Crypto(CryptoError::Truncated))
+        ));
         let cut = &enc[..enc.len() - 1];
-        assert!(matches!(dec(cut), Err(FlowError::Crypto(CryptoError::Segment(2)))));
-        assert!(matches!(dec(&enc[..40]), Err(FlowError::Crypto(CryptoError::Truncated))));
+        assert!(matches!(
+            dec(cut),
+            Err(FlowError::Crypto(CryptoError::Segment(2)))
+        ));
+        assert!(matches!(
+            dec(&enc[..40]),
+            Err(FlowError::Crypto(CryptoError::Truncated))
+        ));
 
         let mut swapped = enc.clone();
         let (a, b) = (HEADER_LEN, HEADER_LEN + full);
         let first = enc[a..a + full].to_vec();
         swapped.copy_within(b..b + full, a);
         swapped[b..b + full].copy_from_slice(&first);
-        assert!(matches!(dec(&swapped), Err(FlowError::Crypto(CryptoError::Segment(0)))));
+        assert!(matches!(
+            dec(&swapped),
+            Err(FlowError::Crypto(CryptoError::Segment(0)))
+        ));
 
         let mut salt_edit = enc.clone();
         salt_edit[20] ^= 0x80;
-        assert!(matches!(dec(&salt_edit), Err(FlowError::Crypto(CryptoError::Segment(0)))));
+        assert!(matches!(
+            dec(&salt_edit),
+            Err(FlowError::Crypto(CryptoError::Segment(0)))
+        ));
 
         let mut id_edit = enc.clone();
         id_edit[9] ^= 1;
-        assert!(matches!(dec(&id_edit), Err(FlowError::Crypto(CryptoError::WrongKey { .. }))));
+        assert!(matches!(
+            dec(&id_edit),
+            Err(FlowError::Crypto(CryptoError::WrongKey { .. }))
+        ));
 
         let mut magic = enc.clone();
         magic[0] = b'X';
-        assert!(matches!(dec(&magic), Err(FlowError::Crypto(CryptoError::BadMagic))));
+        assert!(matches!(
+            dec(&magic),
+            Err(FlowError::Crypto(CryptoError::BadMagic))
+        ));
     }
 
     #[test]

@@ -16,7 +16,11 @@ pub enum CryptoError {
     #[error("header is malformed: {0}")]
     Header(&'static str),
     #[error("object was encrypted with key id {found}, not {expected} (key {name})")]
-    WrongKey { name: String, expected: String, found: String },
+    WrongKey {
+        name: String,
+        expected: String,
+        found: String,
+    },
     #[error("no configured key has id {0}")]
     NoKeyForId(String),
     #[error("segment {0} failed authentication (edited, reordered or wrong key)")]
@@ -50,7 +54,10 @@ pub enum FlowError {
     #[error("decrypting: {0}")]
     Crypto(#[from] CryptoError),
     #[error("{stage}: {message}")]
-    Codec { stage: &'static str, message: String },
+    Codec {
+        stage: &'static str,
+        message: String,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -88,7 +95,12 @@ impl FlowError {
 /// `scheme://host/path` of a URL, without query (presigned signatures) or user info.
 pub fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
-        Ok(u) => format!("{}://{}{}", u.scheme(), u.host_str().unwrap_or(""), u.path()),
+        Ok(u) => format!(
+            "{}://{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.path()
+        ),
         Err(_) => "<invalid url>".to_string(),
     }
 }

@@ -6,12 +6,21 @@
 //! - [`spec`]: `Flow`, `Source`, `Stage`: what scripts build.
 //! - [`chain`]: stages compiled for one thread; [`tap`], [`codec`], [`crypt`], [`audio`].
 //! - [`error`]: `FlowError`.
+//! - [`fetch`]: resumable HTTP download; [`source`]: async producers for every source.
+//! - [`run`]: runs a flow into a sink (store, discard, local writer); [`sink`]: `write`/`discard` with receipts; [`manifest`]: sidecars.
+//! - [`rhai`]: the script surface.
 
 pub mod audio;
 pub mod chain;
 pub mod codec;
 pub mod crypt;
 pub mod error;
+pub mod fetch;
+pub mod manifest;
+pub mod rhai;
+pub mod run;
+pub mod sink;
+pub mod source;
 pub mod spec;
 pub mod tap;
 pub mod transform;

@@ -140,8 +140,17 @@ mod tests {
             expect_size: Some(10),
             ..TapSpec::default()
         };
-        assert!(matches!(run(short.clone(), b"abc"), Err(FlowError::Size { expected: 10, actual: 3 })));
-        assert!(matches!(run(short, &[0; 11]), Err(FlowError::Size { actual: 11, .. })));
+        assert!(matches!(
+            run(short.clone(), b"abc"),
+            Err(FlowError::Size {
+                expected: 10,
+                actual: 3
+            })
+        ));
+        assert!(matches!(
+            run(short, &[0; 11]),
+            Err(FlowError::Size { actual: 11, .. })
+        ));
         let sha = TapSpec {
             expect_sha256: Some("00".repeat(32)),
             ..TapSpec::default()
@@ -149,7 +158,9 @@ mod tests {
         let err = run(sha, b"abc").unwrap_err().to_string();
         assert!(err.contains("ba7816bf"), "{err}");
         let upper = TapSpec {
-            expect_sha256: Some("BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD".into()),
+            expect_sha256: Some(
+                "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD".into(),
+            ),
             ..TapSpec::default()
         };
         assert!(run(upper, b"abc").is_ok());
@@ -161,7 +172,10 @@ mod tests {
             audio_check: true,
             ..TapSpec::default()
         };
-        assert!(matches!(run(spec.clone(), b"<html>denied</html>"), Err(FlowError::NotAudio { .. })));
+        assert!(matches!(
+            run(spec.clone(), b"<html>denied</html>"),
+            Err(FlowError::NotAudio { .. })
+        ));
         assert_eq!(run(spec, b"OggS\0\x02rest").unwrap().audio, Some("ogg"));
     }
 }

@@ -160,7 +160,10 @@ impl StorageConfig {
                     .root(&p.root)
                     .region(&region)
                     .disable_config_load();
-                if let Some(e) = endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()) {
+                if let Some(e) = endpoint
+                    .clone()
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+                {
                     b = b.endpoint(&e);
                 }
                 if !path_style {
@@ -213,7 +216,9 @@ impl StorageConfig {
                     .credential_path
                     .as_ref()
                     .map(|c| dir.join(c))
-                    .or_else(|| std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from));
+                    .or_else(|| {
+                        std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from)
+                    });
                 if let Some(c) = cred {
                     b = b.credential_path(&c.to_string_lossy());
                 }
@@ -250,9 +255,13 @@ mod tests {
 
     #[test]
     fn unknown_scheme_and_query_are_rejected_with_hints() {
-        let e = StorageConfig::uri("ftp://x/y").build(Path::new(".")).unwrap_err();
+        let e = StorageConfig::uri("ftp://x/y")
+            .build(Path::new("."))
+            .unwrap_err();
         assert!(e.to_string().contains("unknown scheme"), "{e}");
-        let e = StorageConfig::uri("s3://b/p?secret=abc").build(Path::new(".")).unwrap_err();
+        let e = StorageConfig::uri("s3://b/p?secret=abc")
+            .build(Path::new("."))
+            .unwrap_err();
         assert!(e.to_string().contains("unknown query parameter"), "{e}");
         assert!(!e.to_string().contains("abc"), "{e}");
     }
@@ -274,7 +283,9 @@ mod tests {
     #[test]
     fn fs_root_is_created_relative_to_the_config_dir() {
         let dir = tempfile::tempdir().unwrap();
-        StorageConfig::uri("fs://out/rec").build(dir.path()).unwrap();
+        StorageConfig::uri("fs://out/rec")
+            .build(dir.path())
+            .unwrap();
         assert!(dir.path().join("out/rec").is_dir());
     }
 

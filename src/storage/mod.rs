@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 
 pub use config::StorageConfig;
-pub use writer::ObjectWriter;
+pub use writer::{Closed, ObjectWriter};
 
 /// Chunk size of every multi-part write (Azure blocks, S3 parts, GCS 256 KiB multiples).
 pub const CHUNK: usize = 8 * 1024 * 1024;
@@ -163,7 +163,11 @@ impl Store {
                 limit,
             });
         }
-        let buf = self.op.read(key).await.map_err(self.op_err("reading", key))?;
+        let buf = self
+            .op
+            .read(key)
+            .await
+            .map_err(self.op_err("reading", key))?;
         Ok(Some(buf.to_bytes()))
     }
 
@@ -179,7 +183,10 @@ impl Store {
 
     /// Deletes `key` (absent is fine).
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.op.delete(key).await.map_err(self.op_err("deleting", key))
+        self.op
+            .delete(key)
+            .await
+            .map_err(self.op_err("deleting", key))
     }
 
     /// The object's bytes as a stream of chunks.
@@ -237,7 +244,10 @@ pub fn check_key(key: &str) -> Result<(), StorageError> {
     if key.starts_with('/') {
         return bad("keys are relative to the store");
     }
-    if key.split('/').any(|s| s == ".." || s == "." || s.is_empty()) {
+    if key
+        .split('/')
+        .any(|s| s == ".." || s == "." || s.is_empty())
+    {
         return bad("keys cannot contain empty, `.` or `..` segments");
     }
     if key.starts_with(PARTIAL_DIR) {
@@ -266,14 +276,24 @@ mod tests {
     #[tokio::test]
     async fn memory_store_lists_without_manifests_and_sizes_absent_keys() {
         let store = Store::from_uri("memory://storage-mod-test").unwrap();
-        store.put("a/1.wav", Bytes::from_static(b"abc")).await.unwrap();
-        store.put("a/1.wav.manifest.json", Bytes::from_static(b"{}")).await.unwrap();
+        store
+            .put("a/1.wav", Bytes::from_static(b"abc"))
+            .await
+            .unwrap();
+        store
+            .put("a/1.wav.manifest.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
         store.put("b/2.wav", Bytes::from_static(b"")).await.unwrap();
         assert_eq!(store.list("").await.unwrap(), ["a/1.wav", "b/2.wav"]);
         assert_eq!(store.list("a/").await.unwrap(), ["a/1.wav"]);
         assert_eq!(store.size("a/1.wav").await.unwrap(), Some(3));
         assert_eq!(store.size("nope").await.unwrap(), None);
         let again = Store::from_uri("memory://storage-mod-test").unwrap();
-        assert_eq!(again.size("b/2.wav").await.unwrap(), Some(0), "same name, same store");
+        assert_eq!(
+            again.size("b/2.wav").await.unwrap(),
+            Some(0),
+            "same name, same store"
+        );
     }
 }

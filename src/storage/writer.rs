@@ -26,7 +26,10 @@ pub enum Closed {
 }
 
 impl ObjectWriter {
-    pub(super) async fn open(store: &Store, key: &str) -> Result<Option<ObjectWriter>, StorageError> {
+    pub(super) async fn open(
+        store: &Store,
+        key: &str,
+    ) -> Result<Option<ObjectWriter>, StorageError> {
         let result = store
             .operator()
             .writer_with(key)
@@ -112,5 +115,8 @@ impl ObjectWriter {
 }
 
 fn closed_error() -> opendal::Error {
-    opendal::Error::new(opendal::ErrorKind::Unexpected, "writer already closed or aborted")
+    opendal::Error::new(
+        opendal::ErrorKind::Unexpected,
+        "writer already closed or aborted",
+    )
 }
