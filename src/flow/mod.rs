@@ -8,12 +8,13 @@
 //! - [`error`]: `FlowError`.
 //! - [`fetch`]: resumable HTTP download; [`source`]: async producers for every source.
 //! - [`run`]: runs a flow into a sink (store, discard, local writer); [`sink`]: `write`/`discard` with receipts; [`manifest`]: sidecars.
-//! - [`rhai`]: the script surface.
+//! - [`rhai`]: the script surface; [`verify`]: re-check stored objects; [`envelope`]: seed-004 envelopes.
 
 pub mod audio;
 pub mod chain;
 pub mod codec;
 pub mod crypt;
+pub mod envelope;
 pub mod error;
 pub mod fetch;
 pub mod manifest;
@@ -24,6 +25,7 @@ pub mod source;
 pub mod spec;
 pub mod tap;
 pub mod transform;
+pub mod verify;
 
 pub use error::{CryptoError, FlowError};
 pub use spec::{Flow, Source, Stage, UrlSource};

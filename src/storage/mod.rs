@@ -150,6 +150,23 @@ impl Store {
         Ok(keys)
     }
 
+    /// Keys under `prefix` that have a manifest (the manifest's object may be missing).
+    pub async fn manifested(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let entries = self
+            .op
+            .list_with(prefix)
+            .recursive(true)
+            .await
+            .map_err(self.op_err("listing", prefix))?;
+        let mut keys: Vec<String> = entries
+            .into_iter()
+            .filter(|e| e.metadata().mode().is_file())
+            .filter_map(|e| e.path().strip_suffix(MANIFEST_SUFFIX).map(str::to_string))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
     /// Reads a small object whole; `None` when absent, error past `limit` bytes.
     pub async fn read_small(&self, key: &str, limit: u64) -> Result<Option<Bytes>, StorageError> {
         let Some(size) = self.size(key).await? else {
