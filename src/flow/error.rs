@@ -113,5 +113,9 @@ mod tests {
     fn redacted_urls_drop_signatures_and_credentials() {
         let r = redact_url("https://user:pw@media.example/rec/1.wav?X-Amz-Signature=abc");
         assert_eq!(r, "https://media.example/rec/1.wav");
+        assert_eq!(
+            redact_url("http://127.0.0.1:8080/a?x=1"),
+            "http://127.0.0.1:8080/a"
+        );
     }
 }
