@@ -3,3 +3,4 @@
 mod cli;
 mod flow;
 mod harness;
+mod storage;
