@@ -5,14 +5,19 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     entries.sort();
     for path in entries {
         if path.is_dir() {
             collect(root, &path, out);
         } else if path.extension().is_some_and(|e| e == "rhai") {
-            let rel = path.strip_prefix(root).expect("under root").with_extension("");
+            let rel = path
+                .strip_prefix(root)
+                .expect("under root")
+                .with_extension("");
             let name = rel.to_string_lossy().replace('\\', "/");
             out.push((name, path));
         }
@@ -25,7 +30,12 @@ fn table(name: &str, root: &Path) -> String {
     let mut s = format!("pub static {name}: &[(&str, &str)] = &[\n");
     for (module, path) in files {
         let abs = path.canonicalize().expect("canonical path");
-        writeln!(s, "    ({module:?}, include_str!({:?})),", abs.to_string_lossy()).unwrap();
+        writeln!(
+            s,
+            "    ({module:?}, include_str!({:?})),",
+            abs.to_string_lossy()
+        )
+        .unwrap();
     }
     s.push_str("];\n");
     s

@@ -11,13 +11,19 @@
 //! - [`secret`]: secrets referenced from configuration; never printed.
 //! - [`item_scope`]: the item a script call works on, for native stages on that thread.
 //! - [`sim`]: the CXone simulator (`cxpipe sim`, tests, demo).
+//! - [`flow`]: streamed byte flows: fetch, hash, compress, encrypt, write.
+//! - [`storage`]: object stores (fs, memory, s3, azblob, gcs) and manifests.
+//! - [`keys`]: named encryption keys from configuration.
 
 pub mod cli;
 pub mod engine;
+pub mod flow;
 pub mod item_scope;
+pub mod keys;
 pub mod ledger;
 pub mod natives;
 pub mod registry;
 pub mod runner;
 pub mod secret;
 pub mod sim;
+pub mod storage;

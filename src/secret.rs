@@ -34,9 +34,9 @@ impl SecretRef {
     /// Resolves the secret; `base` is the folder relative file paths start from.
     pub fn resolve(&self, base: &Path) -> Result<Secret, SecretError> {
         match self {
-            SecretRef::Env(var) => {
-                std::env::var(var).map(Secret::new).map_err(|_| SecretError::MissingEnv(var.clone()))
-            }
+            SecretRef::Env(var) => std::env::var(var)
+                .map(Secret::new)
+                .map_err(|_| SecretError::MissingEnv(var.clone())),
             SecretRef::File(path) => {
                 let path = base.join(path);
                 std::fs::read_to_string(&path)
@@ -103,7 +103,10 @@ mod tests {
     fn file_is_read_relative_to_base_and_trimmed() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("s.txt"), "abc\n").unwrap();
-        let r: SecretRef = toml::from_str::<toml::Table>("file = \"s.txt\"").unwrap().try_into().unwrap();
+        let r: SecretRef = toml::from_str::<toml::Table>("file = \"s.txt\"")
+            .unwrap()
+            .try_into()
+            .unwrap();
         assert_eq!(r.resolve(dir.path()).unwrap().expose(), "abc");
     }
 }

@@ -50,7 +50,11 @@ pub fn peak_rss_mib() -> Option<f64> {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let BenchKind::Orchestration { items, concurrency, child } = args.which;
+    let BenchKind::Orchestration {
+        items,
+        concurrency,
+        child,
+    } = args.which;
     if child {
         let n = items.first().copied().unwrap_or(10_000);
         let out = measure(n, concurrency).await?;
@@ -61,7 +65,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     for n in &items {
         let out = Command::new(&exe)
-            .args(["bench", "orchestration", "--child", "--items", &n.to_string()])
+            .args([
+                "bench",
+                "orchestration",
+                "--child",
+                "--items",
+                &n.to_string(),
+            ])
             .args(["--concurrency", &concurrency.to_string()])
             .output()
             .context("running a benchmark child")?;
@@ -75,8 +85,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         rows.push(row);
     }
     if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
-        let ratio =
-            last["peak_rss_mib"].as_f64().unwrap_or(0.0) / first["peak_rss_mib"].as_f64().unwrap_or(1.0);
+        let ratio = last["peak_rss_mib"].as_f64().unwrap_or(0.0)
+            / first["peak_rss_mib"].as_f64().unwrap_or(1.0);
         println!(
             "{{\"rss_ratio_largest_to_smallest\":{ratio:.2},\"items_per_sec_largest\":{}}}",
             last["items_per_sec"]
@@ -92,7 +102,10 @@ async fn measure(n: u64, concurrency: usize) -> anyhow::Result<serde_json::Value
     let ledger = Ledger::open_dir(&dir).await?;
     let mut params = serde_json::Map::new();
     params.insert("items".into(), n.into());
-    let options = PipelineOptions { concurrency, ..PipelineOptions::default() };
+    let options = PipelineOptions {
+        concurrency,
+        ..PipelineOptions::default()
+    };
     let started = Instant::now();
     let report = runner::run(RunRequest {
         engine: Arc::new(engine),
@@ -108,7 +121,11 @@ async fn measure(n: u64, concurrency: usize) -> anyhow::Result<serde_json::Value
     .await?;
     let secs = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&dir);
-    anyhow::ensure!(report.summary.done == n, "only {} of {n} items done", report.summary.done);
+    anyhow::ensure!(
+        report.summary.done == n,
+        "only {} of {n} items done",
+        report.summary.done
+    );
     Ok(serde_json::json!({
         "items": n,
         "concurrency": concurrency,

@@ -29,7 +29,11 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Every problem in the script at `path`, one line (or block) each.
@@ -39,8 +43,10 @@ pub fn problems_of(engine: &rhai::Engine, path: &std::path::Path) -> Vec<String>
         Err(ScriptError::Invalid(d)) => return vec![d.to_string()],
         Err(e) => return vec![e.to_string()],
     };
-    let mut problems: Vec<String> =
-        check::check(engine, &script).into_iter().map(|d| d.to_string()).collect();
+    let mut problems: Vec<String> = check::check(engine, &script)
+        .into_iter()
+        .map(|d| d.to_string())
+        .collect();
     match script.options(engine) {
         Ok(map) => {
             if let Err(errors) = PipelineOptions::from_map(&map) {

@@ -1,10 +1,274 @@
-//! `cxpipe decrypt` (placeholder until its issue lands).
+//! `cxpipe decrypt`: restores an object written with `.encrypt(key)` (or a seed-004 JSON
+//! envelope) from a local file or a store, to a file (written atomically) or stdout.
 
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct DecryptArgs {}
+use anyhow::{Context, bail};
 
-pub async fn run(_args: DecryptArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("cxpipe decrypt is not built yet")
+use crate::flow::codec::Codec;
+use crate::flow::run::{self, Sink};
+use crate::flow::{Flow, Source, Stage, envelope};
+use crate::keys::{KeyConfig, KeyRing};
+use crate::secret::{Secret, SecretRef};
+use crate::storage::{StorageConfig, Store};
+
+#[derive(Debug, clap::Args)]
+pub struct DecryptArgs {
+    /// Encrypted file, or object key when `--store` is given.
+    pub input: String,
+    /// Where to write the plaintext (default: stdout). Written only if decryption succeeds.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Configuration file with `[keys.NAME]` tables (and `[storage.NAME]` for `--store`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Key name from the configuration (default: the key whose id the header names).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Environment variable holding a raw 256-bit key (hex or base64).
+    #[arg(long, conflicts_with = "key_file")]
+    pub key_env: Option<String>,
+    /// File holding a raw 256-bit key (raw, hex or base64).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Environment variable holding the passphrase of a seed-004 envelope.
+    #[arg(long)]
+    pub passphrase_env: Option<String>,
+    /// Read INPUT from this store (a URI, or a `[storage.NAME]` of the configuration).
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Decompress after decrypting (`gzip` or `zstd`).
+    #[arg(long, value_parser = ["gzip", "zstd"])]
+    pub decompress: Option<String>,
+}
+
+pub async fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
+    let cwd = PathBuf::from(".");
+    let mut keys = match &args.config {
+        Some(path) => load_keys(path)?,
+        None => KeyRing::empty(),
+    };
+    let cli_key = if let Some(var) = &args.key_env {
+        let v = SecretRef::Env(var.clone()).resolve(&cwd)?;
+        Some(crate::keys::parse_raw(
+            "--key-env",
+            &format!("env:{var}"),
+            v.expose().as_bytes(),
+        )?)
+    } else if let Some(path) = &args.key_file {
+        let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Some(crate::keys::parse_raw(
+            "--key-file",
+            &path.display().to_string(),
+            &raw,
+        )?)
+    } else {
+        None
+    };
+    if let Some(k) = cli_key {
+        keys.insert_raw("cli", *k.bytes());
+    }
+    let key_name = match (&args.key, args.key_env.is_some() || args.key_file.is_some()) {
+        (Some(k), _) => Some(k.clone()),
+        (None, true) => Some("cli".to_string()),
+        (None, false) => None,
+    };
+    let source = match &args.store {
+        Some(s) => Source::Read {
+            store: open_store(s, args.config.as_deref())?,
+            key: args.input.clone(),
+        },
+        None => Source::File(PathBuf::from(&args.input)),
+    };
+    let head = read_head(&source).await?;
+    let passphrase = match &args.passphrase_env {
+        Some(var) => Some(SecretRef::Env(var.clone()).resolve(&cwd)?),
+        None => None,
+    };
+    let decompress = args.decompress.as_deref().map(|d| {
+        if d == "gzip" {
+            Codec::Gzip
+        } else {
+            Codec::Zstd
+        }
+    });
+    let output = args.output.clone();
+    if envelope::looks_like_envelope(&head) {
+        let plain = open_envelope(&source, &keys, key_name.as_deref(), passphrase).await?;
+        let plain = match decompress {
+            Some(c) => decompress_all(c, &plain)?,
+            None => plain,
+        };
+        write_output(output.as_deref(), &plain)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut stages = vec![Stage::Decrypt(key_name)];
+    if let Some(c) = decompress {
+        stages.push(Stage::Decompress(c));
+    }
+    let flow = Flow {
+        stages,
+        ..Flow::new(source)
+    };
+    tokio::task::spawn_blocking(move || decrypt_stream(&flow, &keys, output.as_deref())).await??;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn decrypt_stream(flow: &Flow, keys: &KeyRing, output: Option<&Path>) -> anyhow::Result<()> {
+    match output {
+        None => {
+            let sink = Sink::Local(Box::new(std::io::stdout()));
+            run::run(flow, sink, keys, None, Default::default())?;
+        }
+        Some(path) => {
+            let partial = partial_path(path);
+            let file = std::fs::File::create(&partial)
+                .with_context(|| format!("creating {}", partial.display()))?;
+            let sink = Sink::Local(Box::new(std::io::BufWriter::with_capacity(1 << 20, file)));
+            match run::run(flow, sink, keys, None, Default::default()) {
+                Ok(_) => std::fs::rename(&partial, path)
+                    .with_context(|| format!("renaming to {}", path.display()))?,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+async fn read_head(source: &Source) -> anyhow::Result<Vec<u8>> {
+    Ok(match source {
+        Source::File(p) => {
+            let mut f =
+                std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+            let mut head = vec![0u8; 64];
+            let n = f.read(&mut head)?;
+            head.truncate(n);
+            head
+        }
+        Source::Read { store, key } => {
+            use futures::StreamExt;
+            let mut s = Box::pin(store.read_stream(key).await?);
+            match s.next().await {
+                Some(b) => b?.to_vec(),
+                None => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
+    })
+}
+
+async fn open_envelope(
+    source: &Source,
+    keys: &KeyRing,
+    key_name: Option<&str>,
+    passphrase: Option<Secret>,
+) -> anyhow::Result<Vec<u8>> {
+    let json = match source {
+        Source::File(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        Source::Read { store, key } => store
+            .read_small(key, 4 * 1024 * 1024 * 1024)
+            .await?
+            .with_context(|| format!("{key} not found"))?
+            .to_vec(),
+        _ => bail!("envelopes are read from files or stores"),
+    };
+    let mut candidates: Vec<Secret> = passphrase.into_iter().collect();
+    for (name, kek) in keys.iter() {
+        if key_name.is_none_or(|k| k == name)
+            && let Some(p) = kek.passphrase()
+        {
+            candidates.push(p.clone());
+        }
+    }
+    if candidates.is_empty() {
+        bail!(
+            "this is a seed-004 JSON envelope: give its passphrase with --passphrase-env VAR or a [keys.NAME] passphrase_env key"
+        );
+    }
+    let mut last = None;
+    for p in &candidates {
+        match envelope::open(&json, p) {
+            Ok(plain) => return Ok(plain),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one candidate").into())
+}
+
+fn decompress_all(codec: Codec, data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use crate::flow::codec::CodecStage;
+    use crate::flow::transform::Transform;
+    let mut t = CodecStage::decompress(codec)?;
+    let mut out = Vec::new();
+    t.update(data, &mut out)?;
+    t.finish(&mut out)?;
+    Ok(out)
+}
+
+fn write_output(path: Option<&Path>, data: &[u8]) -> anyhow::Result<()> {
+    match path {
+        None => std::io::stdout().write_all(data)?,
+        Some(p) => {
+            let partial = partial_path(p);
+            std::fs::write(&partial, data)
+                .with_context(|| format!("writing {}", partial.display()))?;
+            std::fs::rename(&partial, p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads only the `[keys]` tables of a configuration file.
+pub(super) fn load_keys(path: &Path) -> anyhow::Result<KeyRing> {
+    let table = read_config(path)?;
+    let keys: BTreeMap<String, KeyConfig> = match table.get("keys") {
+        Some(v) => v
+            .clone()
+            .try_into()
+            .with_context(|| format!("{}: [keys]", path.display()))?,
+        None => BTreeMap::new(),
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    Ok(KeyRing::from_config(&keys, dir)?)
+}
+
+/// A store from a URI, or from `[storage.NAME]` of the configuration.
+pub(super) fn open_store(spec: &str, config: Option<&Path>) -> anyhow::Result<Store> {
+    if spec.contains("://") {
+        return Ok(Store::from_uri(spec)?);
+    }
+    let Some(path) = config else {
+        bail!("{spec:?} is not a URI; give --config to look it up as [storage.{spec}]");
+    };
+    let table = read_config(path)?;
+    let entry = table
+        .get("storage")
+        .and_then(|s| s.get(spec))
+        .with_context(|| format!("{} has no [storage.{spec}]", path.display()))?;
+    let cfg: StorageConfig = entry
+        .clone()
+        .try_into()
+        .with_context(|| format!("{}: [storage.{spec}]", path.display()))?;
+    Ok(Store::from_config(
+        &cfg,
+        path.parent().unwrap_or(Path::new(".")),
+    )?)
+}
+
+fn read_config(path: &Path) -> anyhow::Result<toml::Table> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }

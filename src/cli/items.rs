@@ -59,15 +59,26 @@ pub enum ItemsAction {
 }
 
 fn filter_of(f: &FilterArgs, key: Option<String>) -> anyhow::Result<ItemFilter> {
-    let state = f.state.as_deref().map(str::parse::<ItemState>).transpose()?;
-    Ok(ItemFilter { pipeline: f.pipeline.clone(), tenant: f.tenant.clone(), state, key })
+    let state = f
+        .state
+        .as_deref()
+        .map(str::parse::<ItemState>)
+        .transpose()?;
+    Ok(ItemFilter {
+        pipeline: f.pipeline.clone(),
+        tenant: f.tenant.clone(),
+        state,
+        key,
+    })
 }
 
 fn print_row(row: &ItemRow) {
     println!("{}/{}/{}: {}", row.pipeline, row.tenant, row.key, row.state);
     println!("  attempts: {}", row.attempts);
     if let Some(at) = row.next_at {
-        let t = chrono::DateTime::from_timestamp_millis(at).map(|t| t.to_rfc3339()).unwrap_or_default();
+        let t = chrono::DateTime::from_timestamp_millis(at)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
         println!("  next attempt: {t}");
     }
     if let Some(e) = &row.last_error {
@@ -87,7 +98,11 @@ fn print_row(row: &ItemRow) {
 pub async fn run(args: ItemsArgs) -> anyhow::Result<ExitCode> {
     let ledger = args.ledger.open().await?;
     match args.action {
-        ItemsAction::Ls { filter, limit, json } => {
+        ItemsAction::Ls {
+            filter,
+            limit,
+            json,
+        } => {
             let f = filter_of(&filter, None)?;
             let rows = ledger.list_items(&f, limit).await?;
             if json {
@@ -97,9 +112,20 @@ pub async fn run(args: ItemsArgs) -> anyhow::Result<ExitCode> {
             } else {
                 let counts = ledger.count_items(&f).await?;
                 let line: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
-                println!("{}", if line.is_empty() { "no items".to_string() } else { line.join(", ") });
+                println!(
+                    "{}",
+                    if line.is_empty() {
+                        "no items".to_string()
+                    } else {
+                        line.join(", ")
+                    }
+                );
                 for r in &rows {
-                    let err = r.last_error.as_deref().and_then(|e| e.lines().next()).unwrap_or("");
+                    let err = r
+                        .last_error
+                        .as_deref()
+                        .and_then(|e| e.lines().next())
+                        .unwrap_or("");
                     println!(
                         "{:<12} {:>3}  {}/{}/{}  {}",
                         r.state, r.attempts, r.pipeline, r.tenant, r.key, err
@@ -108,7 +134,9 @@ pub async fn run(args: ItemsArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ItemsAction::Show { key, filter, json } => {
-            let rows = ledger.list_items(&filter_of(&filter, Some(key.clone()))?, 100).await?;
+            let rows = ledger
+                .list_items(&filter_of(&filter, Some(key.clone()))?, 100)
+                .await?;
             if rows.is_empty() {
                 bail!("no item with key {key:?} in the ledger (try `cxpipe items ls`)");
             }

@@ -9,7 +9,12 @@ use crate::ledger::Ledger;
 #[derive(Debug, Clone, clap::Args)]
 pub struct LedgerArgs {
     /// Folder holding the SQLite ledger (`ledger.sqlite`).
-    #[arg(long, value_name = "DIR", default_value = ".cxpipe", env = "CXPIPE_STATE")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".cxpipe",
+        env = "CXPIPE_STATE"
+    )]
     pub state: PathBuf,
     /// Ledger URL instead of --state: `sqlite://PATH`.
     #[arg(long, value_name = "URL", env = "CXPIPE_LEDGER")]
@@ -19,7 +24,9 @@ pub struct LedgerArgs {
 impl LedgerArgs {
     pub async fn open(&self) -> anyhow::Result<Ledger> {
         match &self.ledger {
-            Some(url) => Ledger::open_url(url).await.with_context(|| format!("opening ledger {url}")),
+            Some(url) => Ledger::open_url(url)
+                .await
+                .with_context(|| format!("opening ledger {url}")),
             None => Ledger::open_dir(&self.state)
                 .await
                 .with_context(|| format!("opening ledger in {}", self.state.display())),

@@ -34,13 +34,16 @@ pub struct RunArgs {
 }
 
 /// Parses `k=v` pairs; values that parse as JSON become JSON, others strings.
-pub fn parse_params(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+pub fn parse_params(
+    pairs: &[String],
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
     let mut out = serde_json::Map::new();
     for pair in pairs {
         let Some((k, v)) = pair.split_once('=') else {
             bail!("--param {pair:?}: expected KEY=VALUE");
         };
-        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+        let value =
+            serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
         out.insert(k.trim().to_string(), value);
     }
     Ok(out)
@@ -53,7 +56,12 @@ pub fn load_checked(
 ) -> anyhow::Result<(Script, PipelineOptions)> {
     let problems = super::check::problems_of(engine, path);
     if !problems.is_empty() {
-        bail!("{} has {} problem(s):\n{}", path.display(), problems.len(), problems.join("\n"));
+        bail!(
+            "{} has {} problem(s):\n{}",
+            path.display(),
+            problems.len(),
+            problems.join("\n")
+        );
     }
     let script = Script::load(engine, path)?;
     debug_assert!(check::check(engine, &script).is_empty());
@@ -79,7 +87,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let report = runner::run(request).await.context("running the pipeline")?;
     print_report(&report, args.json)?;
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Prints the run report: JSON (`{summary, report}`) or a few human lines.
@@ -90,7 +102,10 @@ pub fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("run {} of {} for tenant {}: {}", s.run_id, s.pipeline, s.tenant, s.status);
+    println!(
+        "run {} of {} for tenant {}: {}",
+        s.run_id, s.pipeline, s.tenant, s.status
+    );
     println!(
         "  emitted {} (already done {}), resumed {}, done {}, skipped {}, deferred {}, quarantined {}, retries {} in {:.1}s",
         s.emitted,

@@ -68,14 +68,21 @@ impl SimArgs {
             recordings: self.recordings,
             interactions: self.interactions.unwrap_or(self.recordings),
             transcripts: self.transcripts.unwrap_or(self.recordings),
-            sizes: SizeDistribution { min: self.size_min, max: self.size_max, log_uniform: true },
+            sizes: SizeDistribution {
+                min: self.size_min,
+                max: self.size_max,
+                log_uniform: true,
+            },
             bind: Some(SocketAddr::new(self.bind, self.port)),
             ..SimConfig::default()
         };
         config = match self.faults {
             FaultLevel::None => config.without_faults(),
             FaultLevel::Low => config,
-            FaultLevel::High => SimConfig { faults: Faults::high(), ..config },
+            FaultLevel::High => SimConfig {
+                faults: Faults::high(),
+                ..config
+            },
         };
         if let Some(ttl) = self.token_ttl {
             config.faults.token_ttl = ttl;
@@ -88,7 +95,9 @@ impl SimArgs {
 }
 
 pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
-    let server = SimServer::start(args.config()).await.context("starting the simulator")?;
+    let server = SimServer::start(args.config())
+        .await
+        .context("starting the simulator")?;
     let creds = server.credentials();
     let details = json!({
         "base_url": server.base_url(),
@@ -103,11 +112,17 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         println!("{details}");
     } else if let Some(fields) = details.as_object() {
         for (key, value) in fields {
-            println!("{}={}", key.to_uppercase(), value.as_str().unwrap_or_default());
+            println!(
+                "{}={}",
+                key.to_uppercase(),
+                value.as_str().unwrap_or_default()
+            );
         }
     }
     eprintln!("cxpipe sim: serving {} (Ctrl-C to stop)", server.base_url());
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     server.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

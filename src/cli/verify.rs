@@ -1,10 +1,62 @@
-//! `cxpipe verify` (placeholder until its issue lands).
+//! `cxpipe verify STORE [PREFIX]`: re-reads stored objects, decrypts and decompresses them
+//! when the keys are loaded, recomputes hashes and compares them with the manifests.
+//! Prints one line per problem on stdout; exits 1 when there is any.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct VerifyArgs {}
+use super::decrypt::{load_keys, open_store};
+use crate::keys::KeyRing;
 
-pub async fn run(_args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("cxpipe verify is not built yet")
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// A store URI (`fs:///dir`, `s3://bucket/prefix?endpoint=...`) or a `[storage.NAME]`.
+    pub store: String,
+    /// Only objects whose key starts with this prefix.
+    #[arg(default_value = "")]
+    pub prefix: String,
+    /// Configuration file with `[keys.NAME]` (to check plaintext hashes) and `[storage.NAME]`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let keys = match &args.config {
+        Some(p) => load_keys(p)?,
+        None => KeyRing::empty(),
+    };
+    let store = open_store(&args.store, args.config.as_deref())?;
+    let prefix = args.prefix.clone();
+    let report =
+        tokio::task::spawn_blocking(move || crate::flow::verify::verify(&store, &prefix, &keys))
+            .await??;
+    if args.json {
+        let v = serde_json::json!({
+            "ok": report.ok,
+            "problems": report.problems,
+            "notes": report.notes,
+        });
+        println!("{v}");
+    } else {
+        for p in &report.problems {
+            println!("MISMATCH {p}");
+        }
+        for n in &report.notes {
+            eprintln!("note: {n}");
+        }
+        eprintln!(
+            "verified {} objects: {} ok, {} problems",
+            report.ok.len() + report.problems.len(),
+            report.ok.len(),
+            report.problems.len()
+        );
+    }
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

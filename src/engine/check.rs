@@ -19,8 +19,18 @@ pub const HOOKS: &[(&str, &[&str], bool)] = &[
 ];
 
 /// Functions the interpreter handles itself rather than through registrations.
-const INTRINSICS: &[&str] =
-    &["Fn", "call", "curry", "is_shared", "is_def_fn", "is_def_var", "type_of", "print", "debug", "eval"];
+const INTRINSICS: &[&str] = &[
+    "Fn",
+    "call",
+    "curry",
+    "is_shared",
+    "is_def_fn",
+    "is_def_var",
+    "type_of",
+    "print",
+    "debug",
+    "eval",
+];
 
 /// Parses `name(a: A, b: B) -> R` into (name, arity).
 fn parse_signature(sig: &str) -> Option<(String, usize)> {
@@ -56,17 +66,27 @@ fn native_functions(engine: &Engine) -> HashMap<String, HashSet<usize>> {
 pub fn check(engine: &Engine, script: &Script) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
     let file = script.label.as_str();
-    let defined: Vec<(String, usize)> =
-        script.ast.iter_functions().map(|f| (f.name.to_string(), f.params.len())).collect();
+    let defined: Vec<(String, usize)> = script
+        .ast
+        .iter_functions()
+        .map(|f| (f.name.to_string(), f.params.len()))
+        .collect();
 
     for (hook, params, required) in HOOKS {
-        let found: Vec<usize> = defined.iter().filter(|(n, _)| n == hook).map(|(_, a)| *a).collect();
+        let found: Vec<usize> = defined
+            .iter()
+            .filter(|(n, _)| n == hook)
+            .map(|(_, a)| *a)
+            .collect();
         if found.is_empty() && *required {
             problems.push(Diagnostic::new(
                 file,
                 1,
                 1,
-                format!("missing hook `fn {hook}({})`: every pipeline must define it", params.join(", ")),
+                format!(
+                    "missing hook `fn {hook}({})`: every pipeline must define it",
+                    params.join(", ")
+                ),
             ));
         } else if !found.is_empty() && !found.contains(&params.len()) {
             problems.push(Diagnostic::new(
@@ -82,7 +102,10 @@ pub fn check(engine: &Engine, script: &Script) -> Vec<Diagnostic> {
             ));
         }
     }
-    if !defined.iter().any(|(n, _)| n == "discover" || n == "on_event") {
+    if !defined
+        .iter()
+        .any(|(n, _)| n == "discover" || n == "on_event")
+    {
         problems.push(Diagnostic::new(
             file,
             1,
@@ -108,15 +131,26 @@ pub fn check(engine: &Engine, script: &Script) -> Vec<Diagnostic> {
     let mut calls = Vec::new();
     script.ast.walk(&mut |path: &[ASTNode]| {
         match path.last() {
-            Some(ASTNode::Expr(Expr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos)))
-                if call.op_token.is_none() =>
-            {
-                let ns =
-                    call.namespace.path.iter().map(|i| i.name.to_string()).collect::<Vec<_>>().join("::");
+            Some(
+                ASTNode::Expr(Expr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos)),
+            ) if call.op_token.is_none() => {
+                let ns = call
+                    .namespace
+                    .path
+                    .iter()
+                    .map(|i| i.name.to_string())
+                    .collect::<Vec<_>>()
+                    .join("::");
                 calls.push((ns, call.name.to_string(), call.args.len(), *pos, false));
             }
             Some(ASTNode::Expr(Expr::MethodCall(call, pos))) => {
-                calls.push((String::new(), call.name.to_string(), call.args.len() + 1, *pos, true));
+                calls.push((
+                    String::new(),
+                    call.name.to_string(),
+                    call.args.len() + 1,
+                    *pos,
+                    true,
+                ));
             }
             _ => {}
         }
@@ -124,10 +158,14 @@ pub fn check(engine: &Engine, script: &Script) -> Vec<Diagnostic> {
     });
 
     let known = |map: &HashMap<String, HashSet<usize>>, name: &str, arity: usize, method: bool| {
-        map.get(name).is_some_and(|arities| method || arities.contains(&arity))
+        map.get(name)
+            .is_some_and(|arities| method || arities.contains(&arity))
     };
     for (ns, name, arity, pos, method) in calls {
-        if !name.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        if !name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
             || INTRINSICS.contains(&name.as_str())
         {
             continue;
@@ -148,7 +186,11 @@ pub fn check(engine: &Engine, script: &Script) -> Vec<Diagnostic> {
             }
         };
         if !ok {
-            let shown = if ns.is_empty() { name.clone() } else { format!("{ns}::{name}") };
+            let shown = if ns.is_empty() {
+                name.clone()
+            } else {
+                format!("{ns}::{name}")
+            };
             problems.push(at(
                 file,
                 pos,
@@ -160,7 +202,12 @@ pub fn check(engine: &Engine, script: &Script) -> Vec<Diagnostic> {
 }
 
 fn at(file: &str, pos: Position, message: String) -> Diagnostic {
-    Diagnostic::new(file, pos.line().unwrap_or(0), pos.position().unwrap_or(0), message)
+    Diagnostic::new(
+        file,
+        pos.line().unwrap_or(0),
+        pos.position().unwrap_or(0),
+        message,
+    )
 }
 
 /// Imported modules by alias, with their public functions (None if it did not resolve).
@@ -177,12 +224,19 @@ fn imported_modules(
         }
         true
     });
-    let dir = std::path::Path::new(&script.label).parent().map(|p| p.to_path_buf());
+    let dir = std::path::Path::new(&script.label)
+        .parent()
+        .map(|p| p.to_path_buf());
     imports
         .into_iter()
         .map(|(alias, path, pos)| {
-            let label = dir.as_ref().map(|d| d.join("x.rhai").to_string_lossy().into_owned());
-            let module = engine.module_resolver().resolve(engine, label.as_deref(), &path, pos).ok();
+            let label = dir
+                .as_ref()
+                .map(|d| d.join("x.rhai").to_string_lossy().into_owned());
+            let module = engine
+                .module_resolver()
+                .resolve(engine, label.as_deref(), &path, pos)
+                .ok();
             let fns = module.map(|m| {
                 let mut out: HashMap<String, HashSet<usize>> = HashMap::new();
                 for sig in m.gen_fn_signatures_with_mapper(Into::into) {
@@ -204,14 +258,23 @@ mod tests {
     fn problems(src: &str) -> Vec<String> {
         let engine = crate::engine::base_engine(&Default::default());
         let script = Script::compile(&engine, "t.rhai", "t", src, None).unwrap();
-        check(&engine, &script).into_iter().map(|d| d.to_string()).collect()
+        check(&engine, &script)
+            .into_iter()
+            .map(|d| d.to_string())
+            .collect()
     }
 
     #[test]
     fn signatures_parse() {
-        assert_eq!(parse_signature("abs(x: i64) -> i64"), Some(("abs".into(), 1)));
+        assert_eq!(
+            parse_signature("abs(x: i64) -> i64"),
+            Some(("abs".into(), 1))
+        );
         assert_eq!(parse_signature("f() -> ()"), Some(("f".into(), 0)));
-        assert_eq!(parse_signature("g(a: Map<K, V>, b: i64)"), Some(("g".into(), 2)));
+        assert_eq!(
+            parse_signature("g(a: Map<K, V>, b: i64)"),
+            Some(("g".into(), 2))
+        );
     }
 
     #[test]
@@ -228,10 +291,14 @@ mod tests {
             "fn discover(ctx) {\n  no_such_fn(1);\n}\nfn process(ctx) { }\nfn finish(a, b) { also_missing() }",
         );
         assert!(
-            p.iter().any(|m| m.starts_with("t.rhai:2:3: call to unknown function `no_such_fn`")),
+            p.iter()
+                .any(|m| m.starts_with("t.rhai:2:3: call to unknown function `no_such_fn`")),
             "{p:?}"
         );
         assert!(p.iter().any(|m| m.contains("also_missing")), "{p:?}");
-        assert!(p.iter().any(|m| m.contains("hook `process` takes 2")), "{p:?}");
+        assert!(
+            p.iter().any(|m| m.contains("hook `process` takes 2")),
+            "{p:?}"
+        );
     }
 }

@@ -17,7 +17,13 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(file: &str, line: usize, col: usize, message: impl Into<String>) -> Self {
-        Diagnostic { file: file.to_string(), line, col, message: message.into(), chain: Vec::new() }
+        Diagnostic {
+            file: file.to_string(),
+            line,
+            col,
+            message: message.into(),
+            chain: Vec::new(),
+        }
     }
 }
 
@@ -26,7 +32,11 @@ impl fmt::Display for Diagnostic {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)?;
         } else {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)?;
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.col, self.message
+            )?;
         }
         for frame in self.chain.iter().rev() {
             write!(f, "\n    in {frame}")?;
@@ -36,7 +46,11 @@ impl fmt::Display for Diagnostic {
 }
 
 fn located(source: &str, pos: Position) -> String {
-    format!("{source}:{}:{}", pos.line().unwrap_or(0), pos.position().unwrap_or(0))
+    format!(
+        "{source}:{}:{}",
+        pos.line().unwrap_or(0),
+        pos.position().unwrap_or(0)
+    )
 }
 
 /// Walks nested function-call and module errors down to the cause, collecting the chain.
@@ -68,7 +82,9 @@ pub fn diagnostic_from_eval(err: &EvalAltResult, default_source: &str) -> Diagno
         other => {
             let text = other.to_string();
             let suffix = format!(" ({pos})");
-            text.strip_suffix(&suffix).map(str::to_string).unwrap_or(text)
+            text.strip_suffix(&suffix)
+                .map(str::to_string)
+                .unwrap_or(text)
         }
     };
     Diagnostic {
@@ -92,9 +108,13 @@ mod tests {
     #[test]
     fn runtime_errors_name_file_line_and_chain() {
         let engine = rhai::Engine::new();
-        let mut ast = engine.compile("fn inner() {\n  throw \"boom\";\n}\nfn outer() { inner() }").unwrap();
+        let mut ast = engine
+            .compile("fn inner() {\n  throw \"boom\";\n}\nfn outer() { inner() }")
+            .unwrap();
         ast.set_source("x.rhai");
-        let err = engine.call_fn::<()>(&mut rhai::Scope::new(), &ast, "outer", ()).unwrap_err();
+        let err = engine
+            .call_fn::<()>(&mut rhai::Scope::new(), &ast, "outer", ())
+            .unwrap_err();
         let text = format_eval_error(&err, "x.rhai");
         assert!(text.starts_with("x.rhai:2:3: "), "{text}");
         assert!(text.contains("boom"), "{text}");

@@ -87,6 +87,9 @@ mod tests {
             ..Default::default()
         };
         let err = crate::item_scope::with(scope, || engine.run("loop { }").unwrap_err());
-        assert!(matches!(*err, rhai::EvalAltResult::ErrorTerminated(..)), "{err}");
+        assert!(
+            matches!(*err, rhai::EvalAltResult::ErrorTerminated(..)),
+            "{err}"
+        );
     }
 }

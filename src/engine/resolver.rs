@@ -41,7 +41,11 @@ impl ScriptResolver {
 
     /// Finds the module's source: (label for errors, text).
     pub fn find(&self, source: Option<&str>, path: &str) -> Option<(String, String)> {
-        let file = if path.ends_with(".rhai") { path.to_string() } else { format!("{path}.rhai") };
+        let file = if path.ends_with(".rhai") {
+            path.to_string()
+        } else {
+            format!("{path}.rhai")
+        };
         for dir in self.search_dirs(source) {
             let candidate = dir.join(&file);
             if let Ok(text) = std::fs::read_to_string(&candidate) {

@@ -48,11 +48,21 @@ pub struct Script {
 impl Script {
     /// Reads and compiles the script at `path`.
     pub fn load(engine: &Engine, path: &Path) -> Result<Script, ScriptError> {
-        let source = std::fs::read_to_string(path)
-            .map_err(|source| ScriptError::Io { path: path.to_path_buf(), source })?;
-        let name =
-            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "script".into());
-        let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+        let source = std::fs::read_to_string(path).map_err(|source| ScriptError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "script".into());
+        let dir = path.parent().map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        });
         Self::compile(engine, &path.to_string_lossy(), &name, &source, dir)
     }
 
@@ -67,7 +77,8 @@ impl Script {
         let previous = SCRIPT_DIR.with(|d| d.replace(dir.map(Path::to_path_buf)));
         let compiled = engine.compile_into_self_contained(&Scope::new(), source);
         SCRIPT_DIR.with(|d| *d.borrow_mut() = previous);
-        let mut ast = compiled.map_err(|e| ScriptError::Invalid(diagnostic_from_eval(&e, label)))?;
+        let mut ast =
+            compiled.map_err(|e| ScriptError::Invalid(diagnostic_from_eval(&e, label)))?;
         ast.set_source(label);
         Ok(Script {
             label: label.to_string(),
@@ -80,7 +91,9 @@ impl Script {
 
     /// Whether the script defines `name` with exactly `arity` parameters.
     pub fn has_fn(&self, name: &str, arity: usize) -> bool {
-        self.ast.iter_functions().any(|f| f.name == name && f.params.len() == arity)
+        self.ast
+            .iter_functions()
+            .any(|f| f.name == name && f.params.len() == arity)
     }
 
     /// The script's `OPTIONS` constant (an empty map when absent).

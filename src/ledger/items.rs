@@ -101,7 +101,11 @@ impl ItemFilter {
                 values.push(v);
             }
         }
-        let clause = if parts.is_empty() { "1 = 1".to_string() } else { parts.join(" AND ") };
+        let clause = if parts.is_empty() {
+            "1 = 1".to_string()
+        } else {
+            parts.join(" AND ")
+        };
         (clause, values)
     }
 }
@@ -132,7 +136,10 @@ impl Ledger {
             if i > 0 {
                 sql.push(',');
             }
-            sql.push_str(&format!("($1, $2, $3, $3, $4, $5, ${k}, ${}, 'leased', 0)", k + 1));
+            sql.push_str(&format!(
+                "($1, $2, $3, $3, $4, $5, ${k}, ${}, 'leased', 0)",
+                k + 1
+            ));
         }
         sql.push_str(
             " ON CONFLICT (pipeline, tenant, item_key) DO UPDATE SET state = 'leased', \
@@ -158,7 +165,10 @@ impl Ledger {
             .doing(|| format!("admitting {} items of {pipeline}/{tenant}", unique.len()))?;
         let mut admitted: std::collections::HashMap<String, i64> =
             rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        Ok(unique.iter().filter_map(|i| admitted.remove(&i.key).map(|a| (i.key.clone(), a))).collect())
+        Ok(unique
+            .iter()
+            .filter_map(|i| admitted.remove(&i.key).map(|a| (i.key.clone(), a)))
+            .collect())
     }
 
     /// Leases up to `limit` unfinished items left by earlier runs (pending, leased by a dead
@@ -194,7 +204,9 @@ impl Ledger {
             .iter()
             .map(|r| ResumableItem {
                 key: r.get(0),
-                payload: r.get::<Option<String>, _>(1).unwrap_or_else(|| "null".into()),
+                payload: r
+                    .get::<Option<String>, _>(1)
+                    .unwrap_or_else(|| "null".into()),
                 attempts: r.get(2),
                 next_at: r.get(3),
             })
@@ -203,7 +215,11 @@ impl Ledger {
 
     /// Writes a batch of state changes in one transaction.
     pub async fn apply(&self, updates: &[ItemUpdate]) -> Result<(), LedgerError> {
-        let mut tx = self.pool().begin().await.doing(|| "starting item update".into())?;
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .doing(|| "starting item update".into())?;
         let now = now_ms();
         for u in updates {
             let lease_owner_kept = !u.state.is_final() && u.state != ItemState::Deferred;
@@ -227,11 +243,17 @@ impl Ledger {
             .await
             .doing(|| format!("updating item {}", u.key))?;
         }
-        tx.commit().await.doing(|| format!("committing {} item updates", updates.len()))
+        tx.commit()
+            .await
+            .doing(|| format!("committing {} item updates", updates.len()))
     }
 
     /// Lists items matching `filter`, newest first, at most `limit`.
-    pub async fn list_items(&self, filter: &ItemFilter, limit: i64) -> Result<Vec<ItemRow>, LedgerError> {
+    pub async fn list_items(
+        &self,
+        filter: &ItemFilter,
+        limit: i64,
+    ) -> Result<Vec<ItemRow>, LedgerError> {
         let (clause, values) = filter.clause(1);
         let sql = format!(
             "SELECT {ROW_COLUMNS} FROM items WHERE {clause} ORDER BY updated_at DESC, item_key \
@@ -242,20 +264,35 @@ impl Ledger {
         for v in &values {
             q = q.bind(v);
         }
-        let rows = q.bind(limit).fetch_all(self.pool()).await.doing(|| "listing items".into())?;
+        let rows = q
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
+            .doing(|| "listing items".into())?;
         Ok(rows.iter().map(item_row).collect())
     }
 
     /// Counts items by state for `filter` (its `state` is ignored).
-    pub async fn count_items(&self, filter: &ItemFilter) -> Result<Vec<(String, i64)>, LedgerError> {
-        let filter = ItemFilter { state: None, ..filter.clone() };
+    pub async fn count_items(
+        &self,
+        filter: &ItemFilter,
+    ) -> Result<Vec<(String, i64)>, LedgerError> {
+        let filter = ItemFilter {
+            state: None,
+            ..filter.clone()
+        };
         let (clause, values) = filter.clause(1);
-        let sql = format!("SELECT state, COUNT(*) FROM items WHERE {clause} GROUP BY state ORDER BY state");
+        let sql = format!(
+            "SELECT state, COUNT(*) FROM items WHERE {clause} GROUP BY state ORDER BY state"
+        );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for v in &values {
             q = q.bind(v);
         }
-        let rows = q.fetch_all(self.pool()).await.doing(|| "counting items".into())?;
+        let rows = q
+            .fetch_all(self.pool())
+            .await
+            .doing(|| "counting items".into())?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
@@ -271,7 +308,10 @@ impl Ledger {
         for v in &values {
             q = q.bind(v);
         }
-        let done = q.execute(self.pool()).await.doing(|| "retrying items".into())?;
+        let done = q
+            .execute(self.pool())
+            .await
+            .doing(|| "retrying items".into())?;
         Ok(done.rows_affected())
     }
 }
@@ -281,7 +321,12 @@ mod tests {
     use super::*;
 
     fn batch(keys: &[&str]) -> Vec<AdmitItem> {
-        keys.iter().map(|k| AdmitItem { key: k.to_string(), payload: "{}".into() }).collect()
+        keys.iter()
+            .map(|k| AdmitItem {
+                key: k.to_string(),
+                payload: "{}".into(),
+            })
+            .collect()
     }
 
     fn update(key: &str, state: ItemState) -> ItemUpdate {
@@ -301,12 +346,23 @@ mod tests {
     async fn done_items_are_never_admitted_again() {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open_dir(dir.path()).await.unwrap();
-        let first = l.admit("p", "t", "r1", "h", &batch(&["a", "b", "a"])).await.unwrap();
+        let first = l
+            .admit("p", "t", "r1", "h", &batch(&["a", "b", "a"]))
+            .await
+            .unwrap();
         assert_eq!(first, vec![("a".into(), 0), ("b".into(), 0)]);
         // Same run re-emitting: nothing new.
-        assert!(l.admit("p", "t", "r1", "h", &batch(&["a"])).await.unwrap().is_empty());
+        assert!(
+            l.admit("p", "t", "r1", "h", &batch(&["a"]))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         l.apply(&[update("a", ItemState::Done)]).await.unwrap();
-        let second = l.admit("p", "t", "r2", "h", &batch(&["a", "b"])).await.unwrap();
+        let second = l
+            .admit("p", "t", "r2", "h", &batch(&["a", "b"]))
+            .await
+            .unwrap();
         assert_eq!(second, vec![("b".to_string(), 0)]);
     }
 
@@ -314,12 +370,22 @@ mod tests {
     async fn unfinished_items_are_leased_by_the_next_run_once() {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open_dir(dir.path()).await.unwrap();
-        l.admit("p", "t", "r1", "h", &batch(&["a", "b", "c"])).await.unwrap();
+        l.admit("p", "t", "r1", "h", &batch(&["a", "b", "c"]))
+            .await
+            .unwrap();
         l.apply(&[update("a", ItemState::Done)]).await.unwrap();
-        let got = l.lease_unfinished("p", "t", "r2", now_ms(), 10).await.unwrap();
+        let got = l
+            .lease_unfinished("p", "t", "r2", now_ms(), 10)
+            .await
+            .unwrap();
         let keys: Vec<_> = got.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, ["b", "c"]);
-        assert!(l.lease_unfinished("p", "t", "r2", now_ms(), 10).await.unwrap().is_empty());
+        assert!(
+            l.lease_unfinished("p", "t", "r2", now_ms(), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -327,9 +393,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open_dir(dir.path()).await.unwrap();
         l.admit("p", "t", "r1", "h", &batch(&["a"])).await.unwrap();
-        l.apply(&[update("a", ItemState::Quarantined)]).await.unwrap();
-        let f = ItemFilter { state: Some(ItemState::Quarantined), ..Default::default() };
+        l.apply(&[update("a", ItemState::Quarantined)])
+            .await
+            .unwrap();
+        let f = ItemFilter {
+            state: Some(ItemState::Quarantined),
+            ..Default::default()
+        };
         assert_eq!(l.retry_items(&f).await.unwrap(), 1);
-        assert_eq!(l.admit("p", "t", "r2", "h", &batch(&["a"])).await.unwrap().len(), 1);
+        assert_eq!(
+            l.admit("p", "t", "r2", "h", &batch(&["a"]))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

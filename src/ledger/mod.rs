@@ -56,7 +56,10 @@ impl ItemState {
 
     /// Final states are never processed again unless a user asks (`cxpipe items retry`).
     pub fn is_final(self) -> bool {
-        matches!(self, ItemState::Done | ItemState::Skipped | ItemState::Quarantined)
+        matches!(
+            self,
+            ItemState::Done | ItemState::Skipped | ItemState::Quarantined
+        )
     }
 }
 
@@ -91,7 +94,10 @@ pub(crate) trait DbContext<T> {
 
 impl<T> DbContext<T> for Result<T, sqlx::Error> {
     fn doing(self, what: impl FnOnce() -> String) -> Result<T, LedgerError> {
-        self.map_err(|source| LedgerError::Db { doing: what(), source })
+        self.map_err(|source| LedgerError::Db {
+            doing: what(),
+            source,
+        })
     }
 }
 
@@ -110,7 +116,10 @@ impl Ledger {
     /// Opens (creating if needed) the ledger in `state_dir/ledger.sqlite`.
     pub async fn open_dir(state_dir: &Path) -> Result<Ledger, LedgerError> {
         std::fs::create_dir_all(state_dir).map_err(|e| {
-            LedgerError::Invalid(format!("cannot create state dir {}: {e}", state_dir.display()))
+            LedgerError::Invalid(format!(
+                "cannot create state dir {}: {e}",
+                state_dir.display()
+            ))
         })?;
         Self::open_file(&state_dir.join("ledger.sqlite")).await
     }
@@ -161,22 +170,33 @@ impl Ledger {
             .iter()
             .map(|r| r.get::<i64, _>(0))
             .collect();
-        for m in schema::MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-            let mut tx = self.pool.begin().await.doing(|| "starting migration".into())?;
+        for m in schema::MIGRATIONS
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+        {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .doing(|| "starting migration".into())?;
             for stmt in m.statements {
                 sqlx::query(*stmt)
                     .execute(&mut *tx)
                     .await
                     .doing(|| format!("applying migration {} ({})", m.version, m.name))?;
             }
-            sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
-                .bind(m.version)
-                .bind(m.name)
-                .bind(now_ms())
-                .execute(&mut *tx)
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .doing(|| "recording migration".into())?;
+            tx.commit()
                 .await
-                .doing(|| "recording migration".into())?;
-            tx.commit().await.doing(|| format!("committing migration {}", m.version))?;
+                .doing(|| format!("committing migration {}", m.version))?;
         }
         Ok(())
     }

@@ -59,15 +59,22 @@ impl Ledger {
     }
 
     /// Records the end of a run with its status and summary JSON.
-    pub async fn finish_run(&self, run_id: &str, status: &str, summary: &str) -> Result<(), LedgerError> {
-        sqlx::query("UPDATE runs SET finished_at = $2, status = $3, summary = $4 WHERE run_id = $1")
-            .bind(run_id)
-            .bind(now_ms())
-            .bind(status)
-            .bind(summary)
-            .execute(self.pool())
-            .await
-            .doing(|| format!("recording end of run {run_id}"))?;
+    pub async fn finish_run(
+        &self,
+        run_id: &str,
+        status: &str,
+        summary: &str,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "UPDATE runs SET finished_at = $2, status = $3, summary = $4 WHERE run_id = $1",
+        )
+        .bind(run_id)
+        .bind(now_ms())
+        .bind(status)
+        .bind(summary)
+        .execute(self.pool())
+        .await
+        .doing(|| format!("recording end of run {run_id}"))?;
         Ok(())
     }
 
@@ -77,12 +84,13 @@ impl Ledger {
         pipeline: &str,
         tenant: &str,
     ) -> Result<BTreeMap<String, String>, LedgerError> {
-        let rows = sqlx::query("SELECT name, value FROM checkpoints WHERE pipeline = $1 AND tenant = $2")
-            .bind(pipeline)
-            .bind(tenant)
-            .fetch_all(self.pool())
-            .await
-            .doing(|| format!("reading checkpoints of {pipeline}/{tenant}"))?;
+        let rows =
+            sqlx::query("SELECT name, value FROM checkpoints WHERE pipeline = $1 AND tenant = $2")
+                .bind(pipeline)
+                .bind(tenant)
+                .fetch_all(self.pool())
+                .await
+                .doing(|| format!("reading checkpoints of {pipeline}/{tenant}"))?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
@@ -94,7 +102,11 @@ impl Ledger {
         run_id: &str,
         values: &BTreeMap<String, String>,
     ) -> Result<(), LedgerError> {
-        let mut tx = self.pool().begin().await.doing(|| "starting checkpoint commit".into())?;
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .doing(|| "starting checkpoint commit".into())?;
         for (name, value) in values {
             sqlx::query(
                 "INSERT INTO checkpoints (pipeline, tenant, name, value, run_id, updated_at) \
@@ -122,13 +134,14 @@ impl Ledger {
         tenant: &str,
         key: &str,
     ) -> Result<Option<String>, LedgerError> {
-        let row = sqlx::query("SELECT value FROM kv WHERE pipeline = $1 AND tenant = $2 AND k = $3")
-            .bind(pipeline)
-            .bind(tenant)
-            .bind(key)
-            .fetch_optional(self.pool())
-            .await
-            .doing(|| format!("reading kv {key}"))?;
+        let row =
+            sqlx::query("SELECT value FROM kv WHERE pipeline = $1 AND tenant = $2 AND k = $3")
+                .bind(pipeline)
+                .bind(tenant)
+                .bind(key)
+                .fetch_optional(self.pool())
+                .await
+                .doing(|| format!("reading kv {key}"))?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -157,7 +170,12 @@ impl Ledger {
     }
 
     /// Deletes a key-value entry; true if it existed.
-    pub async fn kv_delete(&self, pipeline: &str, tenant: &str, key: &str) -> Result<bool, LedgerError> {
+    pub async fn kv_delete(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+        key: &str,
+    ) -> Result<bool, LedgerError> {
         let done = sqlx::query("DELETE FROM kv WHERE pipeline = $1 AND tenant = $2 AND k = $3")
             .bind(pipeline)
             .bind(tenant)
@@ -193,13 +211,18 @@ impl Ledger {
         &self,
         events: &[(String, String, String, String, String)],
     ) -> Result<(), LedgerError> {
-        let mut tx = self.pool().begin().await.doing(|| "starting audit append".into())?;
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .doing(|| "starting audit append".into())?;
         let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *tx)
             .await
             .doing(|| "reading audit head".into())?;
-        let (mut seq, mut prev) =
-            last.map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))).unwrap_or((0, String::new()));
+        let (mut seq, mut prev) = last
+            .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+            .unwrap_or((0, String::new()));
         for (pipeline, tenant, run_id, kind, data) in events {
             seq += 1;
             let at = now_ms();
@@ -244,7 +267,8 @@ impl Ledger {
                 tenant: r.get(3),
                 run_id: r.get(4),
                 kind: r.get(5),
-                data: serde_json::from_str(&r.get::<String, _>(6)).unwrap_or(serde_json::Value::Null),
+                data: serde_json::from_str(&r.get::<String, _>(6))
+                    .unwrap_or(serde_json::Value::Null),
                 prev_hash: r.get(7),
                 hash: r.get(8),
             })
@@ -260,8 +284,15 @@ mod tests {
     async fn audit_entries_chain_their_hashes() {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open_dir(dir.path()).await.unwrap();
-        let ev =
-            |k: &str| ("p".to_string(), "t".to_string(), "r".to_string(), k.to_string(), "{}".to_string());
+        let ev = |k: &str| {
+            (
+                "p".to_string(),
+                "t".to_string(),
+                "r".to_string(),
+                k.to_string(),
+                "{}".to_string(),
+            )
+        };
         l.append_audit(&[ev("A"), ev("B")]).await.unwrap();
         let got = l.audit_of_run("r").await.unwrap();
         assert_eq!(got.len(), 2);
@@ -277,9 +308,15 @@ mod tests {
         l.kv_set("p", "t", "seg/1", "1").await.unwrap();
         l.kv_set("p", "t", "seg/2", "2").await.unwrap();
         l.kv_set("p", "t", "other", "3").await.unwrap();
-        assert_eq!(l.kv_keys("p", "t", "seg/").await.unwrap(), ["seg/1", "seg/2"]);
+        assert_eq!(
+            l.kv_keys("p", "t", "seg/").await.unwrap(),
+            ["seg/1", "seg/2"]
+        );
         assert!(l.kv_delete("p", "t", "seg/1").await.unwrap());
         assert_eq!(l.kv_get("p", "t", "seg/1").await.unwrap(), None);
-        assert_eq!(l.kv_get("p", "t", "seg/2").await.unwrap().as_deref(), Some("2"));
+        assert_eq!(
+            l.kv_get("p", "t", "seg/2").await.unwrap().as_deref(),
+            Some("2")
+        );
     }
 }

@@ -38,32 +38,48 @@ impl LedgerWriter {
 
     /// Queues an item update (async callers).
     pub async fn update(&self, update: ItemUpdate) -> Result<(), LedgerError> {
-        self.tx.send(Msg::Update(update)).await.map_err(|_| LedgerError::WriterGone)
+        self.tx
+            .send(Msg::Update(update))
+            .await
+            .map_err(|_| LedgerError::WriterGone)
     }
 
     /// Queues an item update from a blocking thread.
     pub fn update_blocking(&self, update: ItemUpdate) -> Result<(), LedgerError> {
-        self.tx.blocking_send(Msg::Update(update)).map_err(|_| LedgerError::WriterGone)
+        self.tx
+            .blocking_send(Msg::Update(update))
+            .map_err(|_| LedgerError::WriterGone)
     }
 
     /// Queues an audit event from a blocking thread.
     pub fn audit_blocking(&self, event: AuditEvent) -> Result<(), LedgerError> {
-        self.tx.blocking_send(Msg::Audit(event)).map_err(|_| LedgerError::WriterGone)
+        self.tx
+            .blocking_send(Msg::Audit(event))
+            .map_err(|_| LedgerError::WriterGone)
     }
 
     /// Waits until everything queued before this call is written; fails if any write failed.
     pub async fn flush(&self) -> Result<(), LedgerError> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(Msg::Flush(done)).await.map_err(|_| LedgerError::WriterGone)?;
+        self.tx
+            .send(Msg::Flush(done))
+            .await
+            .map_err(|_| LedgerError::WriterGone)?;
         wait.await.map_err(|_| LedgerError::WriterGone)?;
         match self.failure.lock().expect("writer failure lock").clone() {
-            Some(msg) => Err(LedgerError::Invalid(format!("an earlier write failed: {msg}"))),
+            Some(msg) => Err(LedgerError::Invalid(format!(
+                "an earlier write failed: {msg}"
+            ))),
             None => Ok(()),
         }
     }
 }
 
-async fn write_loop(ledger: Ledger, mut rx: mpsc::Receiver<Msg>, failure: Arc<Mutex<Option<String>>>) {
+async fn write_loop(
+    ledger: Ledger,
+    mut rx: mpsc::Receiver<Msg>,
+    failure: Arc<Mutex<Option<String>>>,
+) {
     let mut updates = Vec::new();
     let mut audits = Vec::new();
     let mut waiters = Vec::new();
@@ -84,7 +100,10 @@ async fn write_loop(ledger: Ledger, mut rx: mpsc::Receiver<Msg>, failure: Arc<Mu
         let result = write_batch(&ledger, &updates, &audits).await;
         if let Err(err) = result {
             tracing::error!(error = %err, updates = updates.len(), "ledger write failed");
-            failure.lock().expect("writer failure lock").get_or_insert(err.to_string());
+            failure
+                .lock()
+                .expect("writer failure lock")
+                .get_or_insert(err.to_string());
         }
         updates.clear();
         audits.clear();
@@ -117,8 +136,12 @@ mod tests {
     async fn flush_makes_queued_updates_visible() {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open_dir(dir.path()).await.unwrap();
-        let items: Vec<_> =
-            (0..500).map(|i| AdmitItem { key: format!("k{i}"), payload: "1".into() }).collect();
+        let items: Vec<_> = (0..500)
+            .map(|i| AdmitItem {
+                key: format!("k{i}"),
+                payload: "1".into(),
+            })
+            .collect();
         l.admit("p", "t", "r", "h", &items).await.unwrap();
         let w = LedgerWriter::spawn(l.clone());
         for i in 0..500 {

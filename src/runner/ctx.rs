@@ -30,7 +30,8 @@ pub struct Kv {
 }
 
 fn to_json(value: &Dynamic) -> RhaiResult<serde_json::Value> {
-    rhai::serde::from_dynamic(value).map_err(|e| format!("value cannot be stored as JSON: {e}").into())
+    rhai::serde::from_dynamic(value)
+        .map_err(|e| format!("value cannot be stored as JSON: {e}").into())
 }
 
 fn from_json_text(text: &str) -> RhaiResult<Dynamic> {
@@ -44,7 +45,11 @@ fn key_text(key: &Dynamic) -> RhaiResult<String> {
         return Err("an item key cannot be ()".into());
     }
     let text = key.to_string();
-    if text.is_empty() { Err("an item key cannot be empty".into()) } else { Ok(text) }
+    if text.is_empty() {
+        Err("an item key cannot be empty".into())
+    } else {
+        Ok(text)
+    }
 }
 
 impl Ctx {
@@ -56,7 +61,11 @@ impl Ctx {
             return Err("ctx.emit is only available in discover and on_event".into());
         };
         sender
-            .blocking_send(Emitted { key, payload, value: item })
+            .blocking_send(Emitted {
+                key,
+                payload,
+                value: item,
+            })
             .map_err(|_| "the run is stopping; emit refused".into())
     }
 
@@ -69,14 +78,19 @@ impl Ctx {
 
     fn set_checkpoint(&mut self, name: &str, value: Dynamic) -> RhaiResult<()> {
         let text = to_json(&value)?.to_string();
-        self.shared.pending_checkpoints.lock().expect("checkpoint lock").insert(name.to_string(), text);
+        self.shared
+            .pending_checkpoints
+            .lock()
+            .expect("checkpoint lock")
+            .insert(name.to_string(), text);
         Ok(())
     }
 
     fn audit(&mut self, kind: &str, data: Dynamic) -> RhaiResult<()> {
         let mut json = to_json(&data)?;
         if let (Some(key), serde_json::Value::Object(map)) = (&self.item_key, &mut json) {
-            map.entry("item_key").or_insert_with(|| key.to_string().into());
+            map.entry("item_key")
+                .or_insert_with(|| key.to_string().into());
         }
         let s = &self.shared;
         s.writer
@@ -91,11 +105,20 @@ impl Ctx {
     }
 
     fn metric(&mut self, name: &str, value: f64) {
-        *self.shared.metrics.lock().expect("metrics lock").entry(name.to_string()).or_insert(0.0) += value;
+        *self
+            .shared
+            .metrics
+            .lock()
+            .expect("metrics lock")
+            .entry(name.to_string())
+            .or_insert(0.0) += value;
     }
 
     fn log(&mut self, level: &str, message: &str) {
-        let (pipeline, item) = (&*self.shared.pipeline, self.item_key.as_deref().unwrap_or(""));
+        let (pipeline, item) = (
+            &*self.shared.pipeline,
+            self.item_key.as_deref().unwrap_or(""),
+        );
         match level {
             "error" => tracing::error!(target: "cxpipe::script", pipeline, item, "{message}"),
             "warn" => tracing::warn!(target: "cxpipe::script", pipeline, item, "{message}"),
@@ -110,7 +133,10 @@ impl Kv {
         &self,
         f: impl std::future::Future<Output = Result<T, crate::ledger::LedgerError>>,
     ) -> RhaiResult<T> {
-        self.shared.handle.block_on(f).map_err(|e| e.to_string().into())
+        self.shared
+            .handle
+            .block_on(f)
+            .map_err(|e| e.to_string().into())
     }
 
     fn get(&mut self, key: &str) -> RhaiResult<Dynamic> {
@@ -148,8 +174,12 @@ pub fn register(engine: &mut Engine) {
     engine.register_type_with_name::<Kv>("Kv");
     engine.register_type_with_name::<Outcome>("Outcome");
 
-    engine.register_get("tenant", |c: &mut Ctx| ImmutableString::from(&*c.shared.tenant));
-    engine.register_get("pipeline", |c: &mut Ctx| ImmutableString::from(&*c.shared.pipeline));
+    engine.register_get("tenant", |c: &mut Ctx| {
+        ImmutableString::from(&*c.shared.tenant)
+    });
+    engine.register_get("pipeline", |c: &mut Ctx| {
+        ImmutableString::from(&*c.shared.pipeline)
+    });
     engine.register_get("run_id", |c: &mut Ctx| c.shared.run_id.clone());
     engine.register_get("started_at", |c: &mut Ctx| c.shared.started_at.clone());
     engine.register_get("params", |c: &mut Ctx| c.shared.params.clone());
@@ -163,12 +193,17 @@ pub fn register(engine: &mut Engine) {
     });
     engine.register_get("store", |c: &mut Ctx| -> RhaiResult<Dynamic> {
         if c.shared.store.is_unit() {
-            Err("ctx.store: this run has no storage configured (add [storage] to the config)".into())
+            Err(
+                "ctx.store: this run has no storage configured (add [storage] to the config)"
+                    .into(),
+            )
         } else {
             Ok(c.shared.store.clone())
         }
     });
-    engine.register_get("kv", |c: &mut Ctx| Kv { shared: c.shared.clone() });
+    engine.register_get("kv", |c: &mut Ctx| Kv {
+        shared: c.shared.clone(),
+    });
     engine.register_get("item_key", |c: &mut Ctx| match &c.item_key {
         Some(k) => Dynamic::from(k.to_string()),
         None => Dynamic::UNIT,
@@ -180,16 +215,27 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("checkpoint", Ctx::checkpoint);
     engine.register_fn("set_checkpoint", Ctx::set_checkpoint);
     engine.register_fn("audit", Ctx::audit);
-    engine.register_fn("metric", |c: &mut Ctx, name: &str, v: i64| c.metric(name, v as f64));
-    engine.register_fn("metric", |c: &mut Ctx, name: &str, v: f64| c.metric(name, v));
+    engine.register_fn("metric", |c: &mut Ctx, name: &str, v: i64| {
+        c.metric(name, v as f64)
+    });
+    engine.register_fn("metric", |c: &mut Ctx, name: &str, v: f64| {
+        c.metric(name, v)
+    });
     engine.register_fn("metric", |c: &mut Ctx, name: &str| c.metric(name, 1.0));
     engine.register_fn("log", |c: &mut Ctx, msg: &str| c.log("info", msg));
-    engine.register_fn("log", |c: &mut Ctx, level: &str, msg: &str| c.log(level, msg));
-    engine.register_fn("skip", |_: &mut Ctx, reason: &str| Outcome::Skip(reason.to_string()));
-    engine.register_fn("defer", |_: &mut Ctx, delay: Dynamic, reason: &str| -> RhaiResult<Outcome> {
-        let d = parse_duration(&delay).map_err(|e| format!("ctx.defer delay: {e}"))?;
-        Ok(Outcome::Defer(d, reason.to_string()))
+    engine.register_fn("log", |c: &mut Ctx, level: &str, msg: &str| {
+        c.log(level, msg)
     });
+    engine.register_fn("skip", |_: &mut Ctx, reason: &str| {
+        Outcome::Skip(reason.to_string())
+    });
+    engine.register_fn(
+        "defer",
+        |_: &mut Ctx, delay: Dynamic, reason: &str| -> RhaiResult<Outcome> {
+            let d = parse_duration(&delay).map_err(|e| format!("ctx.defer delay: {e}"))?;
+            Ok(Outcome::Defer(d, reason.to_string()))
+        },
+    );
 
     engine.register_fn("get", Kv::get);
     engine.register_fn("set", Kv::set);

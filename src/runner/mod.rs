@@ -94,7 +94,9 @@ pub async fn run(req: RunRequest) -> Result<RunReport, RunError> {
     let run_id = uuid::Uuid::new_v4().to_string();
     let pipeline: Arc<str> = req.script.name.as_str().into();
     let tenant: Arc<str> = req.tenant.as_str().into();
-    req.ledger.start_run(&run_id, &pipeline, &tenant, &req.script.hash).await?;
+    req.ledger
+        .start_run(&run_id, &pipeline, &tenant, &req.script.hash)
+        .await?;
     let committed = req.ledger.checkpoints(&pipeline, &tenant).await?;
     let writer = LedgerWriter::spawn(req.ledger.clone());
     let params = rhai::serde::to_dynamic(serde_json::Value::Object(req.params.clone()))
@@ -146,16 +148,26 @@ pub async fn run(req: RunRequest) -> Result<RunReport, RunError> {
     let clean = error.is_none() && quarantined == 0;
     let pending = std::mem::take(&mut *shared.pending_checkpoints.lock().expect("checkpoint lock"));
     if clean && !pending.is_empty() {
-        req.ledger.commit_checkpoints(&pipeline, &tenant, &run_id, &pending).await?;
+        req.ledger
+            .commit_checkpoints(&pipeline, &tenant, &run_id, &pending)
+            .await?;
     }
-    let mut summary = build_summary(&shared, &counters, started, clean && !pending.is_empty(), error);
+    let mut summary = build_summary(
+        &shared,
+        &counters,
+        started,
+        clean && !pending.is_empty(),
+        error,
+    );
     if !clean && summary.error.is_none() {
         summary.status = "completed_with_failures".into();
     }
     let report = run_finish(&req, shared.clone(), &mut summary).await;
     writer.flush().await?;
     let summary_json = serde_json::to_string(&summary).unwrap_or_default();
-    req.ledger.finish_run(&run_id, &summary.status, &summary_json).await?;
+    req.ledger
+        .finish_run(&run_id, &summary.status, &summary_json)
+        .await?;
     tracing::info!(run_id, status = %summary.status, done = summary.done, "run finished");
     Ok(RunReport { summary, report })
 }
@@ -168,7 +180,12 @@ async fn run_discover(req: &RunRequest, shared: Arc<RunShared>) -> Option<String
     }
     let (engine, script) = (req.engine.clone(), req.script.clone());
     let scope = item_scope_for(&shared, "", None);
-    let ctx = ctx::Ctx { shared: shared.clone(), item_key: None, attempt: 0, deferrals: 0 };
+    let ctx = ctx::Ctx {
+        shared: shared.clone(),
+        item_key: None,
+        attempt: 0,
+        deferrals: 0,
+    };
     let result = tokio::task::spawn_blocking(move || {
         let out = item_scope::with(scope, || call_hook(&engine, &script, "discover", (ctx,)));
         shared.emitter.lock().expect("emitter lock").take();
@@ -185,7 +202,11 @@ async fn run_discover(req: &RunRequest, shared: Arc<RunShared>) -> Option<String
     }
 }
 
-pub(crate) fn item_scope_for(shared: &RunShared, key: &str, deadline: Option<Instant>) -> ItemScope {
+pub(crate) fn item_scope_for(
+    shared: &RunShared,
+    key: &str,
+    deadline: Option<Instant>,
+) -> ItemScope {
     ItemScope {
         run_id: shared.run_id.clone(),
         pipeline: shared.pipeline.to_string(),
@@ -205,7 +226,12 @@ async fn admit_loop(
     counters: Arc<Counters>,
     defer_max_wait: Duration,
 ) -> Result<(), LedgerError> {
-    let (ledger, p, t, run) = (&shared.ledger, &*shared.pipeline, &*shared.tenant, &shared.run_id);
+    let (ledger, p, t, run) = (
+        &shared.ledger,
+        &*shared.pipeline,
+        &*shared.tenant,
+        &shared.run_id,
+    );
     let due_before = now_ms() + defer_max_wait.as_millis() as i64;
     loop {
         let batch = ledger.lease_unfinished(p, t, run, due_before, 500).await?;
@@ -218,8 +244,16 @@ async fn admit_loop(
             let value = rhai::serde::to_dynamic(json).unwrap_or(Dynamic::UNIT);
             counters.resumed.fetch_add(1, Relaxed);
             counters.outstanding.fetch_add(1, Relaxed);
-            let wait = item.next_at.map(|at| (at - now_ms()).max(0) as u64).unwrap_or(0);
-            let w = WorkItem { key: item.key, value, attempts: item.attempts, defers: 0 };
+            let wait = item
+                .next_at
+                .map(|at| (at - now_ms()).max(0) as u64)
+                .unwrap_or(0);
+            let w = WorkItem {
+                key: item.key,
+                value,
+                attempts: item.attempts,
+                defers: 0,
+            };
             worker::send_after(&work, w, Duration::from_millis(wait)).await;
         }
     }
@@ -233,16 +267,35 @@ async fn admit_loop(
             }
         }
         counters.emitted.fetch_add(buf.len() as u64, Relaxed);
-        let items: Vec<AdmitItem> =
-            buf.iter().map(|e| AdmitItem { key: e.key.clone(), payload: e.payload.clone() }).collect();
+        let items: Vec<AdmitItem> = buf
+            .iter()
+            .map(|e| AdmitItem {
+                key: e.key.clone(),
+                payload: e.payload.clone(),
+            })
+            .collect();
         let admitted = ledger.admit(p, t, run, &shared.script_hash, &items).await?;
-        let mut values: HashMap<String, Dynamic> = buf.drain(..).map(|e| (e.key, e.value)).collect();
+        let mut values: HashMap<String, Dynamic> =
+            buf.drain(..).map(|e| (e.key, e.value)).collect();
         counters.admitted.fetch_add(admitted.len() as u64, Relaxed);
-        counters.outstanding.fetch_add(admitted.len() as u64, Relaxed);
+        counters
+            .outstanding
+            .fetch_add(admitted.len() as u64, Relaxed);
         for (key, attempts) in admitted {
             let value = values.remove(&key).unwrap_or(Dynamic::UNIT);
-            if work.send(WorkMsg::Item(WorkItem { key, value, attempts, defers: 0 })).await.is_err() {
-                return Err(LedgerError::Invalid("workers stopped before the queue drained".into()));
+            if work
+                .send(WorkMsg::Item(WorkItem {
+                    key,
+                    value,
+                    attempts,
+                    defers: 0,
+                }))
+                .await
+                .is_err()
+            {
+                return Err(LedgerError::Invalid(
+                    "workers stopped before the queue drained".into(),
+                ));
             }
         }
     }
@@ -265,7 +318,11 @@ fn build_summary(
         script_hash: shared.script_hash.clone(),
         started_at: shared.started_at.clone(),
         duration_ms: started.elapsed().as_millis() as u64,
-        status: if error.is_some() { "failed".into() } else { "completed".into() },
+        status: if error.is_some() {
+            "failed".into()
+        } else {
+            "completed".into()
+        },
         emitted,
         admitted,
         already_done: emitted.saturating_sub(admitted),
@@ -285,7 +342,11 @@ fn build_summary(
 }
 
 /// Calls `finish(ctx, summary)` if defined; returns its value as JSON (or the summary).
-async fn run_finish(req: &RunRequest, shared: Arc<RunShared>, summary: &mut Summary) -> serde_json::Value {
+async fn run_finish(
+    req: &RunRequest,
+    shared: Arc<RunShared>,
+    summary: &mut Summary,
+) -> serde_json::Value {
     let summary_json = serde_json::to_value(&*summary).unwrap_or_default();
     if !req.script.has_fn("finish", 2) {
         return summary_json;
@@ -293,11 +354,18 @@ async fn run_finish(req: &RunRequest, shared: Arc<RunShared>, summary: &mut Summ
     let (engine, script) = (req.engine.clone(), req.script.clone());
     let arg = rhai::serde::to_dynamic(&summary_json).unwrap_or(Dynamic::UNIT);
     let scope = item_scope_for(&shared, "", None);
-    let ctx = ctx::Ctx { shared, item_key: None, attempt: 0, deferrals: 0 };
+    let ctx = ctx::Ctx {
+        shared,
+        item_key: None,
+        attempt: 0,
+        deferrals: 0,
+    };
     let result = tokio::task::spawn_blocking(move || {
         item_scope::with(scope, || call_hook(&engine, &script, "finish", (ctx, arg)))
             .map_err(|e| format_eval_error(&e, &script.label))
-            .and_then(|v| rhai::serde::from_dynamic::<serde_json::Value>(&v).map_err(|e| e.to_string()))
+            .and_then(|v| {
+                rhai::serde::from_dynamic::<serde_json::Value>(&v).map_err(|e| e.to_string())
+            })
     })
     .await;
     match result {

@@ -40,13 +40,17 @@ impl Default for PipelineOptions {
 /// Parses a duration given as `"10s"`, `"5m"`, `"250ms"` or a number of seconds.
 pub fn parse_duration(value: &Dynamic) -> Result<Duration, String> {
     if let Ok(secs) = value.as_int() {
-        return u64::try_from(secs).map(Duration::from_secs).map_err(|_| format!("{secs} is negative"));
+        return u64::try_from(secs)
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{secs} is negative"));
     }
     if let Ok(secs) = value.as_float() {
         return Duration::try_from_secs_f64(secs).map_err(|e| e.to_string());
     }
-    let text =
-        value.clone().into_string().map_err(|t| format!("expected a duration like \"10s\", found {t}"))?;
+    let text = value
+        .clone()
+        .into_string()
+        .map_err(|t| format!("expected a duration like \"10s\", found {t}"))?;
     humantime::parse_duration(text.trim()).map_err(|e| format!("{text:?}: {e}"))
 }
 
@@ -77,7 +81,11 @@ impl PipelineOptions {
                 errors.push(format!("OPTIONS.{name}: {e}"));
             }
         }
-        if errors.is_empty() { Ok(o) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(o)
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -88,8 +96,9 @@ mod tests {
     #[test]
     fn options_parse_and_report_every_error() {
         let engine = rhai::Engine::new();
-        let map: Map =
-            engine.eval("#{ concurrency: 8, item_timeout: \"2s\", retry_backoff: \"10ms\" }").unwrap();
+        let map: Map = engine
+            .eval("#{ concurrency: 8, item_timeout: \"2s\", retry_backoff: \"10ms\" }")
+            .unwrap();
         let o = PipelineOptions::from_map(&map).unwrap();
         assert_eq!(
             (o.concurrency, o.item_timeout, o.retry_backoff),

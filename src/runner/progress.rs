@@ -19,7 +19,10 @@ impl Progress {
     /// Starts a bar fed by `counters` if `enabled` and stderr is a terminal.
     pub fn start(enabled: bool, label: String, counters: Arc<Counters>) -> Progress {
         if !enabled || !std::io::stderr().is_terminal() {
-            return Progress { bar: None, task: None };
+            return Progress {
+                bar: None,
+                task: None,
+            };
         }
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
@@ -45,7 +48,10 @@ impl Progress {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        Progress { bar: Some(bar), task: Some(task) }
+        Progress {
+            bar: Some(bar),
+            task: Some(task),
+        }
     }
 
     /// Stops drawing and clears the bar.

@@ -44,7 +44,12 @@ impl Counters {
     }
 
     pub fn add_skip(&self, reason: &str) {
-        *self.skip_reasons.lock().expect("skip lock").entry(reason.to_string()).or_insert(0) += 1;
+        *self
+            .skip_reasons
+            .lock()
+            .expect("skip lock")
+            .entry(reason.to_string())
+            .or_insert(0) += 1;
     }
 
     /// Items in a final or parked state this run.

@@ -114,8 +114,8 @@ fn worker_loop(env: &WorkerEnv) {
 /// Whether a thrown error asks not to be retried (`#{ retryable: false, .. }`).
 fn is_retryable(err: &EvalAltResult) -> bool {
     let mut cur = err;
-    while let EvalAltResult::ErrorInFunctionCall(_, _, inner, _) | EvalAltResult::ErrorInModule(_, inner, _) =
-        cur
+    while let EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+    | EvalAltResult::ErrorInModule(_, inner, _) = cur
     {
         cur = inner;
     }
@@ -139,8 +139,14 @@ fn handle(env: &WorkerEnv, mut item: WorkItem) {
         attempt,
         deferrals: item.defers as i64,
     };
-    let result =
-        item_scope::with(scope, || call_hook(&env.engine, &env.script, "process", (ctx, item.value.clone())));
+    let result = item_scope::with(scope, || {
+        call_hook(
+            &env.engine,
+            &env.script,
+            "process",
+            (ctx, item.value.clone()),
+        )
+    });
     let c = &env.counters;
     let mut update = ItemUpdate {
         pipeline: shared.pipeline.clone(),
@@ -186,8 +192,11 @@ fn handle(env: &WorkerEnv, mut item: WorkItem) {
             let message = format_eval_error(&err, &env.script.label);
             update.last_error = Some(message.clone());
             if attempt < env.options.max_attempts as i64 && is_retryable(&err) {
-                let delay =
-                    retry_delay(env.options.retry_backoff, env.options.retry_backoff_max, attempt as u32);
+                let delay = retry_delay(
+                    env.options.retry_backoff,
+                    env.options.retry_backoff_max,
+                    attempt as u32,
+                );
                 update.state = ItemState::Failed;
                 update.next_at = Some(now_ms() + delay.as_millis() as i64);
                 tracing::warn!(item = %item.key, attempt, error = %message, "attempt failed; will retry");
@@ -197,7 +206,11 @@ fn handle(env: &WorkerEnv, mut item: WorkItem) {
             } else {
                 update.state = ItemState::Quarantined;
                 tracing::error!(item = %item.key, attempt, error = %message, "item quarantined");
-                c.add_failure(Failure { key: item.key.clone(), attempts: attempt, error: message });
+                c.add_failure(Failure {
+                    key: item.key.clone(),
+                    attempts: attempt,
+                    error: message,
+                });
                 c.quarantined.fetch_add(1, Relaxed);
             }
         }
@@ -208,7 +221,9 @@ fn handle(env: &WorkerEnv, mut item: WorkItem) {
     match requeue {
         Some(delay) => {
             let tx = env.tx.clone();
-            shared.handle.spawn(async move { send_after(&tx, item, delay).await });
+            shared
+                .handle
+                .spawn(async move { send_after(&tx, item, delay).await });
         }
         None => {
             c.outstanding.fetch_sub(1, Relaxed);

@@ -43,7 +43,9 @@ impl IntoResponse for ApiError {
                 );
                 let mut response = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
                 if let Ok(value) = HeaderValue::from_str(&challenge) {
-                    response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, value);
                 }
                 return response;
             }

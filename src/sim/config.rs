@@ -135,12 +135,19 @@ pub struct Faults {
 
 impl Default for SizeDistribution {
     fn default() -> Self {
-        SizeDistribution { min: 200_000, max: 5_000_000, log_uniform: true }
+        SizeDistribution {
+            min: 200_000,
+            max: 5_000_000,
+            log_uniform: true,
+        }
     }
 }
 
 fn limit(requests: u32, secs: u64) -> RateLimit {
-    RateLimit { requests, per: Duration::from_secs(secs) }
+    RateLimit {
+        requests,
+        per: Duration::from_secs(secs),
+    }
 }
 
 /// Default rate limits: generous for the seed dialect (the seeds' ~50/min would make demos
@@ -246,7 +253,11 @@ impl Faults {
         if self.token_ttl.is_zero() || self.url_ttl.is_zero() {
             return Err("token_ttl and url_ttl must be positive".to_string());
         }
-        if let Some((family, _)) = self.rate_limits.iter().find(|(_, l)| l.requests == 0 || l.per.is_zero()) {
+        if let Some((family, _)) = self
+            .rate_limits
+            .iter()
+            .find(|(_, l)| l.requests == 0 || l.per.is_zero())
+        {
             return Err(format!(
                 "rate limit of {family} must allow at least one request per positive window"
             ));
@@ -300,7 +311,9 @@ impl SimConfig {
             }
         }
         if self.archived_share + self.expired_share + self.processing_share > 1.0 {
-            return Err("processing_share + archived_share + expired_share must not exceed 1".into());
+            return Err(
+                "processing_share + archived_share + expired_share must not exceed 1".into(),
+            );
         }
         if self.sizes.min < 4096 || self.sizes.min > self.sizes.max {
             return Err(format!(
@@ -309,7 +322,9 @@ impl SimConfig {
             ));
         }
         if self.transcripts > self.recordings {
-            return Err("transcripts must not exceed recordings (one transcript per recording)".into());
+            return Err(
+                "transcripts must not exceed recordings (one transcript per recording)".into(),
+            );
         }
         self.faults.validate()
     }

@@ -23,7 +23,9 @@ impl std::fmt::Debug for SimCredentials {
 }
 
 fn hex_words(seed: u64, salt: u64, words: u64) -> String {
-    (0..words).map(|w| format!("{:016x}", derive(seed, w, salt))).collect()
+    (0..words)
+        .map(|w| format!("{:016x}", derive(seed, w, salt)))
+        .collect()
 }
 
 impl SimCredentials {
@@ -51,7 +53,10 @@ mod tests {
     #[test]
     fn credentials_follow_the_seed_and_debug_hides_secrets() {
         assert_eq!(SimCredentials::from_seed(4), SimCredentials::from_seed(4));
-        assert_ne!(SimCredentials::from_seed(4).client_secret, SimCredentials::from_seed(5).client_secret);
+        assert_ne!(
+            SimCredentials::from_seed(4).client_secret,
+            SimCredentials::from_seed(5).client_secret
+        );
         let creds = SimCredentials::from_seed(4);
         let debug = format!("{creds:?}");
         assert!(!debug.contains(&creds.client_secret) && !debug.contains(&creds.webhook_secret));

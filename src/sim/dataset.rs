@@ -20,10 +20,22 @@ const SALT_TIME: u64 = 8;
 const SALT_MISC: u64 = 9;
 const SALT_READY: u64 = 10;
 
-const FIRST_NAMES: [&str; 12] =
-    ["Ana", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kira", "Liam"];
-const LAST_NAMES: [&str; 10] =
-    ["Okafor", "Lindqvist", "Moreau", "Patel", "Nakamura", "Silva", "Novak", "Haddad", "Kowalski", "Reyes"];
+const FIRST_NAMES: [&str; 12] = [
+    "Ana", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kira",
+    "Liam",
+];
+const LAST_NAMES: [&str; 10] = [
+    "Okafor",
+    "Lindqvist",
+    "Moreau",
+    "Patel",
+    "Nakamura",
+    "Silva",
+    "Novak",
+    "Haddad",
+    "Kowalski",
+    "Reyes",
+];
 const CHANNEL_TYPES: [&str; 3] = ["PSTN", "webRTC", "SIP"];
 
 /// Where a recording is in its life.
@@ -148,7 +160,10 @@ impl Dataset {
         let span_ms = self.config.span.as_millis().max(1) as i64;
         let step = (span_ms / self.count.max(1) as i64).max(2);
         let oldest = self.config.newest_at * 1000 - step * self.count as i64;
-        let jitter = below(derive(self.seed, index as u64, SALT_TIME), (step / 2) as u64) as i64;
+        let jitter = below(
+            derive(self.seed, index as u64, SALT_TIME),
+            (step / 2) as u64,
+        ) as i64;
         oldest + step * index as i64 + jitter
     }
 
@@ -170,7 +185,11 @@ impl Dataset {
         let sizes = &self.config.sizes;
         let u = unit(derive(self.seed, index as u64, SALT_SIZE));
         let (min, max) = (sizes.min as f64, sizes.max as f64);
-        let raw = if sizes.log_uniform { min * (max / min).powf(u) } else { min + (max - min) * u };
+        let raw = if sizes.log_uniform {
+            min * (max / min).powf(u)
+        } else {
+            min + (max - min) * u
+        };
         MediaSpec::new(self.format_of(index), Channel::Combined, key, raw as u64)
     }
 
@@ -185,7 +204,9 @@ impl Dataset {
             Lifecycle::Expired
         } else if roll < cfg.archived_share + cfg.expired_share + cfg.processing_share {
             let spread = 0.5 + unit(derive(self.seed, i, SALT_READY));
-            Lifecycle::Processing { ready_after: cfg.processing_delay.mul_f64(spread) }
+            Lifecycle::Processing {
+                ready_after: cfg.processing_delay.mul_f64(spread),
+            }
         } else {
             Lifecycle::Available
         }
@@ -213,7 +234,11 @@ impl Dataset {
 
     /// `inbound` or `outbound`.
     pub fn direction_of(&self, index: usize) -> &'static str {
-        if self.misc(index) & 1 == 0 { "inbound" } else { "outbound" }
+        if self.misc(index) & 1 == 0 {
+            "inbound"
+        } else {
+            "outbound"
+        }
     }
 
     /// `PSTN`, `webRTC` or `SIP`.
@@ -315,7 +340,10 @@ mod tests {
     use super::*;
 
     fn dataset(n: usize) -> Dataset {
-        Dataset::new(&SimConfig { recordings: n, ..SimConfig::default() })
+        Dataset::new(&SimConfig {
+            recordings: n,
+            ..SimConfig::default()
+        })
     }
 
     #[test]
@@ -340,7 +368,12 @@ mod tests {
             (a.id.clone(), a.size_bytes(), a.created_ms),
             (b.id.clone(), b.size_bytes(), b.created_ms)
         );
-        let c = Dataset::new(&SimConfig { seed: 2, recordings: 50, ..SimConfig::default() }).recording(7);
+        let c = Dataset::new(&SimConfig {
+            seed: 2,
+            recordings: 50,
+            ..SimConfig::default()
+        })
+        .recording(7);
         assert_ne!(a.id, c.id);
     }
 
@@ -351,7 +384,10 @@ mod tests {
         for i in 1..500 {
             assert!(ds.created_ms(i) > ds.created_ms(i - 1));
             let size = ds.recording(i).size_bytes();
-            assert!(size <= cfg.sizes.max + 44 && size + 1024 >= cfg.sizes.min, "{size}");
+            assert!(
+                size <= cfg.sizes.max + 44 && size + 1024 >= cfg.sizes.min,
+                "{size}"
+            );
         }
     }
 

@@ -39,7 +39,10 @@ pub fn family_of(path: &str) -> Option<&'static str> {
         ("/data-extraction/", "data-extraction"),
         ("/interaction-analytics-gateway/", "analytics"),
     ];
-    FAMILIES.iter().find(|(prefix, _)| path.starts_with(prefix)).map(|(_, family)| *family)
+    FAMILIES
+        .iter()
+        .find(|(prefix, _)| path.starts_with(prefix))
+        .map(|(_, family)| *family)
 }
 
 /// The middleware (install with `route_layer`, so the matched route is known).
@@ -67,17 +70,27 @@ async fn refuse(state: &SimState, path: &str) -> Option<Response> {
         tokio::time::sleep(faults.latency).await;
     }
     if let Some(family) = family_of(path) {
-        if let Err(wait) = state.limiter.take(&faults.rate_limits, family, Instant::now()) {
+        if let Err(wait) = state
+            .limiter
+            .take(&faults.rate_limits, family, Instant::now())
+        {
             return Some(throttled(state, faults.retry_after, wait, path));
         }
         if state.roll(faults.throttle_rate) {
-            return Some(throttled(state, faults.retry_after, Duration::from_secs(1), path));
+            return Some(throttled(
+                state,
+                faults.retry_after,
+                Duration::from_secs(1),
+                path,
+            ));
         }
     }
     if state.roll(faults.error_rate) {
-        let status =
-            [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE]
-                [(state.draw() * 3.0) as usize % 3];
+        let status = [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ][(state.draw() * 3.0) as usize % 3];
         let body = json!({ "error": "InjectedFault", "message": "simulated server error", "requestId": request_id() });
         return Some((status, axum::Json(body)).into_response());
     }
@@ -114,10 +127,19 @@ mod tests {
     fn families_follow_path_prefixes() {
         assert_eq!(family_of("/api/v2/oauth/token"), Some("auth"));
         assert_eq!(family_of("/api/v2/recording/search"), Some("search"));
-        assert_eq!(family_of("/api/v2/recording/abc/download"), Some("recordings"));
+        assert_eq!(
+            family_of("/api/v2/recording/abc/download"),
+            Some("recordings")
+        );
         assert_eq!(family_of("/api/v2/recordings"), Some("search"));
-        assert_eq!(family_of("/api/v2/recordings/abc/retention"), Some("recordings"));
-        assert_eq!(family_of("/media-download/v1/contacts"), Some("media-download"));
+        assert_eq!(
+            family_of("/api/v2/recordings/abc/retention"),
+            Some("recordings")
+        );
+        assert_eq!(
+            family_of("/media-download/v1/contacts"),
+            Some("media-download")
+        );
         assert_eq!(family_of("/.well-known/openid-configuration"), None);
     }
 }

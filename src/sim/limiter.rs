@@ -34,7 +34,10 @@ impl Limiter {
         let capacity = limit.requests as f64;
         let per_token = limit.per.as_secs_f64() / capacity;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = buckets.entry(family.to_string()).or_insert(Bucket { tokens: capacity, at: now });
+        let bucket = buckets.entry(family.to_string()).or_insert(Bucket {
+            tokens: capacity,
+            at: now,
+        });
         let refill = now.saturating_duration_since(bucket.at).as_secs_f64() / per_token;
         bucket.tokens = (bucket.tokens + refill).min(capacity);
         bucket.at = now;
@@ -48,7 +51,10 @@ impl Limiter {
 
     /// Forgets all buckets (after the limits change).
     pub fn reset(&self) {
-        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -58,16 +64,26 @@ mod tests {
 
     #[test]
     fn allows_a_burst_then_refuses_then_refills() {
-        let limits =
-            BTreeMap::from([("search".to_string(), RateLimit { requests: 3, per: Duration::from_secs(3) })]);
+        let limits = BTreeMap::from([(
+            "search".to_string(),
+            RateLimit {
+                requests: 3,
+                per: Duration::from_secs(3),
+            },
+        )]);
         let limiter = Limiter::default();
         let t0 = Instant::now();
         for _ in 0..3 {
             limiter.take(&limits, "search", t0).unwrap();
         }
         let wait = limiter.take(&limits, "search", t0).unwrap_err();
-        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
-        limiter.take(&limits, "search", t0 + Duration::from_secs(1)).unwrap();
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        limiter
+            .take(&limits, "search", t0 + Duration::from_secs(1))
+            .unwrap();
         limiter.take(&limits, "other", t0).unwrap();
     }
 }

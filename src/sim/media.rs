@@ -57,7 +57,9 @@ impl Channel {
     }
 
     pub fn parse(text: &str) -> Option<Channel> {
-        Channel::ALL.into_iter().find(|c| c.as_str().eq_ignore_ascii_case(text))
+        Channel::ALL
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(text))
     }
 }
 
@@ -91,11 +93,20 @@ impl MediaSpec {
                 WAV_HEADER as u64 + data
             }
             MediaFormat::Mp3 => {
-                let frame = if stereo { MP3_STEREO_FRAME } else { MP3_MONO_FRAME } as u64;
+                let frame = if stereo {
+                    MP3_STEREO_FRAME
+                } else {
+                    MP3_MONO_FRAME
+                } as u64;
                 requested / frame * frame
             }
         };
-        MediaSpec { format, stereo, key, total }
+        MediaSpec {
+            format,
+            stereo,
+            key,
+            total,
+        }
     }
 
     pub fn format(&self) -> MediaFormat {
@@ -122,7 +133,11 @@ impl MediaSpec {
 
     /// Opaque entity tag, stable per media (like a multipart ETag, not an MD5).
     pub fn etag(&self) -> String {
-        format!("\"{:016x}{:016x}-1\"", mix64(self.key ^ 0xE7A6), mix64(self.key ^ self.total))
+        format!(
+            "\"{:016x}{:016x}-1\"",
+            mix64(self.key ^ 0xE7A6),
+            mix64(self.key ^ self.total)
+        )
     }
 
     /// Builds the generator (about 64 KiB of work).
@@ -134,7 +149,12 @@ impl MediaSpec {
                 (Bytes::new(), block, tag_at)
             }
         };
-        MediaSource { spec: self.clone(), header, block, tag_at }
+        MediaSource {
+            spec: self.clone(),
+            header,
+            block,
+            tag_at,
+        }
     }
 }
 
@@ -268,7 +288,10 @@ mod tests {
         assert_eq!(bytes.len() as u64, spec.total());
         assert_eq!(&bytes[0..4], b"RIFF");
         assert_eq!(&bytes[8..16], b"WAVEfmt ");
-        assert_eq!(u32::from_le_bytes(bytes[40..44].try_into().unwrap()) as usize, bytes.len() - 44);
+        assert_eq!(
+            u32::from_le_bytes(bytes[40..44].try_into().unwrap()) as usize,
+            bytes.len() - 44
+        );
         assert_eq!((bytes.len() - 44) % 4, 0);
     }
 
@@ -290,14 +313,24 @@ mod tests {
         assert_eq!(collect(&source, 70_000, 200_001), whole[70_000..200_001]);
         assert_eq!(collect(&source, 10, 20), whole[10..20]);
         let p = WAV_PERIOD;
-        assert_ne!(whole[44..44 + p], whole[44 + p..44 + 2 * p], "chunks must not repeat");
+        assert_ne!(
+            whole[44..44 + p],
+            whole[44 + p..44 + 2 * p],
+            "chunks must not repeat"
+        );
     }
 
     #[test]
     fn digests_are_stable_and_key_dependent() {
-        let a = MediaSpec::new(MediaFormat::Wav, Channel::Combined, 1, 100_000).source().digests();
-        let b = MediaSpec::new(MediaFormat::Wav, Channel::Combined, 1, 100_000).source().digests();
-        let c = MediaSpec::new(MediaFormat::Wav, Channel::Combined, 2, 100_000).source().digests();
+        let a = MediaSpec::new(MediaFormat::Wav, Channel::Combined, 1, 100_000)
+            .source()
+            .digests();
+        let b = MediaSpec::new(MediaFormat::Wav, Channel::Combined, 1, 100_000)
+            .source()
+            .digests();
+        let c = MediaSpec::new(MediaFormat::Wav, Channel::Combined, 2, 100_000)
+            .source()
+            .digests();
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(a.0.len(), 64);

@@ -53,7 +53,10 @@ pub fn parse_range(value: Option<&str>, total: u64) -> RangeRequest {
     if range.0 >= total {
         return RangeRequest::Unsatisfiable;
     }
-    RangeRequest::Partial(ByteRange { start: range.0, end: range.1 })
+    RangeRequest::Partial(ByteRange {
+        start: range.0,
+        end: range.1,
+    })
 }
 
 /// How a served stream ends early, if it does.
@@ -65,26 +68,51 @@ enum Cut {
 
 /// Builds the answer for a GET/HEAD of `spec`. `expires` (Unix seconds) aborts the stream
 /// once passed when the faults say so.
-pub fn serve(state: &Arc<SimState>, spec: &MediaSpec, headers: &HeaderMap, expires: Option<u64>) -> Response {
+pub fn serve(
+    state: &Arc<SimState>,
+    spec: &MediaSpec,
+    headers: &HeaderMap,
+    expires: Option<u64>,
+) -> Response {
     let total = spec.total();
     let etag = spec.etag();
-    let if_range_ok = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()).is_none_or(|v| v == etag);
-    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).filter(|_| if_range_ok);
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v == etag);
+    let range_header = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| if_range_ok);
     let (status, range) = match parse_range(range_header, total) {
-        RangeRequest::Whole => (StatusCode::OK, ByteRange { start: 0, end: total }),
+        RangeRequest::Whole => (
+            StatusCode::OK,
+            ByteRange {
+                start: 0,
+                end: total,
+            },
+        ),
         RangeRequest::Partial(range) => (StatusCode::PARTIAL_CONTENT, range),
         RangeRequest::Unsatisfiable => {
             let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
-            insert(&mut response, header::CONTENT_RANGE, &format!("bytes */{total}"));
+            insert(
+                &mut response,
+                header::CONTENT_RANGE,
+                &format!("bytes */{total}"),
+            );
             return response;
         }
     };
     let faults = state.faults();
     let length = range.end - range.start;
     let cut = if length > 1 && state.roll(faults.reset_rate) {
-        Some(Cut::Reset(range.start + (length as f64 * (0.2 + 0.6 * state.draw())) as u64))
+        Some(Cut::Reset(
+            range.start + (length as f64 * (0.2 + 0.6 * state.draw())) as u64,
+        ))
     } else if length > 1 && state.roll(faults.truncate_rate) {
-        Some(Cut::Truncate(range.start + (length as f64 * (0.2 + 0.6 * state.draw())) as u64))
+        Some(Cut::Truncate(
+            range.start + (length as f64 * (0.2 + 0.6 * state.draw())) as u64,
+        ))
     } else {
         None
     };
@@ -100,7 +128,11 @@ pub fn serve(state: &Arc<SimState>, spec: &MediaSpec, headers: &HeaderMap, expir
     ));
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    insert(&mut response, header::CONTENT_TYPE, spec.format().content_type());
+    insert(
+        &mut response,
+        header::CONTENT_TYPE,
+        spec.format().content_type(),
+    );
     insert(&mut response, header::ACCEPT_RANGES, "bytes");
     insert(&mut response, header::ETAG, &etag);
     if !matches!(cut, Some(Cut::Truncate(_))) {
@@ -123,7 +155,10 @@ fn insert(response: &mut Response, name: header::HeaderName, value: &str) {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn body_stream(
@@ -150,7 +185,10 @@ fn body_stream(
                         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                         bump(&state.stats.resets);
                         Some((
-                            Err(io::Error::new(io::ErrorKind::ConnectionReset, "simulated connection reset")),
+                            Err(io::Error::new(
+                                io::ErrorKind::ConnectionReset,
+                                "simulated connection reset",
+                            )),
                             None,
                         ))
                     }
@@ -164,12 +202,18 @@ fn body_stream(
             if expires.is_some_and(|at| unix_now() >= at) {
                 bump(&state.stats.urls_refused);
                 return Some((
-                    Err(io::Error::new(io::ErrorKind::ConnectionReset, "presigned URL expired mid-transfer")),
+                    Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "presigned URL expired mid-transfer",
+                    )),
                     None,
                 ));
             }
             let piece = source.piece(pos, stop);
-            state.stats.media_bytes.fetch_add(piece.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            state
+                .stats
+                .media_bytes
+                .fetch_add(piece.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let next = pos + piece.len() as u64;
             Some((Ok(piece), Some(next)))
         }
@@ -183,10 +227,31 @@ mod tests {
     #[test]
     fn parses_range_forms() {
         let r = |s| parse_range(Some(s), 1000);
-        assert_eq!(r("bytes=0-99"), RangeRequest::Partial(ByteRange { start: 0, end: 100 }));
-        assert_eq!(r("bytes=900-"), RangeRequest::Partial(ByteRange { start: 900, end: 1000 }));
-        assert_eq!(r("bytes=-10"), RangeRequest::Partial(ByteRange { start: 990, end: 1000 }));
-        assert_eq!(r("bytes=990-5000"), RangeRequest::Partial(ByteRange { start: 990, end: 1000 }));
+        assert_eq!(
+            r("bytes=0-99"),
+            RangeRequest::Partial(ByteRange { start: 0, end: 100 })
+        );
+        assert_eq!(
+            r("bytes=900-"),
+            RangeRequest::Partial(ByteRange {
+                start: 900,
+                end: 1000
+            })
+        );
+        assert_eq!(
+            r("bytes=-10"),
+            RangeRequest::Partial(ByteRange {
+                start: 990,
+                end: 1000
+            })
+        );
+        assert_eq!(
+            r("bytes=990-5000"),
+            RangeRequest::Partial(ByteRange {
+                start: 990,
+                end: 1000
+            })
+        );
         assert_eq!(r("bytes=1000-"), RangeRequest::Unsatisfiable);
         assert_eq!(r("bytes=0-1,5-6"), RangeRequest::Whole);
         assert_eq!(r("items=0-1"), RangeRequest::Whole);

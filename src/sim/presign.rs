@@ -80,9 +80,21 @@ mod tests {
         let query = signer.query("/m/a.wav", 100, "AK");
         let sig = query.rsplit("Signature=").next().unwrap();
         assert_eq!(signer.check("/m/a.wav", Some(100), Some(sig), 99), Ok(100));
-        assert_eq!(signer.check("/m/a.wav", Some(100), Some(sig), 100), Err(UrlRefusal::Expired));
-        assert_eq!(signer.check("/m/b.wav", Some(100), Some(sig), 99), Err(UrlRefusal::BadSignature));
-        assert_eq!(signer.check("/m/a.wav", Some(101), Some(sig), 99), Err(UrlRefusal::BadSignature));
-        assert_eq!(signer.check("/m/a.wav", None, Some(sig), 99), Err(UrlRefusal::BadSignature));
+        assert_eq!(
+            signer.check("/m/a.wav", Some(100), Some(sig), 100),
+            Err(UrlRefusal::Expired)
+        );
+        assert_eq!(
+            signer.check("/m/b.wav", Some(100), Some(sig), 99),
+            Err(UrlRefusal::BadSignature)
+        );
+        assert_eq!(
+            signer.check("/m/a.wav", Some(101), Some(sig), 99),
+            Err(UrlRefusal::BadSignature)
+        );
+        assert_eq!(
+            signer.check("/m/a.wav", None, Some(sig), 99),
+            Err(UrlRefusal::BadSignature)
+        );
     }
 }

@@ -83,7 +83,9 @@ fn field_value(ds: &Dataset, index: usize, field: &str, elapsed: Duration) -> Fi
 fn operand(field: &str, value: &Value) -> Option<FieldValue> {
     match value {
         Value::Number(n) => Some(FieldValue::Number(n.as_f64()?)),
-        Value::String(s) if field == "createdDate" => Some(FieldValue::Number(parse_time_ms(s)? as f64)),
+        Value::String(s) if field == "createdDate" => {
+            Some(FieldValue::Number(parse_time_ms(s)? as f64))
+        }
         Value::String(s) if matches!(field, "agentId" | "durationSeconds" | "sizeBytes") => {
             Some(FieldValue::Number(s.parse().ok()?))
         }
@@ -114,7 +116,11 @@ impl SearchQuery {
         let mut filters = Vec::new();
         for f in &self.filters {
             if !FIELDS.contains(&f.field.as_str()) {
-                return Err(format!("unknown filter field {:?} (known: {})", f.field, FIELDS.join(", ")));
+                return Err(format!(
+                    "unknown filter field {:?} (known: {})",
+                    f.field,
+                    FIELDS.join(", ")
+                ));
             }
             let op = f.operator.to_lowercase();
             let values: Vec<&Value> = match (&op[..], &f.value) {
@@ -127,22 +133,30 @@ impl SearchQuery {
             };
             let operands = values
                 .into_iter()
-                .map(|v| operand(&f.field, v).ok_or_else(|| format!("bad value {v} for {}", f.field)))
+                .map(|v| {
+                    operand(&f.field, v).ok_or_else(|| format!("bad value {v} for {}", f.field))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             filters.push((f.field.clone(), op, operands));
         }
         let (sort_field, descending) = match self.sort.first() {
             None => ("createdDate".to_string(), false),
-            Some(s) if FIELDS.contains(&s.field.as_str()) => match s.direction.to_lowercase().as_str() {
-                "asc" => (s.field.clone(), false),
-                "desc" => (s.field.clone(), true),
-                other => {
-                    return Err(format!("sort direction must be asc or desc, got {other:?}"));
+            Some(s) if FIELDS.contains(&s.field.as_str()) => {
+                match s.direction.to_lowercase().as_str() {
+                    "asc" => (s.field.clone(), false),
+                    "desc" => (s.field.clone(), true),
+                    other => {
+                        return Err(format!("sort direction must be asc or desc, got {other:?}"));
+                    }
                 }
-            },
+            }
             Some(s) => return Err(format!("unknown sort field {:?}", s.field)),
         };
-        Ok(CompiledSearch { filters, sort_field, descending })
+        Ok(CompiledSearch {
+            filters,
+            sort_field,
+            descending,
+        })
     }
 
     /// Encodes a cursor continuing this search at ordered position `next`.
@@ -153,14 +167,17 @@ impl SearchQuery {
 
     /// Decodes a cursor into (query, next position, page size).
     pub fn from_token(token: &str) -> Result<(SearchQuery, usize, usize), String> {
-        let raw =
-            URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| "nextPageToken is not valid".to_string())?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(token.trim())
+            .map_err(|_| "nextPageToken is not valid".to_string())?;
         let value: Value =
             serde_json::from_slice(&raw).map_err(|_| "nextPageToken is not valid".to_string())?;
         let query = serde_json::from_value(value["q"].clone())
             .map_err(|_| "nextPageToken is not valid".to_string())?;
         let next = value["next"].as_u64().ok_or("nextPageToken is not valid")? as usize;
-        let page_size = value["pageSize"].as_u64().ok_or("nextPageToken is not valid")? as usize;
+        let page_size = value["pageSize"]
+            .as_u64()
+            .ok_or("nextPageToken is not valid")? as usize;
         Ok((query, next, page_size))
     }
 }
@@ -193,13 +210,19 @@ impl CompiledSearch {
     /// All matching indexes in result order. Creation order is index order, so the common
     /// sort needs no sorting at all.
     fn ordered_matches(&self, ds: &Dataset, elapsed: Duration) -> Vec<usize> {
-        let mut hits: Vec<usize> = (0..ds.len()).filter(|&i| self.matches(ds, i, elapsed)).collect();
+        let mut hits: Vec<usize> = (0..ds.len())
+            .filter(|&i| self.matches(ds, i, elapsed))
+            .collect();
         if self.sort_field != "createdDate" {
-            let keys: Vec<FieldValue> =
-                hits.iter().map(|&i| field_value(ds, i, &self.sort_field, elapsed)).collect();
+            let keys: Vec<FieldValue> = hits
+                .iter()
+                .map(|&i| field_value(ds, i, &self.sort_field, elapsed))
+                .collect();
             let mut order: Vec<usize> = (0..hits.len()).collect();
             order.sort_by(|&a, &b| {
-                compare(&keys[a], &keys[b]).unwrap_or(Ordering::Equal).then(hits[a].cmp(&hits[b]))
+                compare(&keys[a], &keys[b])
+                    .unwrap_or(Ordering::Equal)
+                    .then(hits[a].cmp(&hits[b]))
             });
             hits = order.into_iter().map(|k| hits[k]).collect();
         }
@@ -213,8 +236,15 @@ impl CompiledSearch {
     pub fn page(&self, ds: &Dataset, start: usize, page_size: usize, elapsed: Duration) -> Page {
         let hits = self.ordered_matches(ds, elapsed);
         let end = (start + page_size).min(hits.len());
-        let indexes = hits.get(start..end).map(<[usize]>::to_vec).unwrap_or_default();
-        Page { indexes, next: (end < hits.len()).then_some(end), total: hits.len() }
+        let indexes = hits
+            .get(start..end)
+            .map(<[usize]>::to_vec)
+            .unwrap_or_default();
+        Page {
+            indexes,
+            next: (end < hits.len()).then_some(end),
+            total: hits.len(),
+        }
     }
 }
 
@@ -225,13 +255,22 @@ mod tests {
     use serde_json::json;
 
     fn ds() -> Dataset {
-        Dataset::new(&SimConfig { recordings: 300, ..SimConfig::default() }.without_faults())
+        Dataset::new(
+            &SimConfig {
+                recordings: 300,
+                ..SimConfig::default()
+            }
+            .without_faults(),
+        )
     }
 
     #[test]
     fn filters_narrow_and_sort_orders() {
         let ds = ds();
-        let all = SearchQuery::default().compile().unwrap().page(&ds, 0, 1000, Duration::ZERO);
+        let all = SearchQuery::default()
+            .compile()
+            .unwrap()
+            .page(&ds, 0, 1000, Duration::ZERO);
         assert_eq!(all.total, 300);
         assert_eq!(all.indexes[..3], [0, 1, 2]);
         let cutoff = crate::sim::dataset::rfc3339_ms(ds.created_ms(100));
@@ -244,9 +283,10 @@ mod tests {
         assert_eq!(page.total, 200);
         assert_eq!(page.indexes[0], 299);
         assert_eq!(page.next, Some(10));
-        let by_size: SearchQuery =
-            serde_json::from_value(json!({ "sort": [{ "field": "sizeBytes", "direction": "asc" }] }))
-                .unwrap();
+        let by_size: SearchQuery = serde_json::from_value(
+            json!({ "sort": [{ "field": "sizeBytes", "direction": "asc" }] }),
+        )
+        .unwrap();
         let page = by_size.compile().unwrap().page(&ds, 0, 300, Duration::ZERO);
         let sizes: Vec<u64> = page.indexes.iter().map(|&i| ds.combined_size(i)).collect();
         assert!(sizes.windows(2).all(|w| w[0] <= w[1]));
@@ -262,7 +302,8 @@ mod tests {
         let page = query.compile().unwrap().page(&ds, 0, 1000, Duration::ZERO);
         assert!(page.total > 200 && page.total < 300, "{}", page.total);
         let bad: SearchQuery =
-            serde_json::from_value(json!({ "filters": [{ "field": "colour", "value": 1 }] })).unwrap();
+            serde_json::from_value(json!({ "filters": [{ "field": "colour", "value": 1 }] }))
+                .unwrap();
         assert!(bad.compile().unwrap_err().contains("colour"));
     }
 
@@ -270,7 +311,10 @@ mod tests {
     fn tokens_round_trip() {
         let query = SearchQuery {
             filters: vec![],
-            sort: vec![Sort { field: "sizeBytes".into(), direction: "desc".into() }],
+            sort: vec![Sort {
+                field: "sizeBytes".into(),
+                direction: "desc".into(),
+            }],
         };
         let token = query.token(40, 20);
         assert_eq!(SearchQuery::from_token(&token).unwrap(), (query, 40, 20));

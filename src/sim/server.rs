@@ -28,10 +28,15 @@ impl SimServer {
     /// Validates `config`, binds `config.bind` (default `127.0.0.1:0`) and starts serving.
     pub async fn start(config: SimConfig) -> Result<SimServer, SimError> {
         config.validate().map_err(SimError::Config)?;
-        let addr = config.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.map_err(|source| SimError::Bind { addr, source })?;
-        let local = listener.local_addr().map_err(|source| SimError::Bind { addr, source })?;
+        let addr = config
+            .bind
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| SimError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| SimError::Bind { addr, source })?;
         let base_url = format!("http://{local}");
         let state = Arc::new(SimState::new(&config));
         state.set_base_url(base_url.clone());
@@ -41,12 +46,20 @@ impl SimServer {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
                 tracing::error!(error = %err, "simulator server stopped with an error");
             }
         });
         tracing::info!(%base_url, recordings = config.recordings, seed = config.seed, "simulator started");
-        Ok(SimServer { base_url, state, stop: Some(stop), task: Some(task) })
+        Ok(SimServer {
+            base_url,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        })
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
@@ -65,7 +78,9 @@ impl SimServer {
 
     /// Applies a JSON merge patch to the fault knobs (same as `POST /_sim/control`).
     pub fn control(&self, patch: &Value) -> Result<(), SimError> {
-        super::routes::apply_patch(&self.state, patch).map(|_| ()).map_err(SimError::Config)
+        super::routes::apply_patch(&self.state, patch)
+            .map(|_| ())
+            .map_err(SimError::Config)
     }
 
     /// Stops accepting connections, lets open requests finish for up to two seconds,
@@ -75,7 +90,10 @@ impl SimServer {
             let _ = stop.send(());
         }
         if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
                 task.abort();
             }
         }

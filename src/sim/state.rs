@@ -42,8 +42,12 @@ impl SimState {
         SimState {
             dataset: Dataset::new(config),
             signer: UrlSigner::new(
-                format!("{:016x}{:016x}", derive(config.seed, 0, 301), derive(config.seed, 1, 301))
-                    .as_bytes(),
+                format!(
+                    "{:016x}{:016x}",
+                    derive(config.seed, 0, 301),
+                    derive(config.seed, 1, 301)
+                )
+                .as_bytes(),
             ),
             credentials,
             stats: Stats::default(),
@@ -59,7 +63,10 @@ impl SimState {
 
     /// The current fault knobs.
     pub fn faults(&self) -> Arc<Faults> {
-        self.faults.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.faults
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Replaces the fault knobs (rate-limit buckets start afresh).
@@ -94,7 +101,10 @@ impl SimState {
 
     /// `http://127.0.0.1:PORT`.
     pub fn base_url(&self) -> &str {
-        self.base_url.get().map(String::as_str).unwrap_or("http://127.0.0.1")
+        self.base_url
+            .get()
+            .map(String::as_str)
+            .unwrap_or("http://127.0.0.1")
     }
 }
 
@@ -104,8 +114,18 @@ pub struct Authed;
 impl FromRequestParts<Arc<SimState>> for Authed {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<SimState>) -> Result<Self, Self::Rejection> {
-        let value = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        state.tokens.check(value, Instant::now()).map(|()| Authed).map_err(ApiError::Unauthorized)
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<SimState>,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        state
+            .tokens
+            .check(value, Instant::now())
+            .map(|()| Authed)
+            .map_err(ApiError::Unauthorized)
     }
 }

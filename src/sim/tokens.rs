@@ -52,11 +52,22 @@ const MAX_TOKENS: usize = 50_000;
 
 impl TokenStore {
     pub fn new(seed: u64) -> Self {
-        TokenStore { seed, counter: AtomicU64::new(0), access: Mutex::default(), refresh: Mutex::default() }
+        TokenStore {
+            seed,
+            counter: AtomicU64::new(0),
+            access: Mutex::default(),
+            refresh: Mutex::default(),
+        }
     }
 
     /// Issues an access token living `ttl` (rounded up to whole seconds in `expires_in`).
-    pub fn issue(&self, ttl: Duration, tenant_id: &str, subject: &str, now: Instant) -> IssuedToken {
+    pub fn issue(
+        &self,
+        ttl: Duration,
+        tenant_id: &str,
+        subject: &str,
+        now: Instant,
+    ) -> IssuedToken {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let unix = chrono::Utc::now().timestamp();
         let expires_in = ttl.as_secs_f64().ceil().max(1.0) as u64;
@@ -66,10 +77,17 @@ impl TokenStore {
             "iat": unix, "exp": unix + expires_in as i64, "jti": n,
         });
         let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
-        let signature = format!("{:016x}{:016x}", derive(self.seed, n, 201), mix64(n ^ unix as u64));
+        let signature = format!(
+            "{:016x}{:016x}",
+            derive(self.seed, n, 201),
+            mix64(n ^ unix as u64)
+        );
         let access_token = format!("{header}.{claims}.{signature}");
-        let refresh_token =
-            format!("rt-{:016x}{:016x}", derive(self.seed, n, 202), derive(self.seed, n, 203));
+        let refresh_token = format!(
+            "rt-{:016x}{:016x}",
+            derive(self.seed, n, 202),
+            derive(self.seed, n, 203)
+        );
         let mut access = self.access.lock().unwrap_or_else(|p| p.into_inner());
         if access.len() >= MAX_TOKENS {
             access.retain(|_, exp| *exp > now);
@@ -81,13 +99,20 @@ impl TokenStore {
             refresh.retain(|_, exp| *exp > now);
         }
         refresh.insert(refresh_token.clone(), now + REFRESH_TTL);
-        IssuedToken { access_token, refresh_token, expires_in }
+        IssuedToken {
+            access_token,
+            refresh_token,
+            expires_in,
+        }
     }
 
     /// Checks an `Authorization` header value.
     pub fn check(&self, authorization: Option<&str>, now: Instant) -> Result<(), TokenRefusal> {
         let token = authorization
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .ok_or(TokenRefusal::Missing)?;
         let access = self.access.lock().unwrap_or_else(|p| p.into_inner());
@@ -117,8 +142,14 @@ mod tests {
         assert_eq!(issued.expires_in, 2);
         let header = format!("Bearer {}", issued.access_token);
         assert_eq!(store.check(Some(&header), t0), Ok(()));
-        assert_eq!(store.check(Some(&header), t0 + Duration::from_secs(2)), Err(TokenRefusal::Expired));
-        assert_eq!(store.check(Some("Bearer nope"), t0), Err(TokenRefusal::Unknown));
+        assert_eq!(
+            store.check(Some(&header), t0 + Duration::from_secs(2)),
+            Err(TokenRefusal::Expired)
+        );
+        assert_eq!(
+            store.check(Some("Bearer nope"), t0),
+            Err(TokenRefusal::Unknown)
+        );
         assert_eq!(store.check(None, t0), Err(TokenRefusal::Missing));
         assert!(store.redeem_refresh(&issued.refresh_token, t0));
         assert!(!store.redeem_refresh(&issued.refresh_token, t0));

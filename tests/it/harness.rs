@@ -26,7 +26,10 @@ pub struct Ran {
 impl Ran {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
         })
     }
 }
@@ -43,7 +46,9 @@ impl From<Output> for Ran {
 
 impl TestEnv {
     pub fn new() -> TestEnv {
-        TestEnv { dir: tempfile::tempdir().expect("temp dir") }
+        TestEnv {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -67,26 +72,45 @@ impl TestEnv {
     /// A `cxpipe` command running in this folder with quiet logs.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(cxpipe_bin());
-        cmd.current_dir(self.path()).env("CXPIPE_LOG", "error").env_remove("CXPIPE_STATE");
+        cmd.current_dir(self.path())
+            .env("CXPIPE_LOG", "error")
+            .env_remove("CXPIPE_STATE");
         cmd
     }
 
     /// Runs `cxpipe ARGS` to completion.
     pub fn cxpipe(&self, args: &[&str]) -> Ran {
-        self.command().args(args).output().expect("run cxpipe").into()
+        self.command()
+            .args(args)
+            .output()
+            .expect("run cxpipe")
+            .into()
     }
 
     /// `cxpipe run SCRIPT --state state --json ARGS`.
     pub fn run(&self, script: &Path, extra: &[&str]) -> Ran {
         let state = self.state_dir();
-        let mut args = vec!["run", script.to_str().unwrap(), "--state", state.to_str().unwrap(), "--json"];
+        let mut args = vec![
+            "run",
+            script.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--json",
+        ];
         args.extend_from_slice(extra);
         self.cxpipe(&args)
     }
 
     /// Item counts by state, read from the ledger.
     pub async fn item_counts(&self) -> std::collections::BTreeMap<String, i64> {
-        let ledger = cxpipe::ledger::Ledger::open_dir(&self.state_dir()).await.unwrap();
-        ledger.count_items(&Default::default()).await.unwrap().into_iter().collect()
+        let ledger = cxpipe::ledger::Ledger::open_dir(&self.state_dir())
+            .await
+            .unwrap();
+        ledger
+            .count_items(&Default::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .collect()
     }
 }

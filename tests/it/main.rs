@@ -1,6 +1,8 @@
 //! Integration tests: one binary driving the real `cxpipe` executable.
 
 mod cli;
+mod flow;
 mod harness;
 mod runner;
 mod sim;
+mod storage;

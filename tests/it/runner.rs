@@ -20,13 +20,20 @@ fn ten_thousand_items_run_once_and_a_rerun_does_nothing() {
     let first = env.run(&script, &[]);
     assert_eq!(first.code, 0, "{}", first.stderr);
     let s = &first.json()["summary"];
-    assert_eq!((s["emitted"].as_u64(), s["done"].as_u64()), (Some(10_000), Some(10_000)));
+    assert_eq!(
+        (s["emitted"].as_u64(), s["done"].as_u64()),
+        (Some(10_000), Some(10_000))
+    );
 
     let second = env.run(&script, &[]);
     assert_eq!(second.code, 0, "{}", second.stderr);
     let s = &second.json()["summary"];
     assert_eq!(s["emitted"].as_u64(), Some(10_000));
-    assert_eq!(s["admitted"].as_u64(), Some(0), "nothing is processed again");
+    assert_eq!(
+        s["admitted"].as_u64(),
+        Some(0),
+        "nothing is processed again"
+    );
     assert_eq!(s["done"].as_u64(), Some(0));
 }
 
@@ -44,7 +51,12 @@ fn process(ctx, item) { let x = 0; for j in 0..3000 { x += j; } ctx.kv.set(`seen
     let state = env.state_dir();
     let mut child = env
         .command()
-        .args(["run", script.to_str().unwrap(), "--state", state.to_str().unwrap()])
+        .args([
+            "run",
+            script.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ])
         .spawn()
         .unwrap();
     // Kill once some items are done but (almost certainly) not all.
@@ -57,17 +69,28 @@ fn process(ctx, item) { let x = 0; for j in 0..3000 { x += j; } ctx.kv.set(`seen
             break;
         }
         assert!(Instant::now() < deadline, "the run made no progress");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before = env.item_counts().await;
-    assert!(before.get("done").copied().unwrap_or(0) < 3000, "killed too late: {before:?}");
+    assert!(
+        before.get("done").copied().unwrap_or(0) < 3000,
+        "killed too late: {before:?}"
+    );
 
     let rerun = env.run(&script, &[]);
     assert_eq!(rerun.code, 0, "{}", rerun.stderr);
     let counts = env.item_counts().await;
-    assert_eq!(counts, [("done".to_string(), 3000)].into_iter().collect(), "{}", rerun.stdout);
+    assert_eq!(
+        counts,
+        [("done".to_string(), 3000)].into_iter().collect(),
+        "{}",
+        rerun.stdout
+    );
     let s = &rerun.json()["summary"];
     assert_eq!(
         s["done"].as_u64().unwrap() + before.get("done").copied().unwrap_or(0) as u64,
@@ -89,10 +112,17 @@ fn an_item_that_always_throws_is_quarantined_with_its_error_and_line() {
          }\n",
     );
     let ran = env.run(&script, &[]);
-    assert_eq!(ran.code, 1, "a quarantined item makes the exit code non-zero");
+    assert_eq!(
+        ran.code, 1,
+        "a quarantined item makes the exit code non-zero"
+    );
     let s = &ran.json()["summary"];
     assert_eq!(
-        (s["done"].as_u64(), s["quarantined"].as_u64(), s["retries"].as_u64()),
+        (
+            s["done"].as_u64(),
+            s["quarantined"].as_u64(),
+            s["retries"].as_u64()
+        ),
         (Some(1), Some(1), Some(2))
     );
 
@@ -101,7 +131,11 @@ fn an_item_that_always_throws_is_quarantined_with_its_error_and_line() {
     assert_eq!(show.code, 0, "{}", show.stderr);
     assert!(show.stdout.contains("quarantined"), "{}", show.stdout);
     assert!(show.stdout.contains("attempts: 3"), "{}", show.stdout);
-    assert!(show.stdout.contains("bad.rhai:4:20"), "error names file:line:col: {}", show.stdout);
+    assert!(
+        show.stdout.contains("bad.rhai:4:20"),
+        "error names file:line:col: {}",
+        show.stdout
+    );
     assert!(show.stdout.contains("upstream refused"), "{}", show.stdout);
 
     // Retried on request, it is processed by the next run (and fails again).
@@ -126,8 +160,17 @@ fn process(ctx, item) { if item == 3 { loop { } } item }
     let ran = env.run(&script, &[]);
     assert!(started.elapsed() < Duration::from_secs(30));
     let s = &ran.json()["summary"];
-    assert_eq!((s["done"].as_u64(), s["quarantined"].as_u64()), (Some(49), Some(1)));
-    assert!(s["failures"][0]["error"].as_str().unwrap().contains("deadline"), "{s}");
+    assert_eq!(
+        (s["done"].as_u64(), s["quarantined"].as_u64()),
+        (Some(49), Some(1))
+    );
+    assert!(
+        s["failures"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("deadline"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -151,23 +194,51 @@ fn process(ctx, fail) { if fail { throw "failed"; } }
     let s = &clean.json()["summary"];
     // The cursor did not move: this run emitted run-0 again (it was quarantined, not done).
     assert_eq!(s["checkpoint_committed"], true);
-    assert_eq!(s["admitted"].as_u64(), Some(0), "run-0 is quarantined, so not admitted: {s}");
+    assert_eq!(
+        s["admitted"].as_u64(),
+        Some(0),
+        "run-0 is quarantined, so not admitted: {s}"
+    );
     let third = env.run(&script, &["--param", "fail=false"]);
-    assert_eq!(third.json()["summary"]["done"].as_u64(), Some(1), "run-1 was emitted after the commit");
+    assert_eq!(
+        third.json()["summary"]["done"].as_u64(),
+        Some(1),
+        "run-1 was emitted after the commit"
+    );
 }
 
 #[test]
 fn check_reports_syntax_errors_and_unknown_functions_with_file_and_line() {
     let env = TestEnv::new();
-    let syntax = env.write("syntax.rhai", "fn discover(ctx) {\n  let x = ;\n}\nfn process(ctx, item) { }\n");
-    let unknown =
-        env.write("unknown.rhai", "fn discover(ctx) { }\nfn process(ctx, item) {\n  frobnicate(item);\n}\n");
-    let good =
-        env.write("good.rhai", "fn discover(ctx) { ctx.emit(\"a\", 1); }\nfn process(ctx, item) { item }\n");
-    let ran =
-        env.cxpipe(&["check", syntax.to_str().unwrap(), unknown.to_str().unwrap(), good.to_str().unwrap()]);
+    let syntax = env.write(
+        "syntax.rhai",
+        "fn discover(ctx) {\n  let x = ;\n}\nfn process(ctx, item) { }\n",
+    );
+    let unknown = env.write(
+        "unknown.rhai",
+        "fn discover(ctx) { }\nfn process(ctx, item) {\n  frobnicate(item);\n}\n",
+    );
+    let good = env.write(
+        "good.rhai",
+        "fn discover(ctx) { ctx.emit(\"a\", 1); }\nfn process(ctx, item) { item }\n",
+    );
+    let ran = env.cxpipe(&[
+        "check",
+        syntax.to_str().unwrap(),
+        unknown.to_str().unwrap(),
+        good.to_str().unwrap(),
+    ]);
     assert_eq!(ran.code, 1);
-    assert!(ran.stdout.contains("syntax.rhai:2:11: syntax error"), "{}", ran.stdout);
-    assert!(ran.stdout.contains("unknown.rhai:3:3: call to unknown function `frobnicate`"), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("syntax.rhai:2:11: syntax error"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout
+            .contains("unknown.rhai:3:3: call to unknown function `frobnicate`"),
+        "{}",
+        ran.stdout
+    );
     assert!(ran.stdout.contains("good.rhai: ok"), "{}", ran.stdout);
 }

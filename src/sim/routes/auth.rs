@@ -23,13 +23,23 @@ pub fn routes() -> Router<Arc<SimState>> {
         .route("/api/v1/oauth/token", post(token))
         .route("/api/v2/oauth/token", post(token))
         .route("/auth/token", post(token))
-        .route("/authentication/v1/token/access-key", post(access_key_token))
-        .route("/.well-known/openid-configuration", get(openid_configuration))
+        .route(
+            "/authentication/v1/token/access-key",
+            post(access_key_token),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
         .route("/.well-known/cxone-configuration", get(cxone_configuration))
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (status, Json(json!({ "error": error, "error_description": description }))).into_response()
+    (
+        status,
+        Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response()
 }
 
 /// Client id and secret from HTTP Basic, else from the form body.
@@ -40,14 +50,26 @@ fn client_of(headers: &HeaderMap, form: &HashMap<String, String>) -> Option<(Str
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(|b| STANDARD.decode(b.trim()).ok())
         .and_then(|raw| String::from_utf8(raw).ok())
-        .and_then(|pair| pair.split_once(':').map(|(id, secret)| (id.to_string(), secret.to_string())));
-    basic.or_else(|| Some((form.get("client_id")?.clone(), form.get("client_secret")?.clone())))
+        .and_then(|pair| {
+            pair.split_once(':')
+                .map(|(id, secret)| (id.to_string(), secret.to_string()))
+        });
+    basic.or_else(|| {
+        Some((
+            form.get("client_id")?.clone(),
+            form.get("client_secret")?.clone(),
+        ))
+    })
 }
 
 fn issue(state: &SimState, subject: &str, with_refresh: bool, scope: Option<&String>) -> Response {
     let faults = state.faults();
-    let issued =
-        state.tokens.issue(faults.token_ttl, &state.credentials.tenant_id(), subject, Instant::now());
+    let issued = state.tokens.issue(
+        faults.token_ttl,
+        &state.credentials.tenant_id(),
+        subject,
+        Instant::now(),
+    );
     bump(&state.stats.tokens_issued);
     let mut body = json!({
         "access_token": issued.access_token,
@@ -62,7 +84,10 @@ fn issue(state: &SimState, subject: &str, with_refresh: bool, scope: Option<&Str
         body["id_token"] = json!(format!("{}.id", issued.access_token));
     }
     let mut response = Json(body).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, "no-store".parse().expect("static header"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        "no-store".parse().expect("static header"),
+    );
     response
 }
 
@@ -74,10 +99,18 @@ async fn token(
 ) -> Response {
     let creds = &state.credentials;
     let Some((client_id, client_secret)) = client_of(&headers, &form) else {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication is missing");
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication is missing",
+        );
     };
     if client_id != creds.client_id || client_secret != creds.client_secret {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client or wrong secret");
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "unknown client or wrong secret",
+        );
     }
     match form.get("grant_type").map(String::as_str) {
         Some("client_credentials") => issue(&state, &client_id, false, form.get("scope")),
@@ -87,11 +120,18 @@ async fn token(
             if user_ok {
                 issue(&state, &creds.access_key_id, true, form.get("scope"))
             } else {
-                oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "wrong access key id or secret")
+                oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "wrong access key id or secret",
+                )
             }
         }
         Some("refresh_token") => {
-            let token = form.get("refresh_token").map(String::as_str).unwrap_or_default();
+            let token = form
+                .get("refresh_token")
+                .map(String::as_str)
+                .unwrap_or_default();
             if state.tokens.redeem_refresh(token, Instant::now()) {
                 issue(&state, &creds.access_key_id, true, None)
             } else {
@@ -107,7 +147,11 @@ async fn token(
             "unsupported_grant_type",
             &format!("grant_type {other} is not supported"),
         ),
-        None => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
+        None => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "grant_type is required",
+        ),
     }
 }
 
@@ -124,8 +168,14 @@ async fn access_key_token(
     Json(body): Json<AccessKeyRequest>,
 ) -> Response {
     let creds = &state.credentials;
-    if body.access_key_id != creds.access_key_id || body.access_key_secret != creds.access_key_secret {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "wrong access key id or secret");
+    if body.access_key_id != creds.access_key_id
+        || body.access_key_secret != creds.access_key_secret
+    {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "wrong access key id or secret",
+        );
     }
     issue(&state, &creds.access_key_id, true, None)
 }
@@ -156,7 +206,10 @@ async fn cxone_configuration(
     let tenant = state.credentials.tenant_id();
     if query.tenant_id.as_deref() != Some(tenant.as_str()) {
         let message = "unknown tenantId (read it from the access token claims)";
-        return (StatusCode::NOT_FOUND, Json(json!({ "error": "NotFound", "message": message })))
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "NotFound", "message": message })),
+        )
             .into_response();
     }
     let base = state.base_url();

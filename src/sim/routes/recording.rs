@@ -50,8 +50,10 @@ pub fn recording_json(rec: &Recording, status: Status) -> Value {
 
 /// Looks a recording up by id, or 404.
 pub fn find(state: &SimState, id: &str) -> Result<Recording, ApiError> {
-    let index =
-        state.dataset.index_of(id).ok_or_else(|| ApiError::not_found(format!("recording {id} not found")))?;
+    let index = state
+        .dataset
+        .index_of(id)
+        .ok_or_else(|| ApiError::not_found(format!("recording {id} not found")))?;
     Ok(state.dataset.recording(index))
 }
 
@@ -66,7 +68,9 @@ fn number(value: Option<&Value>, name: &str) -> Result<Option<usize>, ApiError> 
             .parse()
             .map(Some)
             .map_err(|_| ApiError::bad_request(format!("{name} must be a positive integer"))),
-        Some(_) => Err(ApiError::bad_request(format!("{name} must be a positive integer"))),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "{name} must be a positive integer"
+        ))),
     }
 }
 
@@ -75,11 +79,17 @@ fn number(value: Option<&Value>, name: &str) -> Result<Option<usize>, ApiError> 
 fn query_params_to_search(params: &HashMap<String, String>) -> SearchQuery {
     let mut query = SearchQuery::default();
     let mut add = |field: &str, operator: &str, value: &String| {
-        query.filters.push(Filter { field: field.into(), operator: operator.into(), value: json!(value) });
+        query.filters.push(Filter {
+            field: field.into(),
+            operator: operator.into(),
+            value: json!(value),
+        });
     };
     for (key, value) in params {
         match key.as_str() {
-            "status" | "agentId" | "direction" | "channelType" | "fileFormat" => add(key, "eq", value),
+            "status" | "agentId" | "direction" | "channelType" | "fileFormat" => {
+                add(key, "eq", value)
+            }
             "createdFrom" | "startDate" => add("createdDate", "gte", value),
             "createdTo" | "endDate" => add("createdDate", "lt", value),
             _ => {}
@@ -87,9 +97,14 @@ fn query_params_to_search(params: &HashMap<String, String>) -> SearchQuery {
     }
     if let Some(sort) = params.get("sort") {
         let (field, direction) = sort.split_once(':').unwrap_or((sort, "asc"));
-        query.sort.push(Sort { field: field.into(), direction: direction.into() });
+        query.sort.push(Sort {
+            field: field.into(),
+            direction: direction.into(),
+        });
     }
-    query.filters.sort_by(|a, b| a.field.cmp(&b.field).then(a.operator.cmp(&b.operator)));
+    query
+        .filters
+        .sort_by(|a, b| a.field.cmp(&b.field).then(a.operator.cmp(&b.operator)));
     query
 }
 
@@ -110,7 +125,12 @@ async fn search(
         .or_else(|| body.get("nextPageToken"))
         .and_then(Value::as_str)
         .map(str::to_string)
-        .or_else(|| params.get("pageToken").or_else(|| params.get("nextPageToken")).cloned())
+        .or_else(|| {
+            params
+                .get("pageToken")
+                .or_else(|| params.get("nextPageToken"))
+                .cloned()
+        })
         .filter(|t| !t.is_empty());
     let (query, start, page_size) = if let Some(token) = token {
         SearchQuery::from_token(&token).map_err(ApiError::bad_request)?
@@ -126,10 +146,16 @@ async fn search(
                 .map_err(|err| ApiError::bad_request(format!("sort: {err}")))?;
         }
         let page_size = number(body.get("pageSize"), "pageSize")?
-            .or(number(params.get("pageSize").map(|s| json!(s)).as_ref(), "pageSize")?)
+            .or(number(
+                params.get("pageSize").map(|s| json!(s)).as_ref(),
+                "pageSize",
+            )?)
             .unwrap_or(DEFAULT_PAGE_SIZE);
         let page = number(body.get("page"), "page")?
-            .or(number(params.get("page").map(|s| json!(s)).as_ref(), "page")?)
+            .or(number(
+                params.get("page").map(|s| json!(s)).as_ref(),
+                "page",
+            )?)
             .unwrap_or(1);
         if page == 0 {
             return Err(ApiError::bad_request("page starts at 1"));
@@ -137,17 +163,24 @@ async fn search(
         (query, (page - 1) * page_size, page_size)
     };
     if page_size == 0 || page_size > MAX_PAGE_SIZE {
-        return Err(ApiError::bad_request(format!("pageSize must be within 1..={MAX_PAGE_SIZE}")));
+        return Err(ApiError::bad_request(format!(
+            "pageSize must be within 1..={MAX_PAGE_SIZE}"
+        )));
     }
     let compiled = query.compile().map_err(ApiError::bad_request)?;
     let elapsed = state.elapsed();
     let dataset = state.clone();
-    let page =
-        tokio::task::spawn_blocking(move || compiled.page(&dataset.dataset, start, page_size, elapsed))
-            .await
-            .map_err(|err| {
-                ApiError::Other(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "Internal", err.to_string())
-            })?;
+    let page = tokio::task::spawn_blocking(move || {
+        compiled.page(&dataset.dataset, start, page_size, elapsed)
+    })
+    .await
+    .map_err(|err| {
+        ApiError::Other(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal",
+            err.to_string(),
+        )
+    })?;
     let recordings: Vec<Value> = page
         .indexes
         .iter()
@@ -178,11 +211,20 @@ async fn detail(
 /// Presigned URL of one channel's media, valid for the configured URL TTL.
 pub fn presigned_url(state: &SimState, rec: &Recording, channel: Channel) -> (String, u64) {
     let ttl = state.faults().url_ttl;
-    let expires =
-        (SystemTime::now() + ttl).duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs_f64().ceil()
-            as u64;
-    let path = format!("/media-store/recordings/{}/{}.{}", rec.id, channel.as_str(), rec.format.extension());
-    let query = state.signer.query(&path, expires, &state.credentials.access_key_id);
+    let expires = (SystemTime::now() + ttl)
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+        .ceil() as u64;
+    let path = format!(
+        "/media-store/recordings/{}/{}.{}",
+        rec.id,
+        channel.as_str(),
+        rec.format.extension()
+    );
+    let query = state
+        .signer
+        .query(&path, expires, &state.credentials.access_key_id);
     (format!("{}{path}?{query}", state.base_url()), expires)
 }
 
@@ -193,9 +235,14 @@ async fn download_url(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let rec = find(&state, &id)?;
-    let name = params.get("channel").map(String::as_str).unwrap_or("combined");
+    let name = params
+        .get("channel")
+        .map(String::as_str)
+        .unwrap_or("combined");
     let channel = Channel::parse(name).ok_or_else(|| {
-        ApiError::bad_request(format!("channel must be combined, agent or caller, got {name}"))
+        ApiError::bad_request(format!(
+            "channel must be combined, agent or caller, got {name}"
+        ))
     })?;
     if rec.status(state.elapsed()) == Status::Archived {
         return Err(ApiError::Other(

@@ -80,7 +80,8 @@ async fn truth_recordings(
 ) -> Result<Json<Value>, ApiError> {
     let parse = |name: &str, default: usize| -> Result<usize, ApiError> {
         params.get(name).map_or(Ok(default), |v| {
-            v.parse().map_err(|_| ApiError::bad_request(format!("{name} must be an integer")))
+            v.parse()
+                .map_err(|_| ApiError::bad_request(format!("{name} must be an integer")))
         })
     };
     let offset = parse("offset", 0)?;
@@ -89,13 +90,21 @@ async fn truth_recordings(
     let worker = state.clone();
     let records = tokio::task::spawn_blocking(move || {
         let elapsed = worker.elapsed();
-        (offset..(offset + limit).min(total)).map(|i| truth_of(&worker, i, elapsed)).collect::<Vec<_>>()
+        (offset..(offset + limit).min(total))
+            .map(|i| truth_of(&worker, i, elapsed))
+            .collect::<Vec<_>>()
     })
     .await
     .map_err(|err| {
-        ApiError::Other(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "Internal", err.to_string())
+        ApiError::Other(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal",
+            err.to_string(),
+        )
     })?;
-    Ok(Json(json!({ "total": total, "offset": offset, "limit": limit, "recordings": records })))
+    Ok(Json(
+        json!({ "total": total, "offset": offset, "limit": limit, "recordings": records }),
+    ))
 }
 
 fn truth_of(state: &SimState, index: usize, elapsed: std::time::Duration) -> Value {
@@ -133,7 +142,10 @@ mod tests {
     #[test]
     fn merge_patch_merges_replaces_and_removes() {
         let mut target = json!({ "a": 1, "b": { "c": 2, "d": 3 }, "e": 4 });
-        merge_patch(&mut target, &json!({ "a": 5, "b": { "c": null, "x": 1 }, "e": null }));
+        merge_patch(
+            &mut target,
+            &json!({ "a": 5, "b": { "c": null, "x": 1 }, "e": null }),
+        );
         assert_eq!(target, json!({ "a": 5, "b": { "d": 3, "x": 1 } }));
     }
 }

@@ -38,9 +38,17 @@ async fn object(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let expires = params.get("Expires").and_then(|v| v.parse().ok());
-    let checked = state.signer.check(uri.path(), expires, params.get("Signature").map(String::as_str), now);
+    let checked = state.signer.check(
+        uri.path(),
+        expires,
+        params.get("Signature").map(String::as_str),
+        now,
+    );
     let expires = match checked {
         Ok(expires) => expires,
         Err(refusal) => {
@@ -57,12 +65,21 @@ async fn object(
             };
         }
     };
-    let no_such_key = || xml_error(StatusCode::NOT_FOUND, "NoSuchKey", "The specified key does not exist.");
+    let no_such_key = || {
+        xml_error(
+            StatusCode::NOT_FOUND,
+            "NoSuchKey",
+            "The specified key does not exist.",
+        )
+    };
     let Some(index) = state.dataset.index_of(&id) else {
         return no_such_key();
     };
     let rec = state.dataset.recording(index);
-    let Some(channel) = file.split_once('.').and_then(|(name, _)| Channel::parse(name)) else {
+    let Some(channel) = file
+        .split_once('.')
+        .and_then(|(name, _)| Channel::parse(name))
+    else {
         return no_such_key();
     };
     if rec.status(state.elapsed()) != Status::Available {

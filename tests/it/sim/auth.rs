@@ -31,12 +31,18 @@ async fn v1_and_v2_token_paths_accept_body_or_basic_client_credentials() {
         let basic = client()
             .post(&url)
             .basic_auth(&creds.client_id, Some(&creds.client_secret))
-            .form(&[("grant_type", "client_credentials"), ("scope", "recording:read")])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "recording:read"),
+            ])
             .send()
             .await
             .unwrap();
         assert_eq!(basic.status(), 200);
-        assert_eq!(basic.json::<Value>().await.unwrap()["scope"], "recording:read");
+        assert_eq!(
+            basic.json::<Value>().await.unwrap()["scope"],
+            "recording:read"
+        );
     }
     assert_eq!(sim.stats()["tokens_issued"], 4);
 }
@@ -55,7 +61,10 @@ async fn wrong_secret_is_refused_as_invalid_client() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
-    assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_client");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
 }
 
 #[tokio::test]
@@ -76,8 +85,14 @@ async fn requests_without_or_after_token_expiry_get_401_with_challenge() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
-    let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_string();
-    assert!(challenge.contains("invalid_token") && challenge.contains("expired"), "{challenge}");
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.contains("invalid_token") && challenge.contains("expired"),
+        "{challenge}"
+    );
     assert_eq!(sim.stats()["unauthorized_401"], 2);
 }
 
@@ -112,12 +127,17 @@ async fn real_dialect_discovery_password_grant_and_refresh() {
         .unwrap();
     let access = body["access_token"].as_str().unwrap();
     let claims = access.split('.').nth(1).unwrap();
-    let claims: Value =
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap())
-            .unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
     let tenant = claims["tenantId"].as_str().unwrap();
     let config: Value = client()
-        .get(format!("{base}/.well-known/cxone-configuration?tenantId={tenant}"))
+        .get(format!(
+            "{base}/.well-known/cxone-configuration?tenantId={tenant}"
+        ))
         .send()
         .await
         .unwrap()
@@ -128,7 +148,10 @@ async fn real_dialect_discovery_password_grant_and_refresh() {
     let refreshed = client()
         .post(&token_endpoint)
         .basic_auth(&creds.client_id, Some(&creds.client_secret))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", body["refresh_token"].as_str().unwrap())])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", body["refresh_token"].as_str().unwrap()),
+        ])
         .send()
         .await
         .unwrap();
@@ -136,7 +159,11 @@ async fn real_dialect_discovery_password_grant_and_refresh() {
     let wrong_user = client()
         .post(&token_endpoint)
         .basic_auth(&creds.client_id, Some(&creds.client_secret))
-        .form(&[("grant_type", "password"), ("username", "x"), ("password", "y")])
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "x"),
+            ("password", "y"),
+        ])
         .send()
         .await
         .unwrap();

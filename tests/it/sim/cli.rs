@@ -23,7 +23,14 @@ fn rss_mib(pid: u32) -> f64 {
 async fn cxpipe_sim_prints_connection_details_starts_fast_and_stays_small() {
     let started = Instant::now();
     let mut child = tokio::process::Command::new(cxpipe_bin())
-        .args(["sim", "--recordings", "100000", "--faults", "none", "--json"])
+        .args([
+            "sim",
+            "--recordings",
+            "100000",
+            "--faults",
+            "none",
+            "--json",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -31,8 +38,11 @@ async fn cxpipe_sim_prints_connection_details_starts_fast_and_stays_small() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let line =
-        tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let startup = started.elapsed();
     let details: Value = serde_json::from_str(&line).unwrap();
     assert!(startup < Duration::from_secs(2), "startup took {startup:?}");
@@ -42,7 +52,10 @@ async fn cxpipe_sim_prints_connection_details_starts_fast_and_stays_small() {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let token: Value = client
         .post(format!("{base}/api/v2/oauth/token"))
-        .basic_auth(details["client_id"].as_str().unwrap(), details["client_secret"].as_str())
+        .basic_auth(
+            details["client_id"].as_str().unwrap(),
+            details["client_secret"].as_str(),
+        )
         .form(&[("grant_type", "client_credentials")])
         .send()
         .await
@@ -52,7 +65,9 @@ async fn cxpipe_sim_prints_connection_details_starts_fast_and_stays_small() {
         .unwrap();
     let token = token["access_token"].as_str().unwrap();
     let page: Value = client
-        .get(format!("{base}/api/v2/recording/search?status=Available&pageSize=100&sort=createdDate:desc"))
+        .get(format!(
+            "{base}/api/v2/recording/search?status=Available&pageSize=100&sort=createdDate:desc"
+        ))
         .bearer_auth(token)
         .send()
         .await

@@ -9,14 +9,21 @@ use super::support::{client, get_json, quiet, sha256_hex, small, start, token, t
 
 /// A download URL for recording `index` (by truth order) and channel.
 async fn link(sim: &cxpipe::sim::SimServer, token: &str, id: &str, channel: &str) -> Value {
-    let (status, body) =
-        get_json(sim, token, &format!("/api/v2/recording/{id}/download?channel={channel}")).await;
+    let (status, body) = get_json(
+        sim,
+        token,
+        &format!("/api/v2/recording/{id}/download?channel={channel}"),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     body
 }
 
 fn first_available(records: &[Value]) -> &Value {
-    records.iter().find(|r| r["status"] == "Available").expect("an available recording")
+    records
+        .iter()
+        .find(|r| r["status"] == "Available")
+        .expect("an available recording")
 }
 
 #[tokio::test]
@@ -25,9 +32,16 @@ async fn whole_download_matches_truth_size_and_sha256_and_is_valid_audio() {
     let token = token(&sim).await;
     let records = truth(&sim, 0, 40).await;
     let mut formats = std::collections::HashSet::new();
-    for rec in records.iter().filter(|r| r["status"] == "Available").take(12) {
+    for rec in records
+        .iter()
+        .filter(|r| r["status"] == "Available")
+        .take(12)
+    {
         let id = rec["id"].as_str().unwrap();
-        let url = link(&sim, &token, id, "combined").await["url"].as_str().unwrap().to_string();
+        let url = link(&sim, &token, id, "combined").await["url"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let response = client().get(&url).send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["accept-ranges"], "bytes");
@@ -54,7 +68,14 @@ async fn range_requests_return_the_right_bytes_and_content_range() {
         .as_str()
         .unwrap()
         .to_string();
-    let whole = client().get(&url).send().await.unwrap().bytes().await.unwrap();
+    let whole = client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let total = whole.len();
     let cases = [
         ("bytes=0-99".to_string(), 0, 100),
@@ -63,22 +84,52 @@ async fn range_requests_return_the_right_bytes_and_content_range() {
         ("bytes=70000-140000".to_string(), 70_000, 140_001),
     ];
     for (range, start, end) in cases {
-        let response = client().get(&url).header("Range", &range).send().await.unwrap();
+        let response = client()
+            .get(&url)
+            .header("Range", &range)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 206, "{range}");
         let expected = format!("bytes {start}-{}/{total}", end - 1);
         assert_eq!(response.headers()["content-range"], expected.as_str());
-        assert_eq!(response.bytes().await.unwrap(), whole[start..end], "{range}");
+        assert_eq!(
+            response.bytes().await.unwrap(),
+            whole[start..end],
+            "{range}"
+        );
     }
-    let beyond = client().get(&url).header("Range", format!("bytes={total}-")).send().await.unwrap();
+    let beyond = client()
+        .get(&url)
+        .header("Range", format!("bytes={total}-"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(beyond.status(), 416);
-    assert_eq!(beyond.headers()["content-range"], format!("bytes */{total}").as_str());
+    assert_eq!(
+        beyond.headers()["content-range"],
+        format!("bytes */{total}").as_str()
+    );
 
-    let etag = client().head(&url).send().await.unwrap().headers()["etag"].to_str().unwrap().to_string();
-    let resumed =
-        client().get(&url).header("Range", "bytes=10-").header("If-Range", &etag).send().await.unwrap();
+    let etag = client().head(&url).send().await.unwrap().headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let resumed = client()
+        .get(&url)
+        .header("Range", "bytes=10-")
+        .header("If-Range", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resumed.status(), 206);
-    let stale =
-        client().get(&url).header("Range", "bytes=10-").header("If-Range", "\"old\"").send().await.unwrap();
+    let stale = client()
+        .get(&url)
+        .header("Range", "bytes=10-")
+        .header("If-Range", "\"old\"")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stale.status(), 200, "a changed object is sent whole");
 }
 
@@ -89,17 +140,38 @@ async fn expired_or_tampered_presigned_urls_are_refused() {
     let sim = start(config).await;
     let token = token(&sim).await;
     let records = truth(&sim, 0, 5).await;
-    let id = first_available(&records)["id"].as_str().unwrap().to_string();
-    let url = link(&sim, &token, &id, "combined").await["url"].as_str().unwrap().to_string();
+    let id = first_available(&records)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = link(&sim, &token, &id, "combined").await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let tampered = url.replace("/combined.", "/agent.");
     let refused = client().get(&tampered).send().await.unwrap();
     assert_eq!(refused.status(), 403);
-    assert!(refused.text().await.unwrap().contains("SignatureDoesNotMatch"));
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("SignatureDoesNotMatch")
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let expired = client().get(&url).send().await.unwrap();
     assert_eq!(expired.status(), 403);
-    assert!(expired.text().await.unwrap().contains("Request has expired"));
-    let fresh = link(&sim, &token, &id, "combined").await["url"].as_str().unwrap().to_string();
+    assert!(
+        expired
+            .text()
+            .await
+            .unwrap()
+            .contains("Request has expired")
+    );
+    let fresh = link(&sim, &token, &id, "combined").await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(client().get(&fresh).send().await.unwrap().status(), 200);
     assert_eq!(sim.stats()["urls_refused"], 2);
 }
@@ -113,31 +185,67 @@ async fn processing_media_is_missing_until_available_and_archived_media_stays_mi
     let sim = start(config).await;
     let token = token(&sim).await;
     let records = truth(&sim, 0, 60).await;
-    let processing = records.iter().find(|r| r["status"] == "Processing").expect("a processing recording");
+    let processing = records
+        .iter()
+        .find(|r| r["status"] == "Processing")
+        .expect("a processing recording");
     let id = processing["id"].as_str().unwrap().to_string();
-    let url = link(&sim, &token, &id, "combined").await["url"].as_str().unwrap().to_string();
+    let url = link(&sim, &token, &id, "combined").await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(client().get(&url).send().await.unwrap().status(), 404);
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let (_, detail) = get_json(&sim, &token, &format!("/api/v2/recording/{id}")).await;
     assert_eq!(detail["status"], "Available");
     assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
 
-    let expired = records.iter().find(|r| r["status"] == "Expired").expect("an expired recording");
+    let expired = records
+        .iter()
+        .find(|r| r["status"] == "Expired")
+        .expect("an expired recording");
     let url = link(&sim, &token, expired["id"].as_str().unwrap(), "combined").await["url"]
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(client().get(&url).send().await.unwrap().status(), 404, "purged media is gone");
+    assert_eq!(
+        client().get(&url).send().await.unwrap().status(),
+        404,
+        "purged media is gone"
+    );
 }
 
 #[tokio::test]
 async fn the_same_seed_serves_the_same_bytes() {
     let (a, b) = (quiet(4).await, quiet(4).await);
     let (ta, tb) = (token(&a).await, token(&b).await);
-    let id = first_available(&truth(&a, 0, 4).await)["id"].as_str().unwrap().to_string();
-    let ua = link(&a, &ta, &id, "combined").await["url"].as_str().unwrap().to_string();
-    let ub = link(&b, &tb, &id, "combined").await["url"].as_str().unwrap().to_string();
-    let ba = client().get(ua).send().await.unwrap().bytes().await.unwrap();
-    let bb = client().get(ub).send().await.unwrap().bytes().await.unwrap();
+    let id = first_available(&truth(&a, 0, 4).await)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ua = link(&a, &ta, &id, "combined").await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ub = link(&b, &tb, &id, "combined").await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ba = client()
+        .get(ua)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let bb = client()
+        .get(ub)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(ba, bb);
 }

@@ -14,8 +14,16 @@ async fn all_by_token(sim: &cxpipe::sim::SimServer, token: &str, first_body: Val
     let mut ids = Vec::new();
     let mut body = first_body;
     for _ in 0..200 {
-        let page: Value =
-            client().get(&url).bearer_auth(token).json(&body).send().await.unwrap().json().await.unwrap();
+        let page: Value = client()
+            .get(&url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         ids.extend(
             page["recordings"]
                 .as_array()
@@ -56,8 +64,12 @@ async fn page_number_pagination_covers_every_record_exactly_once() {
     let mut ids = HashSet::new();
     let mut pages = 0;
     for page in 1..=20 {
-        let (status, body) =
-            get_json(&sim, &token, &format!("/api/v2/recording/search?page={page}&pageSize=25")).await;
+        let (status, body) = get_json(
+            &sim,
+            &token,
+            &format!("/api/v2/recording/search?page={page}&pageSize=25"),
+        )
+        .await;
         assert_eq!(status, 200);
         assert_eq!(body["totalCount"], 101);
         assert_eq!(body["totalPages"], 5);
@@ -67,7 +79,10 @@ async fn page_number_pagination_covers_every_record_exactly_once() {
         }
         pages += 1;
         for r in records {
-            assert!(ids.insert(r["recordingId"].as_str().unwrap().to_string()), "duplicate");
+            assert!(
+                ids.insert(r["recordingId"].as_str().unwrap().to_string()),
+                "duplicate"
+            );
         }
     }
     assert_eq!((pages, ids.len()), (5, 101));
@@ -82,24 +97,67 @@ async fn filters_work_in_get_body_post_body_and_query() {
     let token = token(&sim).await;
     let url = format!("{}/api/v2/recording/search", sim.base_url());
     let filter = json!({ "filters": [{ "field": "status", "operator": "eq", "value": "Available" }], "pageSize": 1000 });
-    let via_get: Value =
-        client().get(&url).bearer_auth(&token).json(&filter).send().await.unwrap().json().await.unwrap();
-    let via_post: Value =
-        client().post(&url).bearer_auth(&token).json(&filter).send().await.unwrap().json().await.unwrap();
-    let (_, via_query) =
-        get_json(&sim, &token, "/api/v2/recording/search?status=Available&pageSize=1000").await;
+    let via_get: Value = client()
+        .get(&url)
+        .bearer_auth(&token)
+        .json(&filter)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let via_post: Value = client()
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&filter)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (_, via_query) = get_json(
+        &sim,
+        &token,
+        "/api/v2/recording/search?status=Available&pageSize=1000",
+    )
+    .await;
     let available = via_get["totalCount"].as_u64().unwrap();
     assert!(available > 20 && available < 110, "{available}");
     assert_eq!(via_post["totalCount"], available);
     assert_eq!(via_query["totalCount"], available);
-    assert!(via_get["recordings"].as_array().unwrap().iter().all(|r| r["status"] == "Available"));
+    assert!(
+        via_get["recordings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "Available")
+    );
     let (_, everything) = get_json(&sim, &token, "/api/v2/recording/search?pageSize=1000").await;
-    assert!(everything["recordings"].as_array().unwrap().iter().any(|r| r["status"] == "Processing"));
+    assert!(
+        everything["recordings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["status"] == "Processing")
+    );
 
-    let cutoff = everything["recordings"][60]["createdDate"].as_str().unwrap().to_string();
+    let cutoff = everything["recordings"][60]["createdDate"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let recent = json!({ "filters": [{ "field": "createdDate", "operator": "gte", "value": cutoff }], "pageSize": 1000 });
-    let recent: Value =
-        client().post(&url).bearer_auth(&token).json(&recent).send().await.unwrap().json().await.unwrap();
+    let recent: Value = client()
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&recent)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(recent["totalCount"], 60);
 }
 
@@ -130,28 +188,65 @@ async fn detail_and_download_url_follow_channels_and_lifecycle() {
     let (status, detail) = get_json(&sim, &token, &format!("/api/v2/recording/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(&detail, one);
-    assert_eq!(get_json(&sim, &token, "/api/v2/recording/00000000-0000-4000-8000-000000000000").await.0, 404);
+    assert_eq!(
+        get_json(
+            &sim,
+            &token,
+            "/api/v2/recording/00000000-0000-4000-8000-000000000000"
+        )
+        .await
+        .0,
+        404
+    );
 
-    let (status, link) =
-        get_json(&sim, &token, &format!("/api/v2/recording/{id}/download?channel=combined")).await;
+    let (status, link) = get_json(
+        &sim,
+        &token,
+        &format!("/api/v2/recording/{id}/download?channel=combined"),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(link["sizeBytes"], one["sizeBytes"]);
     assert!(link["url"].as_str().unwrap().contains("Signature="));
 
     let mono = records
         .iter()
-        .find(|r| r["availableChannels"].as_array().unwrap().len() == 1 && r["status"] == "Available")
+        .find(|r| {
+            r["availableChannels"].as_array().unwrap().len() == 1 && r["status"] == "Available"
+        })
         .unwrap();
     let mono_id = mono["recordingId"].as_str().unwrap();
-    let (_, silent) =
-        get_json(&sim, &token, &format!("/api/v2/recording/{mono_id}/download?channel=caller")).await;
-    assert!(silent["sizeBytes"].as_u64().unwrap() <= 44, "absent channel is an empty file: {silent}");
+    let (_, silent) = get_json(
+        &sim,
+        &token,
+        &format!("/api/v2/recording/{mono_id}/download?channel=caller"),
+    )
+    .await;
+    assert!(
+        silent["sizeBytes"].as_u64().unwrap() <= 44,
+        "absent channel is an empty file: {silent}"
+    );
     assert_eq!(
-        get_json(&sim, &token, &format!("/api/v2/recording/{mono_id}/download?channel=left")).await.0,
+        get_json(
+            &sim,
+            &token,
+            &format!("/api/v2/recording/{mono_id}/download?channel=left")
+        )
+        .await
+        .0,
         400
     );
 
     let archived = records.iter().find(|r| r["status"] == "Archived").unwrap();
     let archived_id = archived["recordingId"].as_str().unwrap();
-    assert_eq!(get_json(&sim, &token, &format!("/api/v2/recording/{archived_id}/download")).await.0, 404);
+    assert_eq!(
+        get_json(
+            &sim,
+            &token,
+            &format!("/api/v2/recording/{archived_id}/download")
+        )
+        .await
+        .0,
+        404
+    );
 }

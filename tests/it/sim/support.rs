@@ -10,9 +10,13 @@ pub async fn quiet(recordings: usize) -> SimServer {
 
 /// A fault-free configuration with small media, for fast tests.
 pub fn small(recordings: usize) -> SimConfig {
-    let mut config =
-        SimConfig { recordings, interactions: recordings, transcripts: recordings, ..SimConfig::default() }
-            .without_faults();
+    let mut config = SimConfig {
+        recordings,
+        interactions: recordings,
+        transcripts: recordings,
+        ..SimConfig::default()
+    }
+    .without_faults();
     config.sizes.min = 8_000;
     config.sizes.max = 300_000;
     config
@@ -23,7 +27,10 @@ pub async fn start(config: SimConfig) -> SimServer {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().expect("client builds")
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client builds")
 }
 
 /// A client-credentials token from the v2 endpoint.
@@ -46,20 +53,40 @@ pub async fn token(sim: &SimServer) -> String {
 
 /// GET with a bearer token; answers (status, JSON body or Null).
 pub async fn get_json(sim: &SimServer, token: &str, path: &str) -> (u16, Value) {
-    let response = client().get(format!("{}{path}", sim.base_url())).bearer_auth(token).send().await.unwrap();
+    let response = client()
+        .get(format!("{}{path}", sim.base_url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// POST JSON to a `/_sim` endpoint.
 pub async fn control(sim: &SimServer, patch: Value) -> reqwest::Response {
-    client().post(format!("{}/_sim/control", sim.base_url())).json(&patch).send().await.unwrap()
+    client()
+        .post(format!("{}/_sim/control", sim.base_url()))
+        .json(&patch)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Ground truth of recordings `offset..offset+limit`.
 pub async fn truth(sim: &SimServer, offset: usize, limit: usize) -> Vec<Value> {
-    let url = format!("{}/_sim/truth/recordings?offset={offset}&limit={limit}", sim.base_url());
-    let body: Value = client().get(url).send().await.unwrap().json().await.unwrap();
+    let url = format!(
+        "{}/_sim/truth/recordings?offset={offset}&limit={limit}",
+        sim.base_url()
+    );
+    let body: Value = client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     body["recordings"].as_array().unwrap().clone()
 }
 

@@ -1,0 +1,417 @@
+//! Resumable HTTP download of one URL into a channel of chunks: `Range` + `If-Range` after
+//! a reset or truncation, `Content-Range` and total length checked, restart from zero on a
+//! `200`, and a [`FetchOutcome::Refresh`] when the URL has expired (401/403/410) so the
+//! caller can get a fresh one. State survives URL changes, so no byte is fetched twice.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE, RETRY_AFTER};
+use tokio::sync::mpsc;
+
+use super::error::{FlowError, redact_url};
+
+/// What the fetch sends downstream.
+#[derive(Debug)]
+pub enum Chunk {
+    Data(Bytes),
+    /// Discard everything sent so far: the body starts again at byte 0.
+    Restart,
+}
+
+/// How hard a fetch tries.
+#[derive(Clone, Debug)]
+pub struct FetchPolicy {
+    /// Consecutive failed attempts (the first may have made progress) before giving up.
+    pub tries: u32,
+    /// Longest wait for response headers or for the next body chunk.
+    pub read_timeout: Duration,
+    /// First retry delay; doubles per consecutive failure, capped at 5 s, jittered.
+    pub backoff: Duration,
+    /// The item's deadline, if any.
+    pub deadline: Option<Instant>,
+}
+
+impl Default for FetchPolicy {
+    fn default() -> Self {
+        FetchPolicy {
+            tries: super::spec::DEFAULT_TRIES,
+            read_timeout: Duration::from_secs(30),
+            backoff: Duration::from_millis(200),
+            deadline: None,
+        }
+    }
+}
+
+/// Progress of a download across attempts and URLs.
+#[derive(Clone, Debug, Default)]
+pub struct FetchState {
+    /// Bytes of the body delivered downstream (since the last restart).
+    pub offset: u64,
+    /// Total length, once a response has told it.
+    pub total: Option<u64>,
+    /// Strong ETag or Last-Modified of the first response, for `If-Range`.
+    pub validator: Option<String>,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Requests sent.
+    pub attempts: u32,
+    /// Times the body restarted from zero.
+    pub restarts: u32,
+    /// Fresh URLs obtained.
+    pub refreshes: u32,
+    /// Bytes received over the network, including ones later discarded.
+    pub received: u64,
+    last_reason: String,
+    last_status: Option<u16>,
+}
+
+/// How one URL's transfer ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// The whole body was delivered.
+    Done,
+    /// The URL was refused as expired or forbidden; a fresh URL may work.
+    Refresh { status: u16 },
+}
+
+/// The download client: no automatic decompression, no total timeout on bodies.
+pub fn client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build()
+                .expect("static reqwest client configuration")
+        })
+        .clone()
+}
+
+enum Attempt {
+    Done,
+    Refresh(u16),
+    /// Retry after this failure; `progress` says whether bytes arrived.
+    Retry {
+        reason: String,
+        status: Option<u16>,
+        progress: bool,
+        wait: Option<Duration>,
+    },
+    Fatal {
+        reason: String,
+        status: Option<u16>,
+    },
+}
+
+/// Downloads `url` from `state.offset` into `tx` until done, refreshed, or given up.
+pub async fn transfer(
+    url: &str,
+    state: &mut FetchState,
+    policy: &FetchPolicy,
+    tx: &mpsc::Sender<Chunk>,
+) -> Result<FetchOutcome, FlowError> {
+    let client = client();
+    loop {
+        if let Some(d) = policy.deadline
+            && Instant::now() >= d
+        {
+            return Err(FlowError::Deadline {
+                received: state.received,
+            });
+        }
+        state.attempts += 1;
+        let attempt = one_attempt(&client, url, state, policy, tx).await?;
+        match attempt {
+            Attempt::Done => return Ok(FetchOutcome::Done),
+            Attempt::Refresh(status) => return Ok(FetchOutcome::Refresh { status }),
+            Attempt::Fatal { reason, status } => {
+                state.failures += 1;
+                return Err(give_up(url, state, reason, status, false));
+            }
+            Attempt::Retry {
+                reason,
+                status,
+                progress,
+                wait,
+            } => {
+                if progress {
+                    state.failures = 0;
+                }
+                state.failures += 1;
+                tracing::debug!(url = %redact_url(url), offset = state.offset, failures = state.failures, %reason, "fetch attempt failed");
+                if state.failures >= policy.tries {
+                    return Err(give_up(url, state, reason, status, true));
+                }
+                state.last_reason = reason;
+                state.last_status = status;
+                tokio::time::sleep(wait.unwrap_or_else(|| backoff(policy, state.failures))).await;
+            }
+        }
+    }
+}
+
+/// The error after the last try.
+pub fn give_up(
+    url: &str,
+    state: &FetchState,
+    reason: String,
+    status: Option<u16>,
+    retryable: bool,
+) -> FlowError {
+    FlowError::Fetch {
+        url: redact_url(url),
+        tries: state.attempts,
+        received: state.received,
+        reason,
+        status,
+        retryable,
+    }
+}
+
+fn backoff(policy: &FetchPolicy, failures: u32) -> Duration {
+    let exp = policy
+        .backoff
+        .saturating_mul(1 << failures.saturating_sub(1).min(10));
+    let capped = exp.min(Duration::from_secs(5));
+    let jitter: f64 = 0.5 + rand::random::<f64>() / 2.0;
+    capped.mul_f64(jitter)
+}
+
+async fn one_attempt(
+    client: &reqwest::Client,
+    url: &str,
+    state: &mut FetchState,
+    policy: &FetchPolicy,
+    tx: &mpsc::Sender<Chunk>,
+) -> Result<Attempt, FlowError> {
+    let mut req = client.get(url);
+    if state.offset > 0 {
+        req = req.header(RANGE, format!("bytes={}-", state.offset));
+        if let Some(v) = &state.validator {
+            req = req.header(IF_RANGE, v);
+        }
+    }
+    let resp = match tokio::time::timeout(policy.read_timeout, req.send()).await {
+        Err(_) => return Ok(retry("no response headers in time".into(), None, false)),
+        Ok(Err(e)) => {
+            return Ok(retry(
+                format!("request failed: {}", e.without_url()),
+                None,
+                false,
+            ));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status();
+    let code = Some(status.as_u16());
+    match status {
+        StatusCode::OK => {
+            if state.offset > 0 {
+                tracing::info!(url = %redact_url(url), offset = state.offset, "server sent the whole body again; restarting from zero");
+                send(tx, Chunk::Restart).await?;
+                state.offset = 0;
+                state.restarts += 1;
+            }
+            state.total = resp.content_length();
+            state.validator = validator(&resp);
+        }
+        StatusCode::PARTIAL_CONTENT => {
+            let range = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok());
+            match parse_content_range(range) {
+                Some((start, _, total)) if start == state.offset => {
+                    if let (Some(known), Some(t)) = (state.total, total)
+                        && known != t
+                    {
+                        return Ok(fatal(
+                            format!("total length changed from {known} to {t}"),
+                            code,
+                        ));
+                    }
+                    state.total = total.or(state.total);
+                }
+                Some((start, _, _)) => {
+                    return Ok(retry(
+                        format!(
+                            "asked for byte {} but Content-Range starts at {start}",
+                            state.offset
+                        ),
+                        code,
+                        false,
+                    ));
+                }
+                None => {
+                    return Ok(retry(
+                        format!("206 with unusable Content-Range {range:?}"),
+                        code,
+                        false,
+                    ));
+                }
+            }
+        }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::GONE => {
+            return Ok(Attempt::Refresh(status.as_u16()));
+        }
+        StatusCode::RANGE_NOT_SATISFIABLE if state.total == Some(state.offset) => {
+            return Ok(Attempt::Done);
+        }
+        StatusCode::NOT_FOUND => return Ok(fatal("not found (404)".into(), code)),
+        s if s == StatusCode::TOO_MANY_REQUESTS
+            || s == StatusCode::REQUEST_TIMEOUT
+            || s.is_server_error() =>
+        {
+            let wait = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s.min(60)));
+            return Ok(Attempt::Retry {
+                reason: format!("server answered {s}"),
+                status: code,
+                progress: false,
+                wait,
+            });
+        }
+        s => return Ok(fatal(format!("server answered {s}"), code)),
+    }
+    let mut resp = resp;
+    let mut progress = false;
+    loop {
+        if let Some(d) = policy.deadline
+            && Instant::now() >= d
+        {
+            return Err(FlowError::Deadline {
+                received: state.received,
+            });
+        }
+        match tokio::time::timeout(policy.read_timeout, resp.chunk()).await {
+            Err(_) => {
+                return Ok(retry(
+                    format!("body stalled at byte {}", state.offset),
+                    code,
+                    progress,
+                ));
+            }
+            Ok(Err(e)) => {
+                return Ok(retry(
+                    format!(
+                        "connection failed at byte {}: {}",
+                        state.offset,
+                        e.without_url()
+                    ),
+                    code,
+                    progress,
+                ));
+            }
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(bytes))) => {
+                let n = bytes.len() as u64;
+                if let Some(t) = state.total
+                    && state.offset + n > t
+                {
+                    return Ok(fatal(format!("body longer than its length {t}"), code));
+                }
+                state.received += n;
+                state.offset += n;
+                progress |= n > 0;
+                send(tx, Chunk::Data(bytes)).await?;
+            }
+        }
+    }
+    match state.total {
+        Some(t) if state.offset < t => Ok(retry(
+            format!("body ended at byte {} of {t}", state.offset),
+            code,
+            progress,
+        )),
+        _ => Ok(Attempt::Done),
+    }
+}
+
+fn retry(reason: String, status: Option<u16>, progress: bool) -> Attempt {
+    Attempt::Retry {
+        reason,
+        status,
+        progress,
+        wait: None,
+    }
+}
+
+fn fatal(reason: String, status: Option<u16>) -> Attempt {
+    Attempt::Fatal { reason, status }
+}
+
+async fn send(tx: &mpsc::Sender<Chunk>, chunk: Chunk) -> Result<(), FlowError> {
+    tx.send(chunk)
+        .await
+        .map_err(|_| FlowError::Internal("the flow stopped reading the download".into()))
+}
+
+fn validator(resp: &reqwest::Response) -> Option<String> {
+    let h = resp.headers();
+    let etag = h.get(ETAG).and_then(|v| v.to_str().ok());
+    match etag {
+        Some(e) if !e.starts_with("W/") => Some(e.to_string()),
+        _ => h
+            .get(LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    }
+}
+
+/// Parses `bytes START-END/TOTAL` (TOTAL may be `*`).
+pub fn parse_content_range(v: Option<&str>) -> Option<(u64, u64, Option<u64>)> {
+    let rest = v?.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    if b < a {
+        return None;
+    }
+    let total = match total.trim() {
+        "*" => None,
+        t => {
+            let t: u64 = t.parse().ok()?;
+            if b >= t {
+                return None;
+            }
+            Some(t)
+        }
+    };
+    Some((a, b, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_is_parsed_and_checked() {
+        assert_eq!(
+            parse_content_range(Some("bytes 10-19/100")),
+            Some((10, 19, Some(100)))
+        );
+        assert_eq!(parse_content_range(Some("bytes 0-0/*")), Some((0, 0, None)));
+        assert_eq!(parse_content_range(Some("bytes 10-200/100")), None);
+        assert_eq!(parse_content_range(Some("bytes 9-3/100")), None);
+        assert_eq!(parse_content_range(Some("items 1-2/3")), None);
+        assert_eq!(parse_content_range(None), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = FetchPolicy {
+            backoff: Duration::from_millis(100),
+            ..FetchPolicy::default()
+        };
+        assert!(backoff(&p, 1) <= Duration::from_millis(100));
+        assert!(backoff(&p, 3) >= Duration::from_millis(200));
+        assert!(backoff(&p, 30) <= Duration::from_secs(5));
+    }
+}

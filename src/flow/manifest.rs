@@ -1,0 +1,130 @@
+//! The manifest sidecar written next to every stored object (`KEY.manifest.json`, format in
+//! `docs/FORMAT.md`): what the object is, where it came from, and the hashes `verify`
+//! checks.
+
+use serde::{Deserialize, Serialize};
+
+use super::run::Outcome;
+use super::spec::{Flow, Stage};
+use crate::storage::{StorageError, Store, manifest_key};
+
+/// Identifies the manifest format.
+pub const FORMAT: &str = "cxpipe.manifest/1";
+
+/// Size and hashes of one byte stream.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Digests {
+    pub size: u64,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+}
+
+/// Encryption facts (never the key).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Encryption {
+    pub key_name: String,
+    pub key_id: String,
+    pub format_version: u8,
+    pub algorithm: String,
+    pub segment_size: u32,
+}
+
+/// One manifest.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format: String,
+    pub key: String,
+    /// `fetch`, `json`, `jsonl`, `read` plus the script's `.meta(map)` entries.
+    pub source: serde_json::Map<String, serde_json::Value>,
+    /// The bytes at the flow's SHA-256 tap (normally the source bytes).
+    pub plaintext: Digests,
+    /// The bytes stored.
+    pub stored: Digests,
+    /// Stages turning plaintext into stored bytes, e.g. `["gzip(1)", "encrypt(archive)"]`.
+    pub transforms: Vec<String>,
+    /// Every stage as chained.
+    pub stages: Vec<String>,
+    pub encryption: Option<Encryption>,
+    pub run_id: Option<String>,
+    pub pipeline: Option<String>,
+    pub tenant: Option<String>,
+    pub item_key: Option<String>,
+    pub script_hash: Option<String>,
+    pub written_at: String,
+    pub cxpipe_version: String,
+}
+
+impl Manifest {
+    /// The manifest of a flow that stored `key`.
+    pub fn new(flow: &Flow, key: &str, outcome: &Outcome) -> Manifest {
+        let scope = crate::item_scope::current();
+        let pick = |f: fn(&crate::item_scope::ItemScope) -> &String| {
+            scope.as_ref().map(f).filter(|s| !s.is_empty()).cloned()
+        };
+        let mut source = flow.meta.clone();
+        source.insert("kind".into(), flow.source.kind().into());
+        let c = &outcome.chain;
+        Manifest {
+            format: FORMAT.into(),
+            key: key.into(),
+            source,
+            plaintext: Digests {
+                size: c.plaintext.size,
+                sha256: c.plaintext.sha256.clone().unwrap_or_default(),
+                md5: c.md5.clone(),
+            },
+            stored: Digests {
+                size: c.stored.size,
+                sha256: c.stored.sha256.clone().unwrap_or_default(),
+                md5: None,
+            },
+            transforms: outcome
+                .plan
+                .stored_from_plaintext
+                .iter()
+                .map(Stage::label)
+                .collect(),
+            stages: outcome.plan.labels.clone(),
+            encryption: outcome
+                .plan
+                .encryption
+                .as_ref()
+                .map(|(name, id)| Encryption {
+                    key_name: name.clone(),
+                    key_id: id.clone(),
+                    format_version: super::crypt::VERSION,
+                    algorithm: "AES-256-GCM-STREAM-BE32/HKDF-SHA256".into(),
+                    segment_size: super::crypt::SEGMENT as u32,
+                }),
+            run_id: pick(|s| &s.run_id),
+            pipeline: pick(|s| &s.pipeline),
+            tenant: pick(|s| &s.tenant),
+            item_key: pick(|s| &s.item_key),
+            script_hash: pick(|s| &s.script_hash),
+            written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            cxpipe_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    /// Writes the sidecar.
+    pub async fn store(&self, store: &Store) -> Result<(), StorageError> {
+        let json = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        store.put(&manifest_key(&self.key), json.into()).await
+    }
+
+    /// Reads the sidecar of `key`; `None` when absent.
+    pub async fn load(store: &Store, key: &str) -> Result<Option<Manifest>, StorageError> {
+        let mk = manifest_key(key);
+        let Some(bytes) = store.read_small(&mk, crate::storage::MAX_JSON).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StorageError::Json {
+                key: mk,
+                store: store.describe(),
+                message: e.to_string(),
+            })
+    }
+}

@@ -1,0 +1,94 @@
+//! The sinks scripts call: [`write`] (a new object plus its manifest) and [`discard`]
+//! (checks only), each returning a [`receipt`] of what happened.
+
+use serde_json::{Map, Value, json};
+
+use super::error::FlowError;
+use super::fetch::FetchPolicy;
+use super::manifest::Manifest;
+use super::run::{self, Outcome, Sink};
+use super::spec::Flow;
+use crate::keys::KeyRing;
+use crate::storage::{Store, manifest_key};
+
+/// A fresh-URL function for `fetch(fn)` flows.
+pub type UrlFn<'a> = Option<&'a mut dyn FnMut() -> Result<String, FlowError>>;
+
+/// Runs `flow` into a new object `key` of `store` and writes its manifest. An existing key
+/// is left alone: the receipt says `existed: true` and nothing is fetched.
+pub fn write(
+    flow: &Flow,
+    store: &Store,
+    key: &str,
+    keys: &KeyRing,
+    url_fn: UrlFn<'_>,
+) -> Result<Map<String, Value>, FlowError> {
+    crate::storage::check_key(key)?;
+    let sink = Sink::Store {
+        store: store.clone(),
+        key: key.to_string(),
+    };
+    let outcome = run::run(flow, sink, keys, url_fn, policy())?;
+    if outcome.existed {
+        tracing::info!(store = %store.describe(), key, "object exists; not overwritten");
+        let size = tokio::runtime::Handle::current().block_on(store.size(key))?;
+        let mut r = Map::new();
+        r.insert("key".into(), key.into());
+        r.insert("existed".into(), true.into());
+        r.insert("bytes_stored".into(), size.unwrap_or(0).into());
+        r.insert("manifest".into(), manifest_key(key).into());
+        return Ok(r);
+    }
+    let manifest = Manifest::new(flow, key, &outcome);
+    tokio::runtime::Handle::current().block_on(manifest.store(store))?;
+    tracing::info!(
+        store = %store.describe(), key,
+        bytes = outcome.chain.stored.size,
+        ms = outcome.duration.as_millis() as u64,
+        "object stored"
+    );
+    Ok(receipt(Some(key), &outcome))
+}
+
+/// Runs `flow` for its checks and hashes only.
+pub fn discard(
+    flow: &Flow,
+    keys: &KeyRing,
+    url_fn: UrlFn<'_>,
+) -> Result<Map<String, Value>, FlowError> {
+    let outcome = run::run(flow, Sink::Discard, keys, url_fn, policy())?;
+    Ok(receipt(None, &outcome))
+}
+
+fn policy() -> FetchPolicy {
+    FetchPolicy {
+        deadline: crate::item_scope::deadline(),
+        ..FetchPolicy::default()
+    }
+}
+
+/// The receipt map of a finished flow.
+pub fn receipt(key: Option<&str>, o: &Outcome) -> Map<String, Value> {
+    let c = &o.chain;
+    let v = json!({
+        "key": key,
+        "existed": false,
+        "bytes_read": o.bytes_read,
+        "bytes_stored": c.stored.size,
+        "plaintext_size": c.plaintext.size,
+        "sha256": c.plaintext.sha256,
+        "md5": c.md5,
+        "stored_sha256": c.stored.sha256,
+        "audio": c.audio,
+        "encrypted_with": o.plan.encryption.as_ref().map(|(n, _)| n.clone()),
+        "duration_ms": o.duration.as_millis() as u64,
+        "fetch_attempts": o.fetch.attempts,
+        "url_refreshes": o.fetch.refreshes,
+        "restarts": o.fetch.restarts,
+        "manifest": key.map(manifest_key),
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("json! object"),
+    }
+}

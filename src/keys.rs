@@ -1,0 +1,362 @@
+//! Named encryption keys (`[keys.NAME]` in the configuration): each resolves to a 256-bit
+//! key-encryption key (KEK) from an env var, a file, or a passphrase stretched once per
+//! process. Scripts refer to keys by name only; key material never enters Rhai or logs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use base64::Engine as _;
+use hmac::{KeyInit, Mac};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::secret::{Secret, SecretError, SecretRef};
+
+/// Default PBKDF2-SHA256 iteration count for passphrase keys.
+pub const DEFAULT_PASSPHRASE_ITERATIONS: u32 = 600_000;
+
+/// One `[keys.NAME]` table. Exactly one of `env`, `file` or `passphrase_env` is set.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Environment variable holding a raw 256-bit key, as 64 hex digits or base64.
+    pub env: Option<String>,
+    /// File holding a raw 256-bit key: 32 raw bytes, 64 hex digits or base64 (relative
+    /// paths start at the configuration file's folder).
+    pub file: Option<PathBuf>,
+    /// Environment variable holding a passphrase; stretched with PBKDF2-HMAC-SHA256.
+    pub passphrase_env: Option<String>,
+    /// Salt for the passphrase stretch (default `cxpipe:NAME`).
+    pub salt: Option<String>,
+    /// PBKDF2 iterations for the passphrase stretch (default 600000).
+    pub iterations: Option<u32>,
+}
+
+/// Error loading or finding a key. Names the key and its source, never its value.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key {name}: set exactly one of `env`, `file` or `passphrase_env`")]
+    Source { name: String },
+    #[error("key {name}: {source}")]
+    Secret {
+        name: String,
+        #[source]
+        source: SecretError,
+    },
+    #[error("key {name} from {origin}: expected 32 bytes (64 hex digits or base64), got {got}")]
+    Format {
+        name: String,
+        origin: String,
+        got: String,
+    },
+    #[error("key {name}: passphrase is empty")]
+    EmptyPassphrase { name: String },
+    #[error("no key named {0:?} is configured (add a [keys.{0}] table)")]
+    Unknown(String),
+}
+
+/// A loaded key-encryption key. `Debug` shows only its id.
+#[derive(Clone)]
+pub struct Kek {
+    bytes: [u8; 32],
+    id: [u8; 8],
+    passphrase: Option<Secret>,
+}
+
+impl Kek {
+    /// Wraps raw key bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Kek {
+        Kek {
+            bytes,
+            id: key_id(&bytes),
+            passphrase: None,
+        }
+    }
+
+    /// The key bytes; used only to derive per-object keys.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
+    /// The 8-byte key id written in encrypted headers (not secret: an HMAC of a constant).
+    pub fn id(&self) -> [u8; 8] {
+        self.id
+    }
+
+    /// The passphrase this key was stretched from, for seed-004 envelopes.
+    pub fn passphrase(&self) -> Option<&Secret> {
+        self.passphrase.as_ref()
+    }
+}
+
+impl fmt::Debug for Kek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Kek(id={})", hex::encode(self.id))
+    }
+}
+
+/// `HMAC-SHA256(kek, "cxpipe key id v1")[..8]`: names a key without revealing it.
+pub fn key_id(kek: &[u8; 32]) -> [u8; 8] {
+    let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(kek).expect("any key length");
+    mac.update(b"cxpipe key id v1");
+    let tag = mac.finalize().into_bytes();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&tag[..8]);
+    id
+}
+
+/// The named keys of one configuration.
+#[derive(Clone, Debug, Default)]
+pub struct KeyRing {
+    keys: BTreeMap<String, Kek>,
+}
+
+impl KeyRing {
+    /// A ring without keys.
+    pub fn empty() -> KeyRing {
+        KeyRing::default()
+    }
+
+    /// Loads every `[keys.NAME]` table; reports all broken keys at once.
+    pub fn from_config(
+        keys: &BTreeMap<String, KeyConfig>,
+        config_dir: &Path,
+    ) -> Result<KeyRing, KeyError> {
+        let mut ring = KeyRing::empty();
+        let mut errors = Vec::new();
+        for (name, cfg) in keys {
+            match load(name, cfg, config_dir) {
+                Ok(kek) => {
+                    ring.keys.insert(name.clone(), kek);
+                }
+                Err(err) => errors.push(err),
+            }
+        }
+        match errors.len() {
+            0 => Ok(ring),
+            1 => Err(errors.remove(0)),
+            _ => {
+                let all = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
+                Err(KeyError::Source {
+                    name: all.join("; "),
+                })
+            }
+        }
+    }
+
+    /// Adds a raw key under `name` (used by `cxpipe demo` and tests).
+    pub fn insert_raw(&mut self, name: &str, kek: [u8; 32]) {
+        self.keys.insert(name.to_string(), Kek::from_bytes(kek));
+    }
+
+    /// Adds a passphrase key under `name`, stretched as configuration would.
+    pub fn insert_passphrase(
+        &mut self,
+        name: &str,
+        passphrase: &Secret,
+        salt: &str,
+        iterations: u32,
+    ) {
+        let bytes = stretch(passphrase, salt, iterations);
+        let mut kek = Kek::from_bytes(bytes);
+        kek.passphrase = Some(passphrase.clone());
+        self.keys.insert(name.to_string(), kek);
+    }
+
+    /// The key named `name`.
+    pub fn get(&self, name: &str) -> Result<&Kek, KeyError> {
+        self.keys
+            .get(name)
+            .ok_or_else(|| KeyError::Unknown(name.to_string()))
+    }
+
+    /// The key whose id is `id`, with its name.
+    pub fn by_id(&self, id: [u8; 8]) -> Option<(&str, &Kek)> {
+        self.keys
+            .iter()
+            .find(|(_, k)| k.id == id)
+            .map(|(n, k)| (n.as_str(), k))
+    }
+
+    /// Names of the loaded keys.
+    pub fn names(&self) -> Vec<String> {
+        self.keys.keys().cloned().collect()
+    }
+
+    /// Every loaded key, for trying envelopes.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Kek)> {
+        self.keys.iter().map(|(n, k)| (n.as_str(), k))
+    }
+}
+
+fn load(name: &str, cfg: &KeyConfig, dir: &Path) -> Result<Kek, KeyError> {
+    let secret_err = |source| KeyError::Secret {
+        name: name.to_string(),
+        source,
+    };
+    match (&cfg.env, &cfg.file, &cfg.passphrase_env) {
+        (Some(var), None, None) => {
+            let value = SecretRef::Env(var.clone())
+                .resolve(dir)
+                .map_err(secret_err)?;
+            parse_raw(name, &format!("env:{var}"), value.expose().as_bytes())
+        }
+        (None, Some(path), None) => {
+            let path = dir.join(path);
+            let bytes = std::fs::read(&path).map_err(|source| {
+                secret_err(SecretError::File {
+                    path: path.clone(),
+                    source,
+                })
+            })?;
+            parse_raw(name, &format!("file:{}", path.display()), &bytes)
+        }
+        (None, None, Some(var)) => {
+            let value = SecretRef::Env(var.clone())
+                .resolve(dir)
+                .map_err(secret_err)?;
+            if value.expose().is_empty() {
+                return Err(KeyError::EmptyPassphrase {
+                    name: name.to_string(),
+                });
+            }
+            let salt = cfg.salt.clone().unwrap_or_else(|| format!("cxpipe:{name}"));
+            let iterations = cfg.iterations.unwrap_or(DEFAULT_PASSPHRASE_ITERATIONS);
+            let mut kek = Kek::from_bytes(stretch(&value, &salt, iterations));
+            kek.passphrase = Some(value);
+            Ok(kek)
+        }
+        _ => Err(KeyError::Source {
+            name: name.to_string(),
+        }),
+    }
+}
+
+/// Parses a raw key: exactly 32 bytes, or 64 hex digits, or base64 of 32 bytes.
+pub fn parse_raw(name: &str, origin: &str, raw: &[u8]) -> Result<Kek, KeyError> {
+    if raw.len() == 32 && std::str::from_utf8(raw).is_err() {
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(raw);
+        return Ok(Kek::from_bytes(bytes));
+    }
+    let text = String::from_utf8_lossy(raw);
+    let text = text.trim();
+    let decoded = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        hex::decode(text).ok()
+    } else {
+        base64::engine::general_purpose::STANDARD.decode(text).ok()
+    };
+    let got = match &decoded {
+        Some(d) => format!("{} bytes", d.len()),
+        None => format!("{} characters that are neither hex nor base64", text.len()),
+    };
+    match decoded.and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok()) {
+        Some(bytes) => Ok(Kek::from_bytes(bytes)),
+        None => Err(KeyError::Format {
+            name: name.to_string(),
+            origin: origin.to_string(),
+            got,
+        }),
+    }
+}
+
+/// PBKDF2-HMAC-SHA256, memoized per process so a passphrase is stretched once.
+fn stretch(passphrase: &Secret, salt: &str, iterations: u32) -> [u8; 32] {
+    static CACHE: OnceLock<Mutex<HashMap<[u8; 32], [u8; 32]>>> = OnceLock::new();
+    let mut id = Sha256::new();
+    id.update(passphrase.expose().as_bytes());
+    id.update([0]);
+    id.update(salt.as_bytes());
+    id.update(iterations.to_be_bytes());
+    let id: [u8; 32] = id.finalize().into();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(hit) = cache.lock().expect("key cache").get(&id) {
+        return *hit;
+    }
+    let mut out = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(
+        passphrase.expose().as_bytes(),
+        salt.as_bytes(),
+        iterations,
+        &mut out,
+    );
+    cache.lock().expect("key cache").insert(id, out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(toml_text: &str) -> BTreeMap<String, KeyConfig> {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn hex_base64_and_raw_keys_load_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = [0xA7u8; 32];
+        let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+        std::fs::write(dir.path().join("k.b64"), b64).unwrap();
+        std::fs::write(dir.path().join("k.hex"), format!("{}\n", hex::encode(raw))).unwrap();
+        std::fs::write(dir.path().join("k.bin"), raw).unwrap();
+        let keys = table("[a]\nfile = \"k.hex\"\n[b]\nfile = \"k.b64\"\n[c]\nfile = \"k.bin\"\n");
+        let ring = KeyRing::from_config(&keys, dir.path()).unwrap();
+        for name in ["a", "b", "c"] {
+            assert_eq!(ring.get(name).unwrap().bytes(), &raw, "{name}");
+        }
+        assert_eq!(ring.get("b").unwrap().id(), key_id(&raw));
+        assert_eq!(ring.by_id(key_id(&raw)).unwrap().0, "a");
+    }
+
+    #[test]
+    fn missing_env_names_key_and_variable() {
+        let keys = table("[archive]\nenv = \"CXPIPE_KEYS_TEST_SURELY_UNSET\"\n");
+        let err = KeyRing::from_config(&keys, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("archive") && err.contains("CXPIPE_KEYS_TEST_SURELY_UNSET"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_length_key_is_rejected_without_printing_it() {
+        let err = parse_raw("short", "env:X", b"abcd1234")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("short") && err.contains("32 bytes"), "{err}");
+        assert!(!err.contains("abcd1234"), "{err}");
+    }
+
+    #[test]
+    fn two_sources_for_one_key_is_an_error() {
+        let keys = table("[x]\nenv = \"A\"\npassphrase_env = \"B\"\n");
+        assert!(matches!(
+            KeyRing::from_config(&keys, Path::new(".")),
+            Err(KeyError::Source { .. })
+        ));
+    }
+
+    #[test]
+    fn passphrase_is_stretched_with_pbkdf2_and_its_salt() {
+        let mut ring = KeyRing::empty();
+        let pass = Secret::new("correct horse");
+        ring.insert_passphrase("p", &pass, "cxpipe:p", 1000);
+        ring.insert_passphrase("q", &pass, "other", 1000);
+        let mut expected = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(b"correct horse", b"cxpipe:p", 1000, &mut expected);
+        assert_eq!(ring.get("p").unwrap().bytes(), &expected);
+        assert_ne!(ring.get("q").unwrap().bytes(), &expected);
+        assert!(!format!("{:?}", ring).contains("correct"));
+    }
+
+    #[test]
+    fn unknown_key_names_the_key() {
+        let err = KeyRing::empty().get("archive").unwrap_err().to_string();
+        assert!(err.contains("archive"), "{err}");
+    }
+}

@@ -1,0 +1,316 @@
+//! Destinations and sources of objects: a [`Store`] wraps an OpenDAL `Operator` built from
+//! a URI or a `[storage.NAME]` table (`fs`, `memory`, `s3`, `azblob`, `gcs`). Writes are
+//! whole-object or nothing (see [`writer`]); every archived object has a manifest sidecar
+//! (`KEY.manifest.json`) that listings hide.
+
+mod config;
+pub mod rhai;
+mod writer;
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+
+pub use config::StorageConfig;
+pub use writer::{Closed, ObjectWriter};
+
+/// Chunk size of every multi-part write (Azure blocks, S3 parts, GCS 256 KiB multiples).
+pub const CHUNK: usize = 8 * 1024 * 1024;
+/// Suffix of manifest sidecars.
+pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+/// Folder (inside an `fs` root) where partial files live until they are complete.
+pub const PARTIAL_DIR: &str = ".cxpipe-partial";
+/// Largest JSON document `read_json` loads.
+pub const MAX_JSON: u64 = 16 * 1024 * 1024;
+
+/// Error from a storage operation; says what was done to which key of which store.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage {uri}: {message}")]
+    Config { uri: String, message: String },
+    #[error("{action} {key:?} in {store}: {source}")]
+    Op {
+        action: &'static str,
+        key: String,
+        store: String,
+        #[source]
+        source: opendal::Error,
+    },
+    #[error("{key:?} already exists in {store}")]
+    Exists { key: String, store: String },
+    #[error("invalid key {key:?}: {reason}")]
+    Key { key: String, reason: &'static str },
+    #[error("{key:?} in {store} is not valid JSON: {message}")]
+    Json {
+        key: String,
+        store: String,
+        message: String,
+    },
+    #[error("{key:?} in {store} is {size} bytes, more than the {limit}-byte limit")]
+    TooLarge {
+        key: String,
+        store: String,
+        size: u64,
+        limit: u64,
+    },
+}
+
+impl StorageError {
+    /// Whether retrying the operation later may succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            StorageError::Op { source, .. } => {
+                source.is_temporary()
+                    || matches!(
+                        source.kind(),
+                        opendal::ErrorKind::Unexpected | opendal::ErrorKind::RateLimited
+                    )
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An object store. Cheap to clone; the Rhai type `Store`.
+#[derive(Clone)]
+pub struct Store {
+    op: opendal::Operator,
+    desc: Arc<str>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Store({})", self.desc)
+    }
+}
+
+impl Store {
+    /// A store from a URI such as `fs:///data/out`, `memory://test`,
+    /// `s3://bucket/prefix?endpoint=http://127.0.0.1:9010&region=us-east-1`.
+    /// Credentials come from the environment (see `StorageConfig`).
+    pub fn from_uri(uri: &str) -> Result<Store, StorageError> {
+        Store::from_config(&StorageConfig::uri(uri), std::path::Path::new("."))
+    }
+
+    /// A store from a `[storage.NAME]` table; relative paths start at `config_dir`.
+    pub fn from_config(
+        cfg: &StorageConfig,
+        config_dir: &std::path::Path,
+    ) -> Result<Store, StorageError> {
+        let (op, desc) = cfg.build(config_dir)?;
+        Ok(Store {
+            op,
+            desc: desc.into(),
+        })
+    }
+
+    /// The store's URI without credentials or query.
+    pub fn describe(&self) -> String {
+        self.desc.to_string()
+    }
+
+    fn op_err(&self, action: &'static str, key: &str) -> impl Fn(opendal::Error) -> StorageError {
+        let store = self.describe();
+        let key = key.to_string();
+        move |source| StorageError::Op {
+            action,
+            key: key.clone(),
+            store: store.clone(),
+            source,
+        }
+    }
+
+    /// Size of `key` in bytes, or `None` when it does not exist.
+    pub async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        check_key(key)?;
+        match self.op.stat(key).await {
+            Ok(meta) => Ok(Some(meta.content_length())),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.op_err("checking", key)(e)),
+        }
+    }
+
+    /// Every object key under `prefix` (recursive), without manifests or partial files.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let entries = self
+            .op
+            .list_with(prefix)
+            .recursive(true)
+            .await
+            .map_err(self.op_err("listing", prefix))?;
+        let mut keys: Vec<String> = entries
+            .into_iter()
+            .filter(|e| e.metadata().mode().is_file())
+            .map(|e| e.path().to_string())
+            .filter(|p| !p.ends_with(MANIFEST_SUFFIX) && !p.starts_with(PARTIAL_DIR))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Keys under `prefix` that have a manifest (the manifest's object may be missing).
+    pub async fn manifested(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let entries = self
+            .op
+            .list_with(prefix)
+            .recursive(true)
+            .await
+            .map_err(self.op_err("listing", prefix))?;
+        let mut keys: Vec<String> = entries
+            .into_iter()
+            .filter(|e| e.metadata().mode().is_file())
+            .filter_map(|e| e.path().strip_suffix(MANIFEST_SUFFIX).map(str::to_string))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Reads a small object whole; `None` when absent, error past `limit` bytes.
+    pub async fn read_small(&self, key: &str, limit: u64) -> Result<Option<Bytes>, StorageError> {
+        let Some(size) = self.size(key).await? else {
+            return Ok(None);
+        };
+        if size > limit {
+            return Err(StorageError::TooLarge {
+                key: key.to_string(),
+                store: self.describe(),
+                size,
+                limit,
+            });
+        }
+        let buf = self
+            .op
+            .read(key)
+            .await
+            .map_err(self.op_err("reading", key))?;
+        Ok(Some(buf.to_bytes()))
+    }
+
+    /// Replaces `key` with `data` in one atomic write (small documents and manifests).
+    pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        check_key(key)?;
+        self.op
+            .write(key, data)
+            .await
+            .map_err(self.op_err("writing", key))?;
+        Ok(())
+    }
+
+    /// Deletes `key` (absent is fine).
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.op
+            .delete(key)
+            .await
+            .map_err(self.op_err("deleting", key))
+    }
+
+    /// The object's bytes as a stream of chunks.
+    pub async fn read_stream(
+        &self,
+        key: &str,
+    ) -> Result<impl futures::Stream<Item = Result<Bytes, StorageError>> + Send + use<>, StorageError>
+    {
+        check_key(key)?;
+        let reader = self
+            .op
+            .reader_with(key)
+            .chunk(1024 * 1024)
+            .await
+            .map_err(self.op_err("opening", key))?;
+        let stream = reader
+            .into_bytes_stream(..)
+            .await
+            .map_err(self.op_err("reading", key))?;
+        let store = self.describe();
+        let key = key.to_string();
+        Ok(stream.map_err(move |e| StorageError::Op {
+            action: "reading",
+            key: key.clone(),
+            store: store.clone(),
+            source: opendal::Error::new(opendal::ErrorKind::Unexpected, e.to_string()),
+        }))
+    }
+
+    /// Starts writing `key`; `None` when it already exists (nothing is overwritten).
+    pub async fn create(&self, key: &str) -> Result<Option<ObjectWriter>, StorageError> {
+        check_key(key)?;
+        if self.size(key).await?.is_some() {
+            return Ok(None);
+        }
+        ObjectWriter::open(self, key).await
+    }
+
+    pub(crate) fn operator(&self) -> &opendal::Operator {
+        &self.op
+    }
+}
+
+/// Rejects keys that are empty, absolute, climb out of the root or name a manifest.
+pub fn check_key(key: &str) -> Result<(), StorageError> {
+    let bad = |reason| {
+        Err(StorageError::Key {
+            key: key.to_string(),
+            reason,
+        })
+    };
+    if key.is_empty() || key.ends_with('/') {
+        return bad("keys name an object, not a folder");
+    }
+    if key.starts_with('/') {
+        return bad("keys are relative to the store");
+    }
+    if key
+        .split('/')
+        .any(|s| s == ".." || s == "." || s.is_empty())
+    {
+        return bad("keys cannot contain empty, `.` or `..` segments");
+    }
+    if key.starts_with(PARTIAL_DIR) {
+        return bad("the partial-file folder is reserved");
+    }
+    Ok(())
+}
+
+/// The manifest key of `key`.
+pub fn manifest_key(key: &str) -> String {
+    format!("{key}{MANIFEST_SUFFIX}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        assert!(check_key("recordings/a.wav").is_ok());
+        for bad in ["", "/abs", "a/../b", "a//b", "dir/", ".cxpipe-partial/x"] {
+            assert!(check_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_store_lists_without_manifests_and_sizes_absent_keys() {
+        let store = Store::from_uri("memory://storage-mod-test").unwrap();
+        store
+            .put("a/1.wav", Bytes::from_static(b"abc"))
+            .await
+            .unwrap();
+        store
+            .put("a/1.wav.manifest.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        store.put("b/2.wav", Bytes::from_static(b"")).await.unwrap();
+        assert_eq!(store.list("").await.unwrap(), ["a/1.wav", "b/2.wav"]);
+        assert_eq!(store.list("a/").await.unwrap(), ["a/1.wav"]);
+        assert_eq!(store.size("a/1.wav").await.unwrap(), Some(3));
+        assert_eq!(store.size("nope").await.unwrap(), None);
+        let again = Store::from_uri("memory://storage-mod-test").unwrap();
+        assert_eq!(
+            again.size("b/2.wav").await.unwrap(),
+            Some(0),
+            "same name, same store"
+        );
+    }
+}

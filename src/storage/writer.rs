@@ -1,0 +1,122 @@
+//! [`ObjectWriter`]: writes one object in explicit 8 MiB chunks with `if_not_exists`, so an
+//! object is either complete or absent. Any error aborts the upload (fs: the partial file in
+//! `.cxpipe-partial/` is removed; S3/Azure/GCS: the uncommitted parts are dropped); the
+//! object must then be written again from its first byte.
+
+use bytes::Bytes;
+
+use super::{CHUNK, StorageError, Store};
+
+/// An object being written. Drop without [`close`](ObjectWriter::close) leaves nothing
+/// visible, but call [`abort`](ObjectWriter::abort) to clean up promptly.
+pub struct ObjectWriter {
+    writer: Option<opendal::Writer>,
+    key: String,
+    store: String,
+    written: u64,
+}
+
+/// Result of closing a writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The object is now visible with this many bytes.
+    Stored(u64),
+    /// Someone else created the key meanwhile; nothing was overwritten.
+    Existed,
+}
+
+impl ObjectWriter {
+    pub(super) async fn open(
+        store: &Store,
+        key: &str,
+    ) -> Result<Option<ObjectWriter>, StorageError> {
+        let result = store
+            .operator()
+            .writer_with(key)
+            .chunk(CHUNK)
+            .if_not_exists(true)
+            .await;
+        let writer = match result {
+            Ok(w) => w,
+            Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => return Ok(None),
+            Err(source) => {
+                return Err(StorageError::Op {
+                    action: "creating",
+                    key: key.to_string(),
+                    store: store.describe(),
+                    source,
+                });
+            }
+        };
+        Ok(Some(ObjectWriter {
+            writer: Some(writer),
+            key: key.to_string(),
+            store: store.describe(),
+            written: 0,
+        }))
+    }
+
+    fn err(&self, action: &'static str, source: opendal::Error) -> StorageError {
+        StorageError::Op {
+            action,
+            key: self.key.clone(),
+            store: self.store.clone(),
+            source,
+        }
+    }
+
+    /// Appends bytes; on error the upload is aborted.
+    pub async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
+        let n = data.len() as u64;
+        let Some(w) = self.writer.as_mut() else {
+            return Err(self.err("writing", closed_error()));
+        };
+        if let Err(e) = w.write(data).await {
+            self.abort().await;
+            return Err(self.err("writing", e));
+        }
+        self.written += n;
+        Ok(())
+    }
+
+    /// Commits the object; on error the upload is aborted and nothing is visible.
+    pub async fn close(mut self) -> Result<Closed, StorageError> {
+        let Some(mut w) = self.writer.take() else {
+            return Err(self.err("closing", closed_error()));
+        };
+        match w.close().await {
+            Ok(_) => Ok(Closed::Stored(self.written)),
+            Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {
+                let _ = w.abort().await;
+                Ok(Closed::Existed)
+            }
+            Err(e) => {
+                if let Err(abort) = w.abort().await {
+                    tracing::warn!(key = %self.key, store = %self.store, error = %abort, "abort after failed close");
+                }
+                Err(self.err("committing", e))
+            }
+        }
+    }
+
+    /// Drops everything written so far.
+    pub async fn abort(&mut self) {
+        if let Some(mut w) = self.writer.take()
+            && let Err(e) = w.abort().await
+        {
+            tracing::warn!(key = %self.key, store = %self.store, error = %e, "aborting a partial write");
+        }
+    }
+
+    /// Bytes accepted so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+fn closed_error() -> opendal::Error {
+    opendal::Error::new(
+        opendal::ErrorKind::Unexpected,
+        "writer already closed or aborted",
+    )
+}

@@ -1,0 +1,219 @@
+//! `fetch` against a faulty media server: resets, truncation, 200-instead-of-206, expired
+//! URLs refreshed through the script's function, giving up, deadlines.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cxpipe::storage::Store;
+
+use super::server::{Faults, MediaServer};
+use super::*;
+
+async fn stored(uri: &str, key: &str) -> Bytes {
+    Store::from_uri(uri)
+        .unwrap()
+        .read_small(key, 1 << 30)
+        .await
+        .unwrap()
+        .expect("stored")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_after_resets_with_range_and_if_range() {
+    let data = noise(3 * MB + 123, 1);
+    let server = MediaServer::start(
+        data.clone(),
+        Faults {
+            reset_every: Some(700_000),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let uri = memory_uri();
+    let r = receipt(
+        engine(),
+        format!(
+            r#"fetch("{}").md5().write(storage("{uri}"), "rec.wav")"#,
+            server.sign()
+        ),
+    )
+    .await;
+    assert_eq!(get_str(&r, "sha256"), sha256_hex(&data));
+    assert_eq!(get_str(&r, "md5"), hex::encode(md5::Md5::digest(&data)));
+    assert_eq!(get_int(&r, "bytes_stored"), data.len() as i64);
+    assert!(server.range_requests() >= 4, "{}", server.range_requests());
+    assert_eq!(server.if_range_requests(), server.range_requests());
+    assert_eq!(stored(&uri, "rec.wav").await, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_body_is_resumed() {
+    let data = noise(2 * MB, 2);
+    let server = MediaServer::start(
+        data.clone(),
+        Faults {
+            truncate_first_at: Some(MB as u64 / 2),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let uri = memory_uri();
+    let r = receipt(
+        engine(),
+        format!(
+            r#"fetch("{}").expect_size({}).write(storage("{uri}"), "t.wav")"#,
+            server.sign(),
+            data.len()
+        ),
+    )
+    .await;
+    assert_eq!(get_str(&r, "sha256"), sha256_hex(&data));
+    assert_eq!(server.range_requests(), 1);
+    assert_eq!(stored(&uri, "t.wav").await, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_to_a_range_request_restarts_cleanly_from_zero() {
+    let data = noise(5 * MB / 2, 3);
+    let server = MediaServer::start(
+        data.clone(),
+        Faults {
+            reset_every: Some(MB as u64),
+            ignore_range_once: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let uri = memory_uri();
+    let r = receipt(
+        engine(),
+        format!(
+            r#"fetch("{}").sha256().encrypt("k").write(storage("{uri}"), "r.enc")"#,
+            server.sign()
+        ),
+    )
+    .await;
+    assert_eq!(get_int(&r, "restarts"), 1);
+    assert_eq!(get_int(&r, "bytes_read"), data.len() as i64);
+    assert_eq!(get_str(&r, "sha256"), sha256_hex(&data));
+    let back = receipt(
+        engine(),
+        format!(r#"read(storage("{uri}"), "r.enc").decrypt("k").sha256().discard()"#),
+    )
+    .await;
+    assert_eq!(get_str(&back, "sha256"), sha256_hex(&data));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_urls_are_refreshed_through_the_script_function() {
+    let data = noise(4 * MB, 4);
+    let server = MediaServer::start(
+        data.clone(),
+        Faults {
+            reset_every: Some(512 * 1024),
+            url_ttl: Some(Duration::from_millis(120)),
+            chunk_delay: Some(Duration::from_millis(8)),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let mut engine = engine();
+    let (s, c) = (server.clone(), calls.clone());
+    engine.register_fn("presign", move || {
+        c.fetch_add(1, Ordering::SeqCst);
+        s.sign()
+    });
+    let uri = memory_uri();
+    let r = receipt(
+        engine,
+        format!(r#"fetch(|| presign()).md5().write(storage("{uri}"), "slow.wav")"#),
+    )
+    .await;
+    assert_eq!(get_str(&r, "sha256"), sha256_hex(&data));
+    assert!(
+        server.forbidden() >= 1,
+        "the URL never expired; test is not testing"
+    );
+    let refreshes = get_int(&r, "url_refreshes");
+    assert!(refreshes >= 1);
+    assert_eq!(calls.load(Ordering::SeqCst) as i64, refreshes + 1);
+    assert_eq!(stored(&uri, "slow.wav").await, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gives_up_after_the_configured_tries_saying_bytes_and_why() {
+    let server = MediaServer::start(
+        noise(1000, 5),
+        Faults {
+            always_status: Some(503),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let err = failure(
+        engine(),
+        format!(
+            r#"fetch("{}").tries(2).write(storage("{}"), "x")"#,
+            server.sign(),
+            memory_uri()
+        ),
+    )
+    .await;
+    let msg = get_str(&err, "message");
+    assert!(
+        msg.contains("gave up after 2 tries with 0 bytes received"),
+        "{msg}"
+    );
+    assert!(msg.contains("503"), "{msg}");
+    assert!(!msg.contains("X-Amz-Signature"), "signature leaked: {msg}");
+    assert_eq!(get_int(&err, "status"), 503);
+    assert!(err["retryable"].as_bool().unwrap());
+    assert_eq!(server.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_fixed_url_asks_for_a_function() {
+    let server = MediaServer::start(
+        noise(1000, 6),
+        Faults {
+            url_ttl: Some(Duration::ZERO),
+            ..Faults::default()
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let err = failure(engine(), format!(r#"fetch("{}").discard()"#, server.sign())).await;
+    let msg = get_str(&err, "message");
+    assert!(msg.contains("fetch(|| ...)"), "{msg}");
+    assert_eq!(get_int(&err, "status"), 403);
+    assert!(!err["retryable"].as_bool().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_item_deadline_stops_a_slow_transfer() {
+    let server = MediaServer::start(
+        noise(2 * MB, 7),
+        Faults {
+            chunk_delay: Some(Duration::from_millis(20)),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let engine = engine();
+    let script = format!(r#"fetch("{}").discard()"#, server.sign());
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(move || {
+        let scope = cxpipe::item_scope::ItemScope {
+            deadline: Some(Instant::now() + Duration::from_millis(200)),
+            ..Default::default()
+        };
+        cxpipe::item_scope::with(scope, || engine.eval::<Dynamic>(&script))
+    })
+    .await
+    .unwrap();
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("deadline"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}

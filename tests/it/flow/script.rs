@@ -1,0 +1,155 @@
+//! The script surface without HTTP: JSON sources, checks, receipts, manifests, stores,
+//! no-overwrite and nothing-partial guarantees.
+
+use cxpipe::storage::Store;
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonl_encrypted_round_trip_with_manifest_and_meta() {
+    let uri = memory_uri();
+    let script = format!(
+        r#"
+        let s = storage("{uri}");
+        let rows = [#{{ id: 1, agent: "a" }}, #{{ id: 2, agent: "b" }}];
+        let w = from_jsonl(rows).meta(#{{ interaction_id: "i-1" }}).md5().gzip(6).encrypt("k").write(s, "b/1.jsonl.gz.enc");
+        let back = read(s, "b/1.jsonl.gz.enc").decrypt("k").discard();
+        #{{ w: w, back: back, list: s.list("b/"), manifest: s.read_json("b/1.jsonl.gz.enc.manifest.json") }}
+        "#
+    );
+    let out = receipt(engine(), script).await;
+    let w = out["w"].clone().cast::<Map>();
+    let expected = "{\"agent\":\"a\",\"id\":1}\n{\"agent\":\"b\",\"id\":2}\n";
+    assert_eq!(get_str(&w, "sha256"), sha256_hex(expected.as_bytes()));
+    assert_eq!(get_str(&w, "encrypted_with"), "k");
+    assert_ne!(get_str(&w, "stored_sha256"), get_str(&w, "sha256"));
+    let back = out["back"].clone().cast::<Map>();
+    assert_eq!(get_int(&back, "bytes_read"), get_int(&w, "bytes_stored"));
+    assert_eq!(out["list"].to_string(), "[\"b/1.jsonl.gz.enc\"]");
+    let m = out["manifest"].clone().cast::<Map>();
+    assert_eq!(m["format"].to_string(), "cxpipe.manifest/1");
+    assert_eq!(m["transforms"].to_string(), "[\"gzip(6)\", \"encrypt(k)\"]");
+    let source = m["source"].clone().cast::<Map>();
+    assert_eq!(source["interaction_id"].to_string(), "i-1");
+    assert_eq!(source["kind"].to_string(), "jsonl");
+    let enc = m["encryption"].clone().cast::<Map>();
+    assert_eq!(enc["key_name"].to_string(), "k");
+    assert!(
+        !format!("{m:?}").contains("4242"),
+        "key material in manifest"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_the_same_key_twice_does_not_overwrite() {
+    let uri = memory_uri();
+    let script = format!(
+        r#"
+        let s = storage("{uri}");
+        let a = from_json(#{{ v: 1 }}).write(s, "x.json");
+        let b = from_json(#{{ v: 2 }}).write(s, "x.json");
+        #{{ a: a, b: b, now: s.read_json("x.json"), size: s.size("x.json"), none: s.size("nope"), ex: s.exists("x.json") }}
+        "#
+    );
+    let out = receipt(engine(), script).await;
+    let b = out["b"].clone().cast::<Map>();
+    assert!(b["existed"].as_bool().unwrap());
+    assert!(!out["a"].clone().cast::<Map>()["existed"].as_bool().unwrap());
+    assert_eq!(out["now"].clone().cast::<Map>()["v"].as_int().unwrap(), 1);
+    assert_eq!(out["size"].as_int().unwrap(), 7);
+    assert_eq!(out["none"].as_int().unwrap(), -1);
+    assert!(out["ex"].as_bool().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_failing_midway_leaves_nothing_visible_on_fs() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("fs://{}", dir.path().join("out").display());
+    let script = format!(
+        r#"
+        let s = storage("{uri}");
+        let big = "";
+        big.pad(3000000, "y");
+        from_json(big).expect_size(2000000).write(s, "big.json")
+        "#
+    );
+    let err = failure(engine(), script).await;
+    assert!(get_str(&err, "message").contains("size check"), "{err:?}");
+    let store = Store::from_uri(&uri).unwrap();
+    assert_eq!(store.size("big.json").await.unwrap(), None);
+    assert_eq!(store.size("big.json.manifest.json").await.unwrap(), None);
+    let leftovers: Vec<_> = walk(&dir.path().join("out"));
+    assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files.extend(walk(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_fail_with_values_and_unknown_keys_fail_early() {
+    let uri = memory_uri();
+    let err = failure(
+        engine(),
+        format!(r#"from_json("<html>").audio_check().write(storage("{uri}"), "a.wav")"#),
+    )
+    .await;
+    assert!(
+        get_str(&err, "message").contains("not RIFF/WAVE"),
+        "{err:?}"
+    );
+    let err = failure(
+        engine(),
+        format!(
+            r#"from_json(1).expect_sha256("{}").discard()"#,
+            "0".repeat(64)
+        ),
+    )
+    .await;
+    assert!(
+        get_str(&err, "message").contains(&sha256_hex(b"1")),
+        "{err:?}"
+    );
+    let err = failure(engine(), r#"from_json(1).encrypt("missing")"#.to_string()).await;
+    assert!(get_str(&err, "message").contains("missing"), "{err:?}");
+    assert!(!err["retryable"].as_bool().unwrap());
+    let err = failure(engine(), r#"from_json(1).gzip(12)"#.to_string()).await;
+    assert!(get_str(&err, "message").contains("0..=9"), "{err:?}");
+    let store = Store::from_uri(&uri).unwrap();
+    assert_eq!(store.list("").await.unwrap(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_and_write_json_and_store_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display();
+    let script = format!(
+        r#"
+        let s = storage(#{{ uri: "fs://{root}/m" }});
+        s.write_json("report.json", #{{ ok: 3 }});
+        s.write_json("report.json", #{{ ok: 4 }});
+        let z = from_jsonl([1, 2, 3]).zstd(3).write(s, "n.zst");
+        #{{ report: s.read_json("report.json"), z: z, desc: s.describe(), missing: s.read_json("no.json") }}
+        "#
+    );
+    let out = receipt(engine(), script).await;
+    assert_eq!(
+        out["report"].clone().cast::<Map>()["ok"].as_int().unwrap(),
+        4
+    );
+    assert_eq!(out["desc"].to_string(), format!("fs://{root}/m"));
+    assert!(out["missing"].is_unit());
+    let z = out["z"].clone().cast::<Map>();
+    let stored = std::fs::read(dir.path().join("m/n.zst")).unwrap();
+    assert_eq!(zstd::decode_all(&stored[..]).unwrap(), b"1\n2\n3\n");
+    assert_eq!(get_int(&z, "bytes_stored"), stored.len() as i64);
+}

@@ -1,0 +1,194 @@
+//! A small media server for fetch tests: serves bytes with Range/If-Range and ETag, and
+//! can reset connections, truncate bodies, ignore Range, expire URLs, throttle, or fail.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+/// Fault knobs.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Each response breaks the connection after this many body bytes.
+    pub reset_every: Option<u64>,
+    /// The first response ends cleanly after this many bytes (declared length stays full).
+    pub truncate_first_at: Option<u64>,
+    /// The first ranged request is answered with a full `200`.
+    pub ignore_range_once: bool,
+    /// URLs expire this long after they are signed (403 after).
+    pub url_ttl: Option<Duration>,
+    /// Sleep this long between 64 KiB chunks.
+    pub chunk_delay: Option<Duration>,
+    /// Answer every request with this status.
+    pub always_status: Option<u16>,
+}
+
+struct Shared {
+    data: Bytes,
+    faults: Faults,
+    started: Instant,
+    requests: AtomicU64,
+    range_requests: AtomicU64,
+    if_range_requests: AtomicU64,
+    forbidden: AtomicU64,
+    ignored_range: Mutex<bool>,
+    truncated: Mutex<bool>,
+}
+
+/// A running media server.
+#[derive(Clone)]
+pub struct MediaServer {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl MediaServer {
+    pub async fn start(data: Bytes, faults: Faults) -> MediaServer {
+        let shared = Arc::new(Shared {
+            data,
+            faults,
+            started: Instant::now(),
+            requests: AtomicU64::new(0),
+            range_requests: AtomicU64::new(0),
+            if_range_requests: AtomicU64::new(0),
+            forbidden: AtomicU64::new(0),
+            ignored_range: Mutex::new(false),
+            truncated: Mutex::new(false),
+        });
+        let app = Router::new()
+            .route("/media/rec.wav", axum::routing::get(serve))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        MediaServer { addr, shared }
+    }
+
+    /// A URL valid for the configured TTL from now.
+    pub fn sign(&self) -> String {
+        let now = self.shared.started.elapsed().as_millis() as u64;
+        format!(
+            "http://{}/media/rec.wav?signed={now}&X-Amz-Signature=secret",
+            self.addr
+        )
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+    pub fn range_requests(&self) -> u64 {
+        self.shared.range_requests.load(Ordering::SeqCst)
+    }
+    pub fn if_range_requests(&self) -> u64 {
+        self.shared.if_range_requests.load(Ordering::SeqCst)
+    }
+    pub fn forbidden(&self) -> u64 {
+        self.shared.forbidden.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Signed {
+    signed: u64,
+}
+
+const ETAG: &str = "\"v1-abc\"";
+
+async fn serve(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<Signed>,
+    headers: HeaderMap,
+) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(code) = s.faults.always_status {
+        return StatusCode::from_u16(code).unwrap().into_response();
+    }
+    if let Some(ttl) = s.faults.url_ttl
+        && s.started.elapsed().as_millis() as u64 > q.signed + ttl.as_millis() as u64
+    {
+        s.forbidden.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::FORBIDDEN, "Request has expired").into_response();
+    }
+    let total = s.data.len() as u64;
+    let mut start = 0u64;
+    let mut partial = false;
+    if let Some(r) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        s.range_requests.fetch_add(1, Ordering::SeqCst);
+        let if_range_ok = match headers.get(header::IF_RANGE) {
+            Some(v) => {
+                s.if_range_requests.fetch_add(1, Ordering::SeqCst);
+                v == ETAG
+            }
+            None => true,
+        };
+        let ignore = {
+            let mut done = s.ignored_range.lock().unwrap();
+            let ignore = s.faults.ignore_range_once && !*done;
+            *done |= ignore;
+            ignore
+        };
+        if if_range_ok && !ignore {
+            let from = r.trim_start_matches("bytes=").trim_end_matches('-');
+            start = from.parse().unwrap();
+            partial = true;
+        }
+    }
+    let mut end = total;
+    let declared = total - start;
+    {
+        let mut t = s.truncated.lock().unwrap();
+        if let Some(at) = s.faults.truncate_first_at
+            && !*t
+        {
+            *t = true;
+            end = at.min(total);
+        }
+    }
+    let reset_at = s.faults.reset_every.map(|n| start + n);
+    let delay = s.faults.chunk_delay;
+    let data = s.data.clone();
+    let stream = futures::stream::unfold(start, move |pos| {
+        let data = data.clone();
+        async move {
+            if pos >= end {
+                return None;
+            }
+            if let Some(r) = reset_at
+                && pos >= r
+            {
+                return Some((Err(std::io::Error::other("reset")), u64::MAX));
+            }
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            let mut next = (pos + 64 * 1024).min(end);
+            if let Some(r) = reset_at {
+                next = next.min(r.max(pos + 1));
+            }
+            Some((
+                Ok::<_, std::io::Error>(data.slice(pos as usize..next as usize)),
+                next,
+            ))
+        }
+    });
+    let mut resp = Response::builder()
+        .header(header::ETAG, ETAG)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_LENGTH, declared);
+    resp = if partial {
+        resp.status(StatusCode::PARTIAL_CONTENT).header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{total}", total - 1),
+        )
+    } else {
+        resp.status(StatusCode::OK)
+    };
+    resp.body(Body::from_stream(stream)).unwrap()
+}
