@@ -1,14 +1,20 @@
 //! The registry of native namespaces exposed to scripts: one place that builds the engine
 //! a run uses, with every module registered.
 
+use std::sync::Arc;
+
 use rhai::Engine;
 
 use crate::engine::{EngineSettings, base_engine};
+use crate::keys::KeyRing;
 
 /// Builds the engine for runs and checks: limits, resolver, and every native namespace.
-pub fn build_engine(settings: &EngineSettings) -> Engine {
+/// `keys` are the encryption keys scripts may name in `.encrypt(name)` / `.decrypt(name)`.
+pub fn build_engine(settings: &EngineSettings, keys: Arc<KeyRing>) -> Engine {
     let mut engine = base_engine(settings);
     crate::runner::ctx::register(&mut engine);
     crate::natives::time::register(&mut engine);
+    crate::storage::rhai::register(&mut engine);
+    crate::flow::rhai::register(&mut engine, keys);
     engine
 }

@@ -177,7 +177,7 @@ pub fn check(engine: &Engine, script: &Script) -> Vec<Diagnostic> {
                     && (natives.contains_key(&format!("get${name}"))
                         || name.starts_with("get$")
                         || name.starts_with("set$")))
-                || variables.contains(&name)
+                || (!method && variables.contains(&name))
         } else {
             match modules.get(&ns) {
                 Some(Some(fns)) => known(fns, &name, arity, false),
