@@ -2,10 +2,12 @@
 //! retries, pagination, streamed byte flows, storage, ledger) wired by Rhai scripts.
 //!
 //! # Layout
+//! - [`api`]: per-tenant API client: auth, rate budgets, retries, pagination, polling.
 //! - [`cli`]: the command line, one file per subcommand.
 //! - [`secret`]: secrets referenced from configuration; never printed.
 //! - [`item_scope`]: the item a script call works on, for native stages on that thread.
 
+pub mod api;
 pub mod cli;
 pub mod item_scope;
 pub mod secret;
