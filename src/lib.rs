@@ -2,6 +2,7 @@
 //! retries, pagination, streamed byte flows, storage, ledger) wired by Rhai scripts.
 //!
 //! # Layout
+//! - [`api`]: per-tenant API client: auth, rate budgets, retries, pagination, polling.
 //! - [`cli`]: the command line, one file per subcommand.
 //! - [`engine`]: the Rhai engine, module resolution, script generations, checks, diagnostics.
 //! - [`registry`]: builds the engine with every native namespace registered.
@@ -15,6 +16,7 @@
 //! - [`storage`]: object stores (fs, memory, s3, azblob, gcs) and manifests.
 //! - [`keys`]: named encryption keys from configuration.
 
+pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod flow;

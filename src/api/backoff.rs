@@ -1,0 +1,88 @@
+//! Retry delays: jittered exponential backoff, and `Retry-After` in both of its forms
+//! (delay in seconds, or an HTTP date).
+
+use std::time::{Duration, SystemTime};
+
+/// Exponential backoff with "equal jitter": attempt `n` waits between half and all of
+/// `base * 2^n`, capped at `max`, so many workers retrying together spread out.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The delay before retry number `attempt` (0 = first retry).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let full = self.ceiling(attempt);
+        let half = full / 2;
+        let spread = (full - half).as_micros() as u64;
+        half + Duration::from_micros(if spread == 0 {
+            0
+        } else {
+            rand::random_range(0..=spread)
+        })
+    }
+
+    /// The longest delay [`Backoff::delay`] can return for `attempt`.
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.min(20));
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// Parses a `Retry-After` value: whole seconds, or an HTTP date compared with `now`.
+/// A date in the past means "now" (zero); garbage yields `None`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    if let Ok(seconds) = value.parse::<f64>()
+        && seconds.is_finite()
+        && seconds >= 0.0
+    {
+        return Some(Duration::from_secs_f64(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_stay_jittered_and_capped() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        for attempt in 0..10 {
+            let d = b.delay(attempt);
+            let ceiling = b.ceiling(attempt);
+            assert!(d >= ceiling / 2 && d <= ceiling, "{attempt}: {d:?}");
+        }
+        assert_eq!(b.ceiling(0), Duration::from_millis(100));
+        assert_eq!(b.ceiling(3), Duration::from_millis(800));
+        assert_eq!(b.ceiling(30), Duration::from_secs(2));
+        let distinct: std::collections::HashSet<_> = (0..20).map(|_| b.delay(4)).collect();
+        assert!(distinct.len() > 1, "jitter varies the delay");
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(42));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(42))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(42));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-3", now), None);
+    }
+}

@@ -1,0 +1,396 @@
+//! [`Api`]: one tenant's client. A request waits for its family's budget, carries the
+//! cached token, and is retried on 429 (pausing the family), 5xx and transport errors with
+//! jittered backoff; a 401 refreshes the token and retries once. Responses are JSON,
+//! read up to a size cap.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::{Method, Url};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use crate::api::auth::{Authenticator, describe_transport, error_message};
+use crate::api::backoff::{Backoff, parse_retry_after};
+use crate::api::clock::{Clock, TokioClock};
+use crate::api::config::TenantConfig;
+use crate::api::error::ApiError;
+use crate::api::limiter::RateBudgets;
+
+/// One tenant's API client; cheap to clone (shared state behind an `Arc`).
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tenant: String,
+    base: OnceCell<Url>,
+    http: reqwest::Client,
+    auth: Authenticator,
+    budgets: RateBudgets,
+    backoff: Backoff,
+    max_retries: u32,
+    max_response_bytes: u64,
+    clock: Arc<dyn Clock>,
+}
+
+/// How one attempt ended, when it did not succeed.
+enum Failure {
+    Unauthorized(ApiError),
+    Throttled(ApiError, Option<Duration>),
+    Other(ApiError),
+}
+
+impl Api {
+    /// Builds the client for `tenant`; `config_dir` anchors secret files.
+    pub fn new(tenant: &str, config: &TenantConfig, config_dir: &Path) -> Result<Api, ApiError> {
+        Api::with_clock(tenant, config, config_dir, Arc::new(TokioClock))
+    }
+
+    /// [`Api::new`] on a given clock (tests use a [`crate::api::SkippingClock`]).
+    pub fn with_clock(
+        tenant: &str,
+        config: &TenantConfig,
+        config_dir: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Api, ApiError> {
+        let fail = |message: String| ApiError::Config {
+            tenant: tenant.to_string(),
+            message,
+        };
+        let base = OnceCell::new();
+        if let Some(text) = &config.base_url {
+            let url = Url::parse(text).map_err(|e| fail(format!("base_url {text:?}: {e}")))?;
+            base.set(url).expect("fresh cell");
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .user_agent(concat!("cxpipe/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
+        let backoff = Backoff {
+            base: config.backoff_base,
+            max: config.backoff_max,
+        };
+        let auth = Authenticator::new(
+            tenant,
+            &config.auth,
+            config.base_url.as_deref(),
+            config_dir,
+            clock.clone(),
+        )?;
+        let budgets =
+            RateBudgets::new(&config.rate_limits, backoff, clock.clone()).map_err(fail)?;
+        Ok(Api {
+            inner: Arc::new(Inner {
+                tenant: tenant.to_string(),
+                base,
+                http,
+                auth,
+                budgets,
+                backoff,
+                max_retries: config.max_retries,
+                max_response_bytes: config.max_response_bytes,
+                clock,
+            }),
+        })
+    }
+
+    /// The tenant's name.
+    pub fn tenant(&self) -> &str {
+        &self.inner.tenant
+    }
+
+    /// Token requests made so far for this tenant's credentials.
+    pub fn token_requests(&self) -> u64 {
+        self.inner.auth.token_requests()
+    }
+
+    /// The clock this client waits on.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Sends `method path` (relative to the base URL, or an absolute URL on the same
+    /// origin) with optional query map and JSON body; returns the parsed JSON (`null` for
+    /// an empty body).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        query: Option<&Value>,
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        let inner = &self.inner;
+        let url = self.url(path, query).await?;
+        let family = inner
+            .budgets
+            .family_for(&self.relative_path(&url).await?)
+            .clone();
+        let shown = display_path(&url);
+        let mut retries = 0;
+        let mut refreshed = false;
+        loop {
+            family.acquire().await;
+            let outcome = match inner.auth.bearer(&inner.http).await {
+                Ok((token, generation)) => {
+                    match self
+                        .attempt(&method, &url, &shown, token.expose(), body)
+                        .await
+                    {
+                        Err(Failure::Unauthorized(err)) if !refreshed => {
+                            refreshed = true;
+                            if inner.auth.rejected(generation).await {
+                                tracing::info!(tenant = %inner.tenant, path = %shown, "401; refreshing the token and retrying once");
+                                continue;
+                            }
+                            Err(Failure::Other(err))
+                        }
+                        other => other,
+                    }
+                }
+                Err(err) => Err(Failure::Other(err)),
+            };
+            let (err, wait) = match outcome {
+                Ok(value) => {
+                    family.succeeded();
+                    return Ok(value);
+                }
+                Err(Failure::Throttled(err, retry_after)) => {
+                    family.throttled(retry_after);
+                    (err, None)
+                }
+                Err(Failure::Unauthorized(err)) => return Err(err),
+                Err(Failure::Other(err)) if err.retryable() => {
+                    (err, Some(inner.backoff.delay(retries)))
+                }
+                Err(Failure::Other(err)) => return Err(err),
+            };
+            if retries >= inner.max_retries {
+                return Err(err);
+            }
+            retries += 1;
+            tracing::warn!(tenant = %inner.tenant, path = %shown, retry = retries, error = %err, "retrying");
+            if let Some(wait) = wait {
+                let until = inner.clock.now() + wait;
+                inner.clock.sleep_until(until).await;
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        shown: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Failure> {
+        let inner = &self.inner;
+        let error_context = |message: String| ApiError::Transport {
+            tenant: inner.tenant.clone(),
+            method: method.to_string(),
+            path: shown.to_string(),
+            message,
+        };
+        let mut request = inner
+            .http
+            .request(method.clone(), url.clone())
+            .bearer_auth(token)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| Failure::Other(error_context(describe_transport(&e))))?;
+        let status = response.status().as_u16();
+        tracing::debug!(tenant = %inner.tenant, %method, path = %shown, status, "response");
+        if (200..300).contains(&status) {
+            let bytes = self.read_capped(&mut response, method, shown).await?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                Failure::Other(ApiError::Decode {
+                    tenant: inner.tenant.clone(),
+                    method: method.to_string(),
+                    path: shown.to_string(),
+                    message: format!("response is not JSON: {e}"),
+                })
+            });
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let mut request_id = header_request_id(response.headers());
+        let text = self
+            .read_capped(&mut response, method, shown)
+            .await
+            .map(|b| String::from_utf8_lossy(&b[..b.len().min(64 * 1024)]).into_owned())
+            .unwrap_or_default();
+        if request_id.is_none() {
+            request_id = serde_json::from_str::<Value>(&text).ok().and_then(|v| {
+                ["requestId", "request_id"]
+                    .iter()
+                    .find_map(|k| v.get(*k).and_then(Value::as_str).map(str::to_string))
+            });
+        }
+        let err = ApiError::Status {
+            tenant: inner.tenant.clone(),
+            method: method.to_string(),
+            path: shown.to_string(),
+            status,
+            message: error_message(&text, status),
+            request_id,
+        };
+        Err(match status {
+            401 => Failure::Unauthorized(err),
+            429 => Failure::Throttled(err, retry_after),
+            _ => Failure::Other(err),
+        })
+    }
+
+    async fn read_capped(
+        &self,
+        response: &mut reqwest::Response,
+        method: &Method,
+        shown: &str,
+    ) -> Result<Vec<u8>, Failure> {
+        let inner = &self.inner;
+        let cap = inner.max_response_bytes;
+        let too_large = || {
+            Failure::Other(ApiError::TooLarge {
+                tenant: inner.tenant.clone(),
+                method: method.to_string(),
+                path: shown.to_string(),
+                limit: cap,
+            })
+        };
+        if response.content_length().is_some_and(|n| n > cap) {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        loop {
+            let chunk = response.chunk().await.map_err(|e| {
+                Failure::Other(ApiError::Transport {
+                    tenant: inner.tenant.clone(),
+                    method: method.to_string(),
+                    path: shown.to_string(),
+                    message: describe_transport(&e),
+                })
+            })?;
+            let Some(chunk) = chunk else { return Ok(bytes) };
+            if (bytes.len() + chunk.len()) as u64 > cap {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+
+    async fn base(&self) -> Result<&Url, ApiError> {
+        let inner = &self.inner;
+        inner
+            .base
+            .get_or_try_init(|| async {
+                let text = inner.auth.discover_base(&inner.http).await?;
+                tracing::info!(tenant = %inner.tenant, base = %text, "discovered the API base URL");
+                Url::parse(&text).map_err(|e| ApiError::Config {
+                    tenant: inner.tenant.clone(),
+                    message: format!("discovered api_endpoint {text:?}: {e}"),
+                })
+            })
+            .await
+    }
+
+    /// The full URL for `path` (plus `query`), refusing absolute URLs on another origin so
+    /// the token is never sent elsewhere.
+    async fn url(&self, path: &str, query: Option<&Value>) -> Result<Url, ApiError> {
+        let base = self.base().await?;
+        let usage = |message: String| ApiError::Usage {
+            tenant: self.inner.tenant.clone(),
+            what: format!("request {path}"),
+            message,
+        };
+        let mut url = if path.starts_with("http://") || path.starts_with("https://") {
+            let url = Url::parse(path).map_err(|e| usage(e.to_string()))?;
+            if url.origin() != base.origin() {
+                return Err(usage(format!(
+                    "absolute URL is not on the tenant's origin {}",
+                    base.origin().ascii_serialization()
+                )));
+            }
+            url
+        } else {
+            let joined = format!(
+                "{}/{}",
+                base.as_str().trim_end_matches('/'),
+                path.trim_start_matches('/')
+            );
+            Url::parse(&joined).map_err(|e| usage(e.to_string()))?
+        };
+        match query {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => {
+                let mut pairs = url.query_pairs_mut();
+                for (key, value) in map {
+                    match value {
+                        Value::Null => {}
+                        Value::Array(items) => {
+                            for item in items {
+                                pairs.append_pair(key, &query_text(item));
+                            }
+                        }
+                        other => {
+                            pairs.append_pair(key, &query_text(other));
+                        }
+                    }
+                }
+            }
+            Some(other) => return Err(usage(format!("query must be a map, not {other}"))),
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        Ok(url)
+    }
+
+    /// The path of `url` below the base URL's path (what families are matched against).
+    async fn relative_path(&self, url: &Url) -> Result<String, ApiError> {
+        let base_path = self.base().await?.path().trim_end_matches('/');
+        let path = url.path();
+        Ok(path.strip_prefix(base_path).unwrap_or(path).to_string())
+    }
+}
+
+fn query_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Path and query for messages (the origin is the tenant's; userinfo never shown).
+fn display_path(url: &Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    }
+}
+
+fn header_request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    [
+        "x-request-id",
+        "request-id",
+        "x-correlation-id",
+        "x-amzn-requestid",
+    ]
+    .iter()
+    .find_map(|name| headers.get(*name)?.to_str().ok().map(str::to_string))
+}

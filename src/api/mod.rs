@@ -1,0 +1,35 @@
+//! The `api` stages (DESIGN.md §3): one client per tenant with auth, rate budgets,
+//! retries, pagination and job polling, and the `ctx.api` surface scripts use.
+//!
+//! # Layout
+//! - [`config`]: the `[tenants.NAME]` table.
+//! - [`client`]: [`Api`], the request loop (budget → token → send → retry).
+//! - [`auth`]: grants (client credentials, password + discovery, bearer) and the token cache.
+//! - [`limiter`]: endpoint families and their GCRA budgets with 429 pauses.
+//! - [`backoff`]: jittered exponential backoff and `Retry-After`.
+//! - [`paginate`]: pagination styles and the lazy [`paginate::Pager`].
+//! - [`pages`]: the Rhai iterator over a pager.
+//! - [`poll`]: async job polling.
+//! - [`json_path`]: dotted field paths into JSON.
+//! - [`clock`]: the monotonic clock waits run on.
+//! - [`error`]: the error type, [`ApiError`], and its script form.
+//! - [`rhai`]: registration of `Api` for scripts.
+
+pub mod auth;
+pub mod backoff;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod json_path;
+pub mod limiter;
+pub mod pages;
+pub mod paginate;
+pub mod poll;
+pub mod rhai;
+
+pub use client::Api;
+pub use clock::{Clock, SkippingClock, TokioClock};
+pub use config::TenantConfig;
+pub use error::ApiError;
+pub use rhai::register;
