@@ -1,0 +1,244 @@
+//! `cxpipe.toml`: tenants, stores, keys and default script parameters, written once by a
+//! user and shared by `run`, `demo`, `verify`, `decrypt` (and later `serve`). Parsed as data,
+//! then built into runtime values with every problem reported at once.
+//!
+//! ```toml
+//! [params]                       # defaults for ctx.params (overridden per tenant, then --param)
+//! retention_days = 90
+//!
+//! [tenants.acme]                 # see docs/API.md for every field
+//! base_url = "https://api.example.com"
+//! auth = { kind = "client_credentials", token_url = "/api/v2/oauth/token", client_id = "cxpipe",
+//!          client_secret = { env = "ACME_CLIENT_SECRET" } }
+//! params = { channel = "combined" }
+//!
+//! [storage.default]              # ctx.store (choose another with --store NAME)
+//! uri = "fs:///var/lib/cxpipe/objects"
+//!
+//! [keys.archive]                 # .encrypt("archive")
+//! file = "keys/archive.key"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::api::{Api, TenantConfig};
+use crate::keys::{KeyConfig, KeyRing};
+use crate::storage::{StorageConfig, Store};
+
+/// The store `ctx.store` uses when `--store` is not given.
+pub const DEFAULT_STORE: &str = "default";
+
+/// The file as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Default script parameters (`ctx.params`).
+    #[serde(default)]
+    pub params: Map<String, Value>,
+    /// Tenants by name: a `[tenants.NAME]` table for the API client, plus an optional
+    /// `params` table merged over the top-level `[params]`.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, toml::Table>,
+    /// Object stores by name.
+    #[serde(default)]
+    pub storage: BTreeMap<String, StorageConfig>,
+    /// Encryption keys by name.
+    #[serde(default)]
+    pub keys: BTreeMap<String, KeyConfig>,
+}
+
+/// A loaded configuration: the parsed file and its folder (relative paths start there).
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub file: ConfigFile,
+    pub dir: PathBuf,
+    pub path: Option<PathBuf>,
+}
+
+/// What a run needs from the configuration, built and validated.
+pub struct RunSetup {
+    pub api: Option<Api>,
+    pub store: Option<Store>,
+    pub keys: Arc<KeyRing>,
+    pub params: Map<String, Value>,
+}
+
+/// Every problem found in a configuration, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Reads and parses `path`; syntax errors name the line and column.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(vec![format!("cannot read config {}: {e}", path.display())]))?;
+        let file: ConfigFile = toml::from_str(&text)
+            .map_err(|e| ConfigError(vec![format!("{}: {e}", path.display())]))?;
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        Ok(Config { file, dir, path: Some(path.to_path_buf()) })
+    }
+
+    fn label(&self) -> String {
+        self.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "config".into())
+    }
+
+    /// The tenant's API configuration and its `params` table.
+    pub fn tenant(&self, name: &str) -> Result<Option<(TenantConfig, Map<String, Value>)>, String> {
+        let Some(table) = self.file.tenants.get(name) else { return Ok(None) };
+        let mut table = table.clone();
+        let params = match table.remove("params") {
+            None => Map::new(),
+            Some(v) => serde_json::to_value(v)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .ok_or_else(|| format!("[tenants.{name}.params] must be a table"))?,
+        };
+        let api: TenantConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| format!("[tenants.{name}]: {e}"))?;
+        Ok(Some((api, params)))
+    }
+
+    /// Builds what a run of `tenant` needs; `store` names a `[storage.NAME]` (default
+    /// `default`, or the only store). `cli_params` win over tenant and global params.
+    pub fn setup(&self, tenant: &str, store: Option<&str>, cli_params: Map<String, Value>) -> Result<RunSetup, ConfigError> {
+        let mut errors = Vec::new();
+        let label = self.label();
+        let mut params = self.file.params.clone();
+        let api = match self.tenant(tenant) {
+            Ok(Some((cfg, tenant_params))) => {
+                params.extend(tenant_params);
+                match Api::new(tenant, &cfg, &self.dir) {
+                    Ok(api) => Some(api),
+                    Err(e) => {
+                        errors.push(format!("{label}: tenant {tenant}: {e}"));
+                        None
+                    }
+                }
+            }
+            Ok(None) if !self.file.tenants.is_empty() => {
+                let known: Vec<_> = self.file.tenants.keys().cloned().collect();
+                errors.push(format!("{label}: no [tenants.{tenant}] (known: {}); pass --tenant NAME", known.join(", ")));
+                None
+            }
+            Ok(None) => None,
+            Err(e) => {
+                errors.push(format!("{label}: {e}"));
+                None
+            }
+        };
+        params.extend(cli_params);
+        let store_name = match store {
+            Some(s) => Some(s.to_string()),
+            None if self.file.storage.contains_key(DEFAULT_STORE) => Some(DEFAULT_STORE.to_string()),
+            None if self.file.storage.len() == 1 => self.file.storage.keys().next().cloned(),
+            None => None,
+        };
+        let store = match store_name {
+            None => None,
+            Some(name) => match self.file.storage.get(&name) {
+                None => {
+                    errors.push(format!("{label}: no [storage.{name}] for --store {name}"));
+                    None
+                }
+                Some(cfg) => match Store::from_config(cfg, &self.dir) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        errors.push(format!("{label}: [storage.{name}]: {e}"));
+                        None
+                    }
+                },
+            },
+        };
+        let keys = match KeyRing::from_config(&self.file.keys, &self.dir) {
+            Ok(k) => k,
+            Err(e) => {
+                errors.push(format!("{label}: {e}"));
+                KeyRing::empty()
+            }
+        };
+        if errors.is_empty() {
+            Ok(RunSetup { api, store, keys: Arc::new(keys), params })
+        } else {
+            Err(ConfigError(errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("cxpipe.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[tokio::test]
+    async fn a_full_config_builds_and_params_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "s3cret\n").unwrap();
+        std::fs::write(dir.path().join("k.key"), hex::encode([7u8; 32])).unwrap();
+        let path = write(
+            dir.path(),
+            r#"
+[params]
+a = 1
+b = 1
+[tenants.acme]
+base_url = "http://127.0.0.1:9"
+auth = { kind = "client_credentials", token_url = "/api/v2/oauth/token", client_id = "id", client_secret = { file = "secret" } }
+params = { b = 2, c = 2 }
+[storage.default]
+uri = "memory://cfgtest"
+[keys.archive]
+file = "k.key"
+"#,
+        );
+        let cfg = Config::load(&path).unwrap();
+        let mut cli = Map::new();
+        cli.insert("c".into(), 3.into());
+        let setup = cfg.setup("acme", None, cli).unwrap();
+        assert!(setup.api.is_some() && setup.store.is_some());
+        assert!(setup.keys.get("archive").is_ok());
+        assert_eq!(Value::Object(setup.params), serde_json::json!({ "a": 1, "b": 2, "c": 3 }));
+    }
+
+    #[tokio::test]
+    async fn every_problem_is_reported_at_once_without_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            r#"
+[tenants.acme]
+base_url = "http://127.0.0.1:9"
+auth = { kind = "client_credentials", token_url = "/t", client_id = "id", client_secret = { env = "CXPIPE_TEST_UNSET_SECRET" } }
+[keys.archive]
+env = "CXPIPE_TEST_UNSET_KEY"
+"#,
+        );
+        let Err(err) = Config::load(&path).unwrap().setup("other", Some("nowhere"), Map::new()) else {
+            panic!("a broken config built");
+        };
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 3, "{text}");
+        assert!(text.contains("no [tenants.other]") && text.contains("acme"), "{text}");
+        assert!(text.contains("no [storage.nowhere]"), "{text}");
+        assert!(text.contains("CXPIPE_TEST_UNSET_KEY"), "{text}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "[params]\nx = \n");
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+}
