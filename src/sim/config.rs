@@ -120,6 +120,12 @@ pub struct Faults {
     pub job_duration: Duration,
     /// Share of async jobs that end FAILED.
     pub job_failure_rate: f64,
+    /// Minimum time between two data-extraction job creations (real dialect: 30 s).
+    #[serde(with = "duration_serde")]
+    pub extraction_interval: Duration,
+    /// Lifetime of a data-extraction result URL (real dialect: 30 s).
+    #[serde(with = "duration_serde")]
+    pub extraction_url_ttl: Duration,
     /// Rate of webhook deliveries sent twice.
     pub webhook_duplicate_rate: f64,
     /// A webhook receiver slower than this (or failing) gets the delivery retried.
@@ -187,6 +193,8 @@ impl Default for Faults {
             transcript_late_delay: Duration::from_secs(5),
             job_duration: Duration::from_secs(3),
             job_failure_rate: 0.05,
+            extraction_interval: Duration::from_secs(30),
+            extraction_url_ttl: Duration::from_secs(30),
             webhook_duplicate_rate: 0.1,
             webhook_timeout: Duration::from_secs(3),
             webhook_max_attempts: 3,
@@ -211,6 +219,7 @@ impl Faults {
             transcript_late_rate: 0.0,
             job_failure_rate: 0.0,
             job_duration: Duration::from_millis(300),
+            extraction_interval: Duration::ZERO,
             webhook_duplicate_rate: 0.0,
             ..Faults::default()
         }
@@ -273,7 +282,7 @@ impl Default for SimConfig {
             recordings: 200,
             interactions: 200,
             transcripts: 200,
-            policies: 3,
+            policies: 4,
             sizes: SizeDistribution::default(),
             processing_share: 0.1,
             processing_delay: Duration::from_secs(5),
