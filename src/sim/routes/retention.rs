@@ -182,12 +182,7 @@ async fn create_job(
         fails,
     );
     if let Some(url) = body["webhookUrl"].as_str().filter(|u| !u.is_empty()) {
-        crate::sim::webhooks::notify_when_done(
-            &state,
-            job.clone(),
-            url.to_string(),
-            archival_json,
-        );
+        crate::sim::webhooks::notify_when_done(&state, job.clone(), url.to_string(), archival_json);
     }
     Ok((
         StatusCode::ACCEPTED,

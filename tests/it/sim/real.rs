@@ -230,8 +230,19 @@ async fn data_extraction_allows_one_active_job_and_its_result_url_expires() {
         .send()
         .await
         .unwrap();
-    assert_eq!(throttled.status(), 429, "jobs are spaced by extraction_interval");
-    assert!(throttled.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() > 3000);
+    assert_eq!(
+        throttled.status(),
+        429,
+        "jobs are spaced by extraction_interval"
+    );
+    assert!(
+        throttled.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 3000
+    );
     assert_eq!(
         send_json(
             &sim,
