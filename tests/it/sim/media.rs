@@ -249,3 +249,39 @@ async fn the_same_seed_serves_the_same_bytes() {
         .unwrap();
     assert_eq!(ba, bb);
 }
+
+#[tokio::test]
+async fn a_download_slower_than_its_url_is_cut_when_the_url_expires() {
+    let mut config = small(3);
+    config.sizes.min = 64 << 20;
+    config.sizes.max = 64 << 20;
+    config.archived_share = 0.0;
+    config.expired_share = 0.0;
+    config.faults.url_ttl = Duration::from_millis(1500);
+    let sim = start(config).await;
+    let token = token(&sim).await;
+    let id = truth(&sim, 0, 1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = link(&sim, &token, &id, "combined").await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut response = client().get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.chunk().await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(2700)).await;
+    let mut received = 0u64;
+    let outcome = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => received += chunk.len() as u64,
+            Ok(None) => break Ok(received),
+            Err(err) => break Err(err),
+        }
+    };
+    assert!(
+        outcome.is_err(),
+        "the transfer must break once the URL expired ({received} bytes after the pause)"
+    );
+}
