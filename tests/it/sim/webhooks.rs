@@ -37,7 +37,10 @@ async fn deliveries_are_signed_over_timestamp_dot_body_and_carry_event_ids() {
     let token = token(&sim).await;
     let hook = receiver(vec![]).await;
     let created = register(&sim, &token, &hook.url, "s3cr3t").await;
-    assert!(created["id"].as_str().unwrap().starts_with("wh-"));
+    let id = created["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("wh-"));
+    let (_, listed) = super::support::get_json(&sim, &token, "/api/v2/webhooks").await;
+    assert_eq!(listed[0]["id"], id.as_str());
     let events = replay(&sim, 6).await as usize;
     assert!(events >= 6, "{events}");
     let deliveries = hook.wait_for(events).await;
@@ -50,6 +53,19 @@ async fn deliveries_are_signed_over_timestamp_dot_body_and_carry_event_ids() {
         assert!(ids.insert(event["eventId"].as_str().unwrap().to_string()));
         assert!(event["recordingId"].is_string() && event["callId"].is_string());
     }
+    let path = format!("/api/v2/webhooks/{id}");
+    assert_eq!(
+        send_json(&sim, &token, Method::DELETE, &path, &Value::Null)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        send_json(&sim, &token, Method::DELETE, &path, &Value::Null)
+            .await
+            .0,
+        404
+    );
     let kinds: HashSet<String> = deliveries
         .iter()
         .map(|(_, b)| {
