@@ -2,7 +2,7 @@
 //! token store, rate limiter, URL signer, digest cache and the clock since start.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,7 @@ pub struct SimState {
     faults: RwLock<Arc<Faults>>,
     started: Instant,
     rolls: AtomicU64,
+    stopped: AtomicBool,
     base_url: OnceLock<String>,
 }
 
@@ -79,6 +80,7 @@ impl SimState {
             faults: RwLock::new(Arc::new(config.faults.clone())),
             started: Instant::now(),
             rolls: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
             base_url: OnceLock::new(),
         }
     }
@@ -115,6 +117,15 @@ impl SimState {
     pub fn draw(&self) -> f64 {
         let n = self.rolls.fetch_add(1, Ordering::Relaxed);
         unit(derive(self.dataset.seed(), n, 401))
+    }
+
+    /// Marks the simulator stopped: background work (webhook deliveries) stops sending.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
     }
 
     pub fn set_base_url(&self, url: String) {

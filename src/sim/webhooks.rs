@@ -118,6 +118,9 @@ async fn send_once(
     sig_header: &str,
     ts_header: &str,
 ) -> bool {
+    if state.is_stopped() {
+        return true;
+    }
     let timestamp = chrono::Utc::now().timestamp().max(0) as u64;
     let request = state
         .http

@@ -120,3 +120,19 @@ async fn recordings_leaving_processing_are_announced() {
         .collect();
     assert_eq!(created.len(), 5);
 }
+
+#[tokio::test]
+async fn a_stopped_simulator_sends_no_more_events() {
+    let mut config = small(3);
+    config.processing_share = 1.0;
+    config.archived_share = 0.0;
+    config.expired_share = 0.0;
+    config.processing_delay = Duration::from_millis(600);
+    let sim = start(config).await;
+    let token = token(&sim).await;
+    let hook = receiver(vec![]).await;
+    register(&sim, &token, &hook.url, "k").await;
+    sim.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(hook.seen.lock().unwrap().is_empty());
+}
