@@ -17,6 +17,7 @@ mod real_jobs;
 pub mod recording;
 mod retention;
 mod sim_api;
+mod sim_truth;
 pub mod storage;
 mod webhooks;
 
@@ -36,6 +37,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         .merge(real_jobs::routes())
         .merge(storage::routes())
         .merge(sim_api::routes())
+        .merge(sim_truth::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
 }
