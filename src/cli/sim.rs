@@ -139,3 +139,42 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     server.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: SimArgs,
+    }
+
+    fn config(argv: &[&str]) -> SimConfig {
+        let mut full = vec!["sim"];
+        full.extend_from_slice(argv);
+        Wrapper::parse_from(full).args.config()
+    }
+
+    #[test]
+    fn presets_and_overrides_shape_the_config() {
+        assert_eq!(config(&["--faults", "high"]).faults, Faults::high());
+        let quiet = config(&[
+            "--faults",
+            "none",
+            "--token-ttl",
+            "90s",
+            "--recordings",
+            "5",
+        ]);
+        assert_eq!(quiet.faults.token_ttl, Duration::from_secs(90));
+        assert_eq!(
+            (quiet.recordings, quiet.interactions, quiet.processing_share),
+            (5, 5, 0.0)
+        );
+        let sized = config(&["--size-min", "10000", "--size-max", "20000", "--port", "0"]);
+        assert_eq!((sized.sizes.min, sized.sizes.max), (10_000, 20_000));
+    }
+}

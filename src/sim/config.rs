@@ -350,6 +350,14 @@ mod tests {
     }
 
     #[test]
+    fn the_high_preset_is_valid_and_harsher_than_the_default() {
+        let (high, low) = (Faults::high(), Faults::default());
+        high.validate().unwrap();
+        assert!(high.error_rate > low.error_rate && high.reset_rate > low.reset_rate);
+        assert!(high.token_ttl < low.token_ttl && high.url_ttl < low.url_ttl);
+    }
+
+    #[test]
     fn validation_names_the_bad_knob() {
         let mut faults = Faults::none();
         faults.reset_rate = 1.5;
