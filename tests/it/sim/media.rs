@@ -180,7 +180,7 @@ async fn expired_or_tampered_presigned_urls_are_refused() {
 async fn processing_media_is_missing_until_available_and_archived_media_stays_missing() {
     let mut config = small(60);
     config.processing_share = 0.4;
-    config.processing_delay = Duration::from_millis(800);
+    config.processing_delay = Duration::from_secs(3);
     config.expired_share = 0.1;
     let sim = start(config).await;
     let token = token(&sim).await;
@@ -195,9 +195,8 @@ async fn processing_media_is_missing_until_available_and_archived_media_stays_mi
         .unwrap()
         .to_string();
     assert_eq!(client().get(&url).send().await.unwrap().status(), 404);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    let (_, detail) = get_json(&sim, &token, &format!("/api/v2/recording/{id}")).await;
-    assert_eq!(detail["status"], "Available");
+    let path = format!("/api/v2/recording/{id}");
+    super::support::poll_until(&sim, &token, &path, |d| d["status"] == "Available").await;
     assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
 
     let expired = records

@@ -114,14 +114,14 @@ pub async fn send_json(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// Polls `path` until `done(body)` holds (at most ~5 s).
+/// Polls `path` until `done(body)` holds (at most ~8 s).
 pub async fn poll_until(
     sim: &SimServer,
     token: &str,
     path: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    for _ in 0..100 {
+    for _ in 0..160 {
         let (status, body) = get_json(sim, token, path).await;
         assert_eq!(status, 200, "{path}: {body}");
         if done(&body) {
@@ -162,9 +162,9 @@ pub async fn receiver(answers: Vec<u16>) -> Receiver {
 }
 
 impl Receiver {
-    /// Waits until at least `n` deliveries arrived (at most ~5 s); answers all so far.
+    /// Waits until at least `n` deliveries arrived (at most ~8 s); answers all so far.
     pub async fn wait_for(&self, n: usize) -> Vec<(axum::http::HeaderMap, String)> {
-        for _ in 0..100 {
+        for _ in 0..160 {
             if self.seen.lock().unwrap().len() >= n {
                 break;
             }

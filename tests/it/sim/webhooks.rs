@@ -107,7 +107,7 @@ async fn recordings_leaving_processing_are_announced() {
     config.processing_share = 1.0;
     config.archived_share = 0.0;
     config.expired_share = 0.0;
-    config.processing_delay = Duration::from_millis(400);
+    config.processing_delay = Duration::from_millis(1500);
     let sim = start(config).await;
     let token = token(&sim).await;
     let hook = receiver(vec![]).await;
