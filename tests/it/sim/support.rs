@@ -133,11 +133,14 @@ pub async fn poll_until(
 }
 
 /// A webhook receiver on loopback that records (headers, body) and answers with the
-/// statuses in `answers` in turn (then 200).
+/// statuses in `answers` in turn (then 200); [`SLOW`] answers 200 after a second.
 pub struct Receiver {
     pub url: String,
     pub seen: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>,
 }
+
+/// An answer for [`receiver`]: 200, but only after one second.
+pub const SLOW: u16 = 0;
 
 pub async fn receiver(answers: Vec<u16>) -> Receiver {
     use std::sync::{Arc, Mutex};
@@ -151,6 +154,10 @@ pub async fn receiver(answers: Vec<u16>) -> Receiver {
             async move {
                 seen.lock().unwrap().push((headers, body));
                 let status = answers.lock().unwrap().next().unwrap_or(200);
+                if status == SLOW {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    return axum::http::StatusCode::OK;
+                }
                 axum::http::StatusCode::from_u16(status).unwrap()
             }
         }),

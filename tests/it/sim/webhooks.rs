@@ -136,3 +136,26 @@ async fn a_stopped_simulator_sends_no_more_events() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(hook.seen.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_receiver_slower_than_the_timeout_gets_the_event_again() {
+    use super::support::SLOW;
+    let sim = quiet(1).await;
+    let token = token(&sim).await;
+    let hook = receiver(vec![SLOW]).await;
+    register(&sim, &token, &hook.url, "k").await;
+    control(
+        &sim,
+        json!({ "transcript_missing_rate": 1.0, "webhook_timeout": "300ms" }),
+    )
+    .await;
+    assert_eq!(replay(&sim, 1).await, 1);
+    let deliveries = hook.wait_for(2).await;
+    assert_eq!(
+        deliveries.len(),
+        2,
+        "the slow answer counts as a failure and is retried"
+    );
+    assert_eq!(deliveries[0].1, deliveries[1].1);
+    assert_eq!(sim.stats()["webhook_failures"], 1);
+}
