@@ -38,8 +38,20 @@ pub fn count(ds: &Dataset) -> usize {
     ds.interaction_count()
 }
 
-/// Derives interaction `index`.
-pub fn interaction(ds: &Dataset, index: usize) -> Interaction {
+/// The fields queries filter and sort on, derived without building strings.
+#[derive(Clone, Copy, Debug)]
+pub struct InteractionKey {
+    pub index: usize,
+    pub kind: &'static str,
+    pub closed: bool,
+    pub created_ms: i64,
+    pub ended_ms: i64,
+    pub updated_ms: i64,
+    agent: u64,
+}
+
+/// Derives the query fields of interaction `index`.
+pub fn key(ds: &Dataset, index: usize) -> InteractionKey {
     let seed = ds.seed();
     let i = index as u64;
     let recording = (index < ds.len()).then_some(index);
@@ -64,21 +76,36 @@ pub fn interaction(ds: &Dataset, index: usize) -> Interaction {
         }
     };
     let ended_ms = created_ms + duration_ms;
-    let updated_ms = ended_ms + 300_000 + below(derive(seed, i, SALT_UPDATE), 7_200_000) as i64;
-    Interaction {
+    InteractionKey {
         index,
-        id: format!("ix-{index}-{:04x}", derive(seed, i, SALT_KIND) & 0xFFFF),
-        contact_id: FIRST_CONTACT_ID + i,
         kind,
         closed: unit(derive(seed, i, SALT_OPEN)) >= 0.15,
         created_ms,
         ended_ms,
-        updated_ms,
-        agent_id: 100_000 + agent,
-        agent_name: agent_name(agent),
+        updated_ms: ended_ms + 300_000 + below(derive(seed, i, SALT_UPDATE), 7_200_000) as i64,
+        agent,
+    }
+}
+
+/// Derives interaction `index`.
+pub fn interaction(ds: &Dataset, index: usize) -> Interaction {
+    let seed = ds.seed();
+    let i = index as u64;
+    let k = key(ds, index);
+    Interaction {
+        index,
+        id: format!("ix-{index}-{:04x}", derive(seed, i, SALT_KIND) & 0xFFFF),
+        contact_id: FIRST_CONTACT_ID + i,
+        kind: k.kind,
+        closed: k.closed,
+        created_ms: k.created_ms,
+        ended_ms: k.ended_ms,
+        updated_ms: k.updated_ms,
+        agent_id: 100_000 + k.agent,
+        agent_name: agent_name(k.agent),
         skill: SKILLS[below(derive(seed, i, SALT_PHONE), 4) as usize],
         customer_address: format!("+1555{:07}", below(derive(seed, i, SALT_PHONE), 10_000_000)),
-        recording,
+        recording: (index < ds.len()).then_some(index),
     }
 }
 

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::sim::api_error::ApiError;
 use crate::sim::dataset::rfc3339_ms;
-use crate::sim::interactions::{Interaction, count, interaction, parse_id};
+use crate::sim::interactions::{Interaction, InteractionKey, count, interaction, key, parse_id};
 use crate::sim::state::{Authed, SimState};
 use crate::sim::transcripts::{segment_count, segment_id};
 
@@ -57,7 +57,7 @@ fn parse_filter(filter: &str) -> Result<Vec<(String, String)>, ApiError> {
         .collect()
 }
 
-fn matches(ix: &Interaction, clauses: &[(String, String)]) -> bool {
+fn matches(ix: &InteractionKey, clauses: &[(String, String)]) -> bool {
     clauses.iter().all(|(field, value)| match field.as_str() {
         "status" => value == if ix.closed { "closed" } else { "open" },
         _ => value == ix.kind,
@@ -112,7 +112,7 @@ async fn query(
     let hits = tokio::task::spawn_blocking(move || {
         let ds = &worker.dataset;
         let mut hits: Vec<(i64, usize)> = (0..count(ds))
-            .map(|i| interaction(ds, i))
+            .map(|i| key(ds, i))
             .filter(|ix| matches(ix, &clauses))
             .map(|ix| {
                 (

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::sim::api_error::ApiError;
 use crate::sim::dataset::{Status, parse_time_ms, rfc3339_ms};
-use crate::sim::interactions::{count, interaction, parse_contact_id};
+use crate::sim::interactions::{count, interaction, key, parse_contact_id};
 use crate::sim::media::Channel;
 use crate::sim::routes::recording::presigned_url;
 use crate::sim::state::{Authed, SimState};
@@ -94,7 +94,7 @@ async fn completed(
     let hits = tokio::task::spawn_blocking(move || {
         let ds = &worker.dataset;
         let mut hits: Vec<(i64, usize)> = (0..count(ds))
-            .map(|i| interaction(ds, i))
+            .map(|i| key(ds, i))
             .filter(|ix| ix.closed)
             .filter(|ix| {
                 start.is_none_or(|s| ix.created_ms >= s) && end.is_none_or(|e| ix.created_ms < e)

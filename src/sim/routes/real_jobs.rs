@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::sim::api_error::ApiError;
 use crate::sim::dataset::{Status, parse_time_ms, rfc3339_ms};
-use crate::sim::interactions::{count, interaction, parse_contact_id};
+use crate::sim::interactions::{count, interaction, key, parse_contact_id};
 use crate::sim::jobs::{Job, JobPhase};
 use crate::sim::media::Channel;
 use crate::sim::presign::UrlRefusal;
@@ -292,10 +292,11 @@ async fn extraction_result(
     );
     let ds = &state.dataset;
     for i in 0..count(ds).min(ds.len()) {
-        let ix = interaction(ds, i);
-        if !ix.closed || ix.created_ms < start || ix.created_ms >= end {
+        let k = key(ds, i);
+        if !k.closed || k.created_ms < start || k.created_ms >= end {
             continue;
         }
+        let ix = interaction(ds, i);
         let rec = ds.recording(i);
         // Rows repeat per segment: consumers must dedupe by ACD contact id.
         for segment in 0..=below(derive(ds.seed(), i as u64, 77), 2) {
