@@ -56,6 +56,10 @@ pub struct SimArgs {
     /// Largest media size in bytes.
     #[arg(long, default_value_t = 5_000_000)]
     pub size_max: u64,
+    /// JSON merge patch applied to the fault knobs after the preset, e.g.
+    /// `'{"error_rate": 0.1, "rate_limits": {"search": {"requests": 50, "per": "1m"}}}'`.
+    #[arg(long, value_name = "JSON")]
+    pub faults_patch: Option<String>,
     /// Print the connection details as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -95,9 +99,18 @@ impl SimArgs {
 }
 
 pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+    let patch: Option<serde_json::Value> = args
+        .faults_patch
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .context("--faults-patch is not JSON")?;
     let server = SimServer::start(args.config())
         .await
         .context("starting the simulator")?;
+    if let Some(patch) = patch {
+        server.control(&patch).context("applying --faults-patch")?;
+    }
     let creds = server.credentials();
     let details = json!({
         "base_url": server.base_url(),
@@ -125,4 +138,43 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         .context("waiting for Ctrl-C")?;
     server.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: SimArgs,
+    }
+
+    fn config(argv: &[&str]) -> SimConfig {
+        let mut full = vec!["sim"];
+        full.extend_from_slice(argv);
+        Wrapper::parse_from(full).args.config()
+    }
+
+    #[test]
+    fn presets_and_overrides_shape_the_config() {
+        assert_eq!(config(&["--faults", "high"]).faults, Faults::high());
+        let quiet = config(&[
+            "--faults",
+            "none",
+            "--token-ttl",
+            "90s",
+            "--recordings",
+            "5",
+        ]);
+        assert_eq!(quiet.faults.token_ttl, Duration::from_secs(90));
+        assert_eq!(
+            (quiet.recordings, quiet.interactions, quiet.processing_share),
+            (5, 5, 0.0)
+        );
+        let sized = config(&["--size-min", "10000", "--size-max", "20000", "--port", "0"]);
+        assert_eq!((sized.sizes.min, sized.sizes.max), (10_000, 20_000));
+    }
 }

@@ -13,6 +13,7 @@ pub enum ApiError {
     Unauthorized(TokenRefusal),
     NotFound(String),
     BadRequest(String),
+    Conflict(String),
     /// Any other status with a code and message.
     Other(StatusCode, &'static str, String),
 }
@@ -51,6 +52,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, "NotFound", what),
             ApiError::BadRequest(why) => (StatusCode::BAD_REQUEST, "BadRequest", why),
+            ApiError::Conflict(why) => (StatusCode::CONFLICT, "Conflict", why),
             ApiError::Other(status, code, message) => (status, code, message),
         };
         let body = json!({ "error": code, "message": message, "requestId": request_id() });

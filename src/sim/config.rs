@@ -19,7 +19,8 @@ pub struct SimConfig {
     pub recordings: usize,
     /// Number of interactions (seed 004 and the real contacts API).
     pub interactions: usize,
-    /// Number of transcripts (one per recording at most; seeds 003 and analytics).
+    /// About how many recordings have a transcript (capped at `recordings`; seeds 003 and
+    /// analytics).
     pub transcripts: usize,
     /// Number of retention policies (seed 000).
     pub policies: usize,
@@ -120,6 +121,12 @@ pub struct Faults {
     pub job_duration: Duration,
     /// Share of async jobs that end FAILED.
     pub job_failure_rate: f64,
+    /// Minimum time between two data-extraction job creations (real dialect: 30 s).
+    #[serde(with = "duration_serde")]
+    pub extraction_interval: Duration,
+    /// Lifetime of a data-extraction result URL (real dialect: 30 s).
+    #[serde(with = "duration_serde")]
+    pub extraction_url_ttl: Duration,
     /// Rate of webhook deliveries sent twice.
     pub webhook_duplicate_rate: f64,
     /// A webhook receiver slower than this (or failing) gets the delivery retried.
@@ -187,6 +194,8 @@ impl Default for Faults {
             transcript_late_delay: Duration::from_secs(5),
             job_duration: Duration::from_secs(3),
             job_failure_rate: 0.05,
+            extraction_interval: Duration::from_secs(30),
+            extraction_url_ttl: Duration::from_secs(30),
             webhook_duplicate_rate: 0.1,
             webhook_timeout: Duration::from_secs(3),
             webhook_max_attempts: 3,
@@ -211,6 +220,7 @@ impl Faults {
             transcript_late_rate: 0.0,
             job_failure_rate: 0.0,
             job_duration: Duration::from_millis(300),
+            extraction_interval: Duration::ZERO,
             webhook_duplicate_rate: 0.0,
             ..Faults::default()
         }
@@ -273,7 +283,7 @@ impl Default for SimConfig {
             recordings: 200,
             interactions: 200,
             transcripts: 200,
-            policies: 3,
+            policies: 4,
             sizes: SizeDistribution::default(),
             processing_share: 0.1,
             processing_delay: Duration::from_secs(5),
@@ -321,11 +331,6 @@ impl SimConfig {
                 self.sizes.min, self.sizes.max
             ));
         }
-        if self.transcripts > self.recordings {
-            return Err(
-                "transcripts must not exceed recordings (one transcript per recording)".into(),
-            );
-        }
         self.faults.validate()
     }
 }
@@ -342,6 +347,14 @@ mod tests {
         assert_eq!(quiet.faults.error_rate, 0.0);
         assert!(quiet.faults.rate_limits.is_empty());
         assert_eq!(quiet.processing_share, 0.0);
+    }
+
+    #[test]
+    fn the_high_preset_is_valid_and_harsher_than_the_default() {
+        let (high, low) = (Faults::high(), Faults::default());
+        high.validate().unwrap();
+        assert!(high.error_rate > low.error_rate && high.reset_rate > low.reset_rate);
+        assert!(high.token_ttl < low.token_ttl && high.url_ttl < low.url_ttl);
     }
 
     #[test]

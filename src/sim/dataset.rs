@@ -19,6 +19,11 @@ const SALT_AGENT: u64 = 7;
 const SALT_TIME: u64 = 8;
 const SALT_MISC: u64 = 9;
 const SALT_READY: u64 = 10;
+const SALT_DUPLICATE: u64 = 11;
+const SALT_LOCKED: u64 = 12;
+const SALT_TRANSCRIPT: u64 = 13;
+const DUPLICATE_SHARE: f64 = 0.02;
+const LOCKED_SHARE: f64 = 0.05;
 
 const FIRST_NAMES: [&str; 12] = [
     "Ana", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kira",
@@ -133,6 +138,15 @@ impl Dataset {
         self.count
     }
 
+    /// Number of interactions (seed 004, real contacts).
+    pub fn interaction_count(&self) -> usize {
+        self.config.interactions
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
     /// Finds the index of a recording id, or `None` when it is not one of ours.
     pub fn index_of(&self, id: &str) -> Option<usize> {
         let tail = id.rsplit('-').next()?;
@@ -157,6 +171,7 @@ impl Dataset {
 
     /// Start time of recording `index`: strictly increasing with the index.
     pub fn created_ms(&self, index: usize) -> i64 {
+        let index = self.origin(index);
         let span_ms = self.config.span.as_millis().max(1) as i64;
         let step = (span_ms / self.count.max(1) as i64).max(2);
         let oldest = self.config.newest_at * 1000 - step * self.count as i64;
@@ -167,8 +182,39 @@ impl Dataset {
         oldest + step * index as i64 + jitter
     }
 
+    /// The recording `index` duplicates (itself when it is no duplicate): about 2% of
+    /// recordings repeat the previous call's agent, start, duration, channel type and media
+    /// under a new id (seed 000 deduplicates by that signature).
+    pub fn origin(&self, index: usize) -> usize {
+        let mut i = index;
+        for _ in 0..16 {
+            if i == 0 || unit(derive(self.seed, i as u64, SALT_DUPLICATE)) >= DUPLICATE_SHARE {
+                break;
+            }
+            i -= 1;
+        }
+        i
+    }
+
+    /// Under legal hold: retention changes answer 409 (seed 000).
+    pub fn locked(&self, index: usize) -> bool {
+        unit(derive(self.seed, index as u64, SALT_LOCKED)) < LOCKED_SHARE
+    }
+
+    /// Whether recording `index` has a transcript (about `transcripts` of them do).
+    pub fn has_transcript(&self, index: usize) -> bool {
+        let share = self.config.transcripts as f64 / self.count.max(1) as f64;
+        unit(derive(self.seed, index as u64, SALT_TRANSCRIPT)) < share
+    }
+
+    /// Retention in days currently assigned to recording `index` (before any change).
+    pub fn retention_days(&self, index: usize) -> u32 {
+        [90, 365, 730, 2190][below(derive(self.seed, index as u64, SALT_LOCKED ^ 0x55), 4) as usize]
+    }
+
     /// Container of recording `index`.
     pub fn format_of(&self, index: usize) -> MediaFormat {
+        let index = self.origin(index);
         if unit(derive(self.seed, index as u64, SALT_FORMAT)) < self.config.mp3_share {
             MediaFormat::Mp3
         } else {
@@ -182,6 +228,7 @@ impl Dataset {
     }
 
     fn combined_spec(&self, index: usize, key: u64) -> MediaSpec {
+        let index = self.origin(index);
         let sizes = &self.config.sizes;
         let u = unit(derive(self.seed, index as u64, SALT_SIZE));
         let (min, max) = (sizes.min as f64, sizes.max as f64);
@@ -224,11 +271,13 @@ impl Dataset {
 
     /// Agent number of recording `index` (agent id is `100000 + n`).
     pub fn agent_of(&self, index: usize) -> u64 {
+        let index = self.origin(index);
         let agents = (self.count as u64 / 50).clamp(8, 5000);
         below(derive(self.seed, index as u64, SALT_AGENT), agents)
     }
 
     fn misc(&self, index: usize) -> u64 {
+        let index = self.origin(index);
         derive(self.seed, index as u64, SALT_MISC)
     }
 
@@ -267,7 +316,7 @@ impl Dataset {
             format: combined.format(),
             available_channels,
             lifecycle: self.lifecycle(index),
-            media_key: derive(self.seed, i, SALT_ID ^ 0xF00D),
+            media_key: derive(self.seed, self.origin(index) as u64, SALT_ID ^ 0xF00D),
             combined_size: combined.total(),
         }
     }
@@ -382,13 +431,30 @@ mod tests {
         let ds = dataset(500);
         let cfg = SimConfig::default();
         for i in 1..500 {
-            assert!(ds.created_ms(i) > ds.created_ms(i - 1));
+            assert!(ds.created_ms(i) >= ds.created_ms(i - 1));
             let size = ds.recording(i).size_bytes();
             assert!(
                 size <= cfg.sizes.max + 44 && size + 1024 >= cfg.sizes.min,
                 "{size}"
             );
         }
+    }
+
+    #[test]
+    fn duplicates_repeat_the_signature_and_media_under_a_new_id() {
+        let ds = dataset(2000);
+        let dup = (1..2000)
+            .find(|&i| ds.origin(i) != i)
+            .expect("some duplicates");
+        let (a, b) = (ds.recording(ds.origin(dup)), ds.recording(dup));
+        assert_ne!(a.id, b.id);
+        assert_eq!(
+            (a.agent_id, a.created_ms, a.duration_secs, a.channel_type),
+            (b.agent_id, b.created_ms, b.duration_secs, b.channel_type)
+        );
+        assert_eq!(a.media(Channel::Combined), b.media(Channel::Combined));
+        let dups = (1..2000).filter(|&i| ds.origin(i) != i).count();
+        assert!((10..100).contains(&dups), "{dups}");
     }
 
     #[test]

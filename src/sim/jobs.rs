@@ -58,7 +58,14 @@ pub struct JobStore {
 
 impl JobStore {
     /// Creates a job whose id starts with `prefix`.
-    pub fn create(&self, kind: &'static str, prefix: &str, request: Value, duration: Duration, fails: bool) -> Arc<Job> {
+    pub fn create(
+        &self,
+        kind: &'static str,
+        prefix: &str,
+        request: Value,
+        duration: Duration,
+        fails: bool,
+    ) -> Arc<Job> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
         let job = Arc::new(Job {
             id: format!("{prefix}{n:06}"),
@@ -69,20 +76,30 @@ impl JobStore {
             duration,
             fails,
         });
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(job.id.clone(), job.clone());
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.id.clone(), job.clone());
         job
     }
 
     /// The job with this id and kind.
     pub fn get(&self, kind: &str, id: &str) -> Option<Arc<Job>> {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(id).filter(|job| job.kind == kind).cloned()
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .filter(|job| job.kind == kind)
+            .cloned()
     }
 
     /// Jobs of `kind` not yet finished at `now`.
     pub fn active(&self, kind: &str, now: Instant) -> usize {
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         jobs.values()
-            .filter(|job| job.kind == kind && matches!(job.phase(now), JobPhase::Pending | JobPhase::Running))
+            .filter(|job| {
+                job.kind == kind && matches!(job.phase(now), JobPhase::Pending | JobPhase::Running)
+            })
             .count()
     }
 }
@@ -100,7 +117,10 @@ mod tests {
         assert_eq!(ok.phase(t), JobPhase::Pending);
         assert_eq!(ok.phase(t + Duration::from_secs(2)), JobPhase::Running);
         assert_eq!(ok.phase(t + Duration::from_secs(3)), JobPhase::Completed);
-        assert_eq!(bad.phase(bad.created + Duration::from_secs(4)), JobPhase::Failed);
+        assert_eq!(
+            bad.phase(bad.created + Duration::from_secs(4)),
+            JobPhase::Failed
+        );
         assert!(store.get("export", &ok.id).is_some());
         assert!(store.get("archival", &ok.id).is_none());
         assert_eq!(store.active("export", t), 2);

@@ -19,6 +19,8 @@ mod dataset;
 mod duration_serde;
 mod gate;
 mod hashes;
+mod interactions;
+mod jobs;
 mod limiter;
 mod media;
 mod media_stream;
@@ -30,6 +32,8 @@ mod server;
 mod state;
 mod stats;
 mod tokens;
+mod transcripts;
+mod webhooks;
 
 pub use config::{Faults, RateLimit, RetryAfterForm, SimConfig, SizeDistribution};
 pub use credentials::SimCredentials;

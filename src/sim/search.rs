@@ -159,14 +159,14 @@ impl SearchQuery {
         })
     }
 
-    /// Encodes a cursor continuing this search at ordered position `next`.
-    pub fn token(&self, next: usize, page_size: usize) -> String {
-        let cursor = serde_json::json!({ "q": self, "next": next, "pageSize": page_size });
+    /// Encodes a cursor continuing this search at `cursor`.
+    pub fn token(&self, cursor: Cursor, page_size: usize) -> String {
+        let cursor = serde_json::json!({ "q": self, "next": cursor.next, "after": cursor.after, "pageSize": page_size });
         URL_SAFE_NO_PAD.encode(cursor.to_string())
     }
 
-    /// Decodes a cursor into (query, next position, page size).
-    pub fn from_token(token: &str) -> Result<(SearchQuery, usize, usize), String> {
+    /// Decodes a cursor into (query, where to resume, page size).
+    pub fn from_token(token: &str) -> Result<(SearchQuery, Cursor, usize), String> {
         let raw = URL_SAFE_NO_PAD
             .decode(token.trim())
             .map_err(|_| "nextPageToken is not valid".to_string())?;
@@ -178,16 +178,27 @@ impl SearchQuery {
         let page_size = value["pageSize"]
             .as_u64()
             .ok_or("nextPageToken is not valid")? as usize;
-        Ok((query, next, page_size))
+        let after = value["after"].as_u64().map(|a| a as usize);
+        Ok((query, Cursor { next, after }, page_size))
     }
 }
 
-/// One page of results: record indexes, and the position after the last one when more remain.
+/// Where a search resumes: after record `after` when the order is by creation (a keyset
+/// cursor, stable while statuses change), else at position `next` among the matches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub next: usize,
+    pub after: Option<usize>,
+}
+
+/// One page of results: record indexes, where to resume when more remain, the match count
+/// and the position of the first result among all matches.
 #[derive(Debug)]
 pub struct Page {
     pub indexes: Vec<usize>,
-    pub next: Option<usize>,
+    pub next: Option<Cursor>,
     pub total: usize,
+    pub start: usize,
 }
 
 impl CompiledSearch {
@@ -232,18 +243,29 @@ impl CompiledSearch {
         hits
     }
 
-    /// The page starting at ordered position `start` (a position among matches).
-    pub fn page(&self, ds: &Dataset, start: usize, page_size: usize, elapsed: Duration) -> Page {
+    /// The page resuming at `cursor`.
+    pub fn page(&self, ds: &Dataset, cursor: Cursor, page_size: usize, elapsed: Duration) -> Page {
         let hits = self.ordered_matches(ds, elapsed);
+        let keyset = self.sort_field == "createdDate";
+        let start = match cursor.after.filter(|_| keyset) {
+            Some(after) if self.descending => hits.partition_point(|&i| i >= after),
+            Some(after) => hits.partition_point(|&i| i <= after),
+            None => cursor.next,
+        };
         let end = (start + page_size).min(hits.len());
         let indexes = hits
             .get(start..end)
             .map(<[usize]>::to_vec)
             .unwrap_or_default();
+        let next = (end < hits.len()).then(|| Cursor {
+            next: end,
+            after: indexes.last().copied().filter(|_| keyset),
+        });
         Page {
             indexes,
-            next: (end < hits.len()).then_some(end),
+            next,
             total: hits.len(),
+            start,
         }
     }
 }
@@ -267,10 +289,12 @@ mod tests {
     #[test]
     fn filters_narrow_and_sort_orders() {
         let ds = ds();
-        let all = SearchQuery::default()
-            .compile()
-            .unwrap()
-            .page(&ds, 0, 1000, Duration::ZERO);
+        let all = SearchQuery::default().compile().unwrap().page(
+            &ds,
+            Cursor::default(),
+            1000,
+            Duration::ZERO,
+        );
         assert_eq!(all.total, 300);
         assert_eq!(all.indexes[..3], [0, 1, 2]);
         let cutoff = crate::sim::dataset::rfc3339_ms(ds.created_ms(100));
@@ -279,15 +303,27 @@ mod tests {
             "sort": [{ "field": "createdDate", "direction": "desc" }],
         }))
         .unwrap();
-        let page = query.compile().unwrap().page(&ds, 0, 10, Duration::ZERO);
+        let page = query
+            .compile()
+            .unwrap()
+            .page(&ds, Cursor::default(), 10, Duration::ZERO);
         assert_eq!(page.total, 200);
         assert_eq!(page.indexes[0], 299);
-        assert_eq!(page.next, Some(10));
+        assert_eq!(
+            page.next,
+            Some(Cursor {
+                next: 10,
+                after: Some(290)
+            })
+        );
         let by_size: SearchQuery = serde_json::from_value(
             json!({ "sort": [{ "field": "sizeBytes", "direction": "asc" }] }),
         )
         .unwrap();
-        let page = by_size.compile().unwrap().page(&ds, 0, 300, Duration::ZERO);
+        let page = by_size
+            .compile()
+            .unwrap()
+            .page(&ds, Cursor::default(), 300, Duration::ZERO);
         let sizes: Vec<u64> = page.indexes.iter().map(|&i| ds.combined_size(i)).collect();
         assert!(sizes.windows(2).all(|w| w[0] <= w[1]));
     }
@@ -299,12 +335,37 @@ mod tests {
             json!({ "filters": [{ "field": "status", "operator": "eq", "value": "available" }] }),
         )
         .unwrap();
-        let page = query.compile().unwrap().page(&ds, 0, 1000, Duration::ZERO);
+        let page = query
+            .compile()
+            .unwrap()
+            .page(&ds, Cursor::default(), 1000, Duration::ZERO);
         assert!(page.total > 200 && page.total < 300, "{}", page.total);
         let bad: SearchQuery =
             serde_json::from_value(json!({ "filters": [{ "field": "colour", "value": 1 }] }))
                 .unwrap();
         assert!(bad.compile().unwrap_err().contains("colour"));
+    }
+
+    #[test]
+    fn creation_order_cursors_survive_status_changes() {
+        let config = SimConfig {
+            recordings: 200,
+            processing_share: 0.5,
+            archived_share: 0.0,
+            expired_share: 0.0,
+            ..SimConfig::default()
+        };
+        let ds = Dataset::new(&config);
+        let query: SearchQuery = serde_json::from_value(
+            json!({ "filters": [{ "field": "status", "value": "Available" }] }),
+        )
+        .unwrap();
+        let search = query.compile().unwrap();
+        let first = search.page(&ds, Cursor::default(), 10, Duration::ZERO);
+        let last = *first.indexes.last().unwrap();
+        // Later every recording is available: the cursor continues right after `last`.
+        let second = search.page(&ds, first.next.unwrap(), 10, Duration::from_secs(3600));
+        assert_eq!(second.indexes[0], last + 1);
     }
 
     #[test]
@@ -316,8 +377,15 @@ mod tests {
                 direction: "desc".into(),
             }],
         };
-        let token = query.token(40, 20);
-        assert_eq!(SearchQuery::from_token(&token).unwrap(), (query, 40, 20));
+        let cursor = Cursor {
+            next: 40,
+            after: Some(7),
+        };
+        let token = query.token(cursor, 20);
+        assert_eq!(
+            SearchQuery::from_token(&token).unwrap(),
+            (query, cursor, 20)
+        );
         assert!(SearchQuery::from_token("garbage!").is_err());
     }
 }

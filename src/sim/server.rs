@@ -86,6 +86,7 @@ impl SimServer {
     /// Stops accepting connections, lets open requests finish for up to two seconds,
     /// then stops.
     pub async fn shutdown(mut self) {
+        self.state.stop();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -102,6 +103,7 @@ impl SimServer {
 
 impl Drop for SimServer {
     fn drop(&mut self) {
+        self.state.stop();
         if let Some(task) = self.task.take() {
             task.abort();
         }

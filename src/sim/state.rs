@@ -1,8 +1,9 @@
 //! Shared state of one running simulator: dataset, credentials, fault knobs, counters,
 //! token store, rate limiter, URL signer, digest cache and the clock since start.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
@@ -14,11 +15,13 @@ use super::config::{Faults, SimConfig};
 use super::credentials::SimCredentials;
 use super::dataset::Dataset;
 use super::hashes::DigestCache;
+use super::jobs::JobStore;
 use super::limiter::Limiter;
 use super::presign::UrlSigner;
 use super::rng::{derive, unit};
 use super::stats::Stats;
 use super::tokens::TokenStore;
+use super::webhooks::WebhookRegistry;
 
 /// State shared by every handler.
 #[derive(Debug)]
@@ -30,9 +33,20 @@ pub struct SimState {
     pub limiter: Limiter,
     pub signer: UrlSigner,
     pub digests: DigestCache,
+    pub jobs: JobStore,
+    pub webhooks: WebhookRegistry,
+    /// Client for webhook deliveries.
+    pub http: reqwest::Client,
+    /// Retention days set through `PUT /api/v2/recordings/{id}/retention`, by index.
+    pub retention: Mutex<HashMap<usize, u32>>,
+    /// Custom-field values set on interactions: (interaction index, field id) → value.
+    pub custom_fields: Mutex<HashMap<(usize, String), String>>,
+    /// When the last data-extraction job was created.
+    pub last_extraction: Mutex<Option<Instant>>,
     faults: RwLock<Arc<Faults>>,
     started: Instant,
     rolls: AtomicU64,
+    stopped: AtomicBool,
     base_url: OnceLock<String>,
 }
 
@@ -54,9 +68,19 @@ impl SimState {
             tokens: TokenStore::new(config.seed),
             limiter: Limiter::default(),
             digests: DigestCache::default(),
+            jobs: JobStore::default(),
+            webhooks: WebhookRegistry::default(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap_or_default(),
+            retention: Mutex::default(),
+            custom_fields: Mutex::default(),
+            last_extraction: Mutex::default(),
             faults: RwLock::new(Arc::new(config.faults.clone())),
             started: Instant::now(),
             rolls: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
             base_url: OnceLock::new(),
         }
     }
@@ -93,6 +117,15 @@ impl SimState {
     pub fn draw(&self) -> f64 {
         let n = self.rolls.fetch_add(1, Ordering::Relaxed);
         unit(derive(self.dataset.seed(), n, 401))
+    }
+
+    /// Marks the simulator stopped: background work (webhook deliveries) stops sending.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
     }
 
     pub fn set_base_url(&self, url: String) {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::sim::api_error::ApiError;
 use crate::sim::dataset::{Recording, Status, rfc3339_ms};
 use crate::sim::media::Channel;
-use crate::sim::search::{Filter, SearchQuery, Sort};
+use crate::sim::search::{Cursor, Filter, SearchQuery, Sort};
 use crate::sim::state::{Authed, SimState};
 
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -132,7 +132,7 @@ async fn search(
                 .cloned()
         })
         .filter(|t| !t.is_empty());
-    let (query, start, page_size) = if let Some(token) = token {
+    let (query, cursor, page_size) = if let Some(token) = token {
         SearchQuery::from_token(&token).map_err(ApiError::bad_request)?
     } else {
         let mut query = query_params_to_search(&params);
@@ -160,7 +160,11 @@ async fn search(
         if page == 0 {
             return Err(ApiError::bad_request("page starts at 1"));
         }
-        (query, (page - 1) * page_size, page_size)
+        let cursor = Cursor {
+            next: (page - 1) * page_size,
+            after: None,
+        };
+        (query, cursor, page_size)
     };
     if page_size == 0 || page_size > MAX_PAGE_SIZE {
         return Err(ApiError::bad_request(format!(
@@ -171,7 +175,7 @@ async fn search(
     let elapsed = state.elapsed();
     let dataset = state.clone();
     let page = tokio::task::spawn_blocking(move || {
-        compiled.page(&dataset.dataset, start, page_size, elapsed)
+        compiled.page(&dataset.dataset, cursor, page_size, elapsed)
     })
     .await
     .map_err(|err| {
@@ -191,7 +195,7 @@ async fn search(
         .collect();
     Ok(Json(json!({
         "recordings": recordings,
-        "page": start / page_size + 1,
+        "page": page.start / page_size + 1,
         "pageSize": page_size,
         "totalCount": page.total,
         "totalPages": page.total.div_ceil(page_size),

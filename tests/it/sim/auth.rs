@@ -70,14 +70,14 @@ async fn wrong_secret_is_refused_as_invalid_client() {
 #[tokio::test]
 async fn requests_without_or_after_token_expiry_get_401_with_challenge() {
     let mut config = small(2);
-    config.faults.token_ttl = Duration::from_millis(700);
+    config.faults.token_ttl = Duration::from_millis(1500);
     let sim = start(config).await;
     let (status, _) = get_json(&sim, "made-up", "/api/v2/recording/search").await;
     assert_eq!(status, 401);
     let token = token(&sim).await;
     let (status, _) = get_json(&sim, &token, "/api/v2/recording/search").await;
     assert_eq!(status, 200);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     let response = client()
         .get(format!("{}/api/v2/recording/search", sim.base_url()))
         .bearer_auth(&token)

@@ -82,3 +82,48 @@ async fn cxpipe_sim_prints_connection_details_starts_fast_and_stays_small() {
     eprintln!("cxpipe sim --recordings 100000: first output after {startup:?}, RSS {rss:.1} MiB");
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn cxpipe_sim_applies_a_faults_patch_and_rejects_a_bad_one() {
+    let mut child = tokio::process::Command::new(cxpipe_bin())
+        .args([
+            "sim",
+            "--recordings",
+            "10",
+            "--json",
+            "--faults-patch",
+            r#"{"error_rate": 0.5}"#,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let details: Value = serde_json::from_str(&line).unwrap();
+    let url = format!("{}/_sim/control", details["base_url"].as_str().unwrap());
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let knobs: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(knobs["error_rate"], 0.5);
+    child.kill().await.unwrap();
+
+    let status = tokio::process::Command::new(cxpipe_bin())
+        .args([
+            "sim",
+            "--recordings",
+            "10",
+            "--faults-patch",
+            r#"{"error_rate": 7}"#,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    assert!(!status.success());
+}

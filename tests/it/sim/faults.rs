@@ -144,3 +144,35 @@ async fn control_rejects_unknown_or_out_of_range_knobs_and_reports_current_ones(
         .unwrap();
     assert_eq!(changed["token_ttl"], "5m");
 }
+
+#[tokio::test]
+async fn injected_throttling_and_latency_follow_their_knobs_and_stats_reset() {
+    let sim = quiet(2).await;
+    let token = token(&sim).await;
+    control(&sim, json!({ "throttle_rate": 1.0 })).await;
+    let response = client()
+        .get(format!("{}/api/v2/recording/search", sim.base_url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    control(&sim, json!({ "throttle_rate": 0.0, "latency": "300ms" })).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        get_json(&sim, &token, "/api/v2/recording/search").await.0,
+        200
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    let stats: Value = client()
+        .post(format!("{}/_sim/stats/reset", sim.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["throttled_429"], 0);
+    assert_eq!(stats["requests"], json!({}));
+}

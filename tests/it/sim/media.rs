@@ -180,7 +180,7 @@ async fn expired_or_tampered_presigned_urls_are_refused() {
 async fn processing_media_is_missing_until_available_and_archived_media_stays_missing() {
     let mut config = small(60);
     config.processing_share = 0.4;
-    config.processing_delay = Duration::from_millis(800);
+    config.processing_delay = Duration::from_secs(3);
     config.expired_share = 0.1;
     let sim = start(config).await;
     let token = token(&sim).await;
@@ -195,9 +195,8 @@ async fn processing_media_is_missing_until_available_and_archived_media_stays_mi
         .unwrap()
         .to_string();
     assert_eq!(client().get(&url).send().await.unwrap().status(), 404);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    let (_, detail) = get_json(&sim, &token, &format!("/api/v2/recording/{id}")).await;
-    assert_eq!(detail["status"], "Available");
+    let path = format!("/api/v2/recording/{id}");
+    super::support::poll_until(&sim, &token, &path, |d| d["status"] == "Available").await;
     assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
 
     let expired = records
@@ -248,4 +247,40 @@ async fn the_same_seed_serves_the_same_bytes() {
         .await
         .unwrap();
     assert_eq!(ba, bb);
+}
+
+#[tokio::test]
+async fn a_download_slower_than_its_url_is_cut_when_the_url_expires() {
+    let mut config = small(3);
+    config.sizes.min = 64 << 20;
+    config.sizes.max = 64 << 20;
+    config.archived_share = 0.0;
+    config.expired_share = 0.0;
+    config.faults.url_ttl = Duration::from_millis(1500);
+    let sim = start(config).await;
+    let token = token(&sim).await;
+    let id = truth(&sim, 0, 1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = link(&sim, &token, &id, "combined").await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut response = client().get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.chunk().await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(2700)).await;
+    let mut received = 0u64;
+    let outcome = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => received += chunk.len() as u64,
+            Ok(None) => break Ok(received),
+            Err(err) => break Err(err),
+        }
+    };
+    assert!(
+        outcome.is_err(),
+        "the transfer must break once the URL expired ({received} bytes after the pause)"
+    );
 }

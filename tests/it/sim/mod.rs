@@ -2,8 +2,14 @@
 
 mod auth;
 mod cli;
+mod export;
 mod faults;
+mod interactions;
 mod media;
+mod media_api;
+mod real;
 mod recordings;
+mod retention;
 mod support;
 mod truth;
+mod webhooks;

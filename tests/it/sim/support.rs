@@ -94,3 +94,99 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(bytes))
 }
+
+/// Sends `body` as JSON with a bearer token; answers (status, JSON body or Null).
+pub async fn send_json(
+    sim: &SimServer,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let response = client()
+        .request(method, format!("{}{path}", sim.base_url()))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `path` until `done(body)` holds (at most ~8 s).
+pub async fn poll_until(
+    sim: &SimServer,
+    token: &str,
+    path: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..160 {
+        let (status, body) = get_json(sim, token, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        if done(&body) {
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{path} never reached the expected state");
+}
+
+/// A webhook receiver on loopback that records (headers, body) and answers with the
+/// statuses in `answers` in turn (then 200); [`SLOW`] answers 200 after a second.
+pub struct Receiver {
+    pub url: String,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>,
+}
+
+/// An answer for [`receiver`]: 200, but only after one second.
+pub const SLOW: u16 = 0;
+
+pub async fn receiver(answers: Vec<u16>) -> Receiver {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>> = Arc::default();
+    let answers = Arc::new(Mutex::new(answers.into_iter()));
+    let (seen2, answers2) = (seen.clone(), answers.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (seen, answers) = (seen2.clone(), answers2.clone());
+            async move {
+                seen.lock().unwrap().push((headers, body));
+                let status = answers.lock().unwrap().next().unwrap_or(200);
+                if status == SLOW {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    return axum::http::StatusCode::OK;
+                }
+                axum::http::StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Receiver { url, seen }
+}
+
+impl Receiver {
+    /// Waits until at least `n` deliveries arrived (at most ~8 s); answers all so far.
+    pub async fn wait_for(&self, n: usize) -> Vec<(axum::http::HeaderMap, String)> {
+        for _ in 0..160 {
+            if self.seen.lock().unwrap().len() >= n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Checks the simulator's webhook signature headers on a delivery.
+pub fn signature_ok(headers: &axum::http::HeaderMap, body: &str, secret: &str) -> bool {
+    use hmac::{Hmac, KeyInit, Mac};
+    let timestamp = headers["nice-request-timestamp"].to_str().unwrap();
+    let signature = hex::decode(headers["x-nice-signature"].to_str().unwrap()).unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    mac.verify_slice(&signature).is_ok()
+}

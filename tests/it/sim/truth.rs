@@ -40,3 +40,86 @@ async fn same_seed_gives_the_same_dataset_and_another_seed_does_not() {
     );
     assert_eq!(a.credentials(), b.credentials());
 }
+
+#[tokio::test]
+async fn transcript_and_interaction_truth_follow_knobs_and_client_writes() {
+    use super::support::{control, send_json, token};
+    let sim = quiet(40).await;
+    let client = super::support::client();
+    let url = |kind: &str| format!("{}/_sim/truth/{kind}?offset=0&limit=40", sim.base_url());
+    let body: serde_json::Value = client
+        .get(url("transcripts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let segments: Vec<serde_json::Value> = body["recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["segments"].as_array().unwrap().clone())
+        .collect();
+    assert!(!segments.is_empty() && segments.iter().all(|s| s["state"] == "published"));
+    control(&sim, serde_json::json!({ "transcript_missing_rate": 1.0 })).await;
+    let body: serde_json::Value = client
+        .get(url("transcripts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        body["recordings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["segments"].as_array().unwrap().clone())
+            .all(|s| s["state"] == "missing")
+    );
+
+    let token = token(&sim).await;
+    let body: serde_json::Value = client
+        .get(url("interactions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let closed = body["interactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["status"] == "closed")
+        .unwrap()
+        .clone();
+    assert_eq!(closed["archival_status"], serde_json::Value::Null);
+    let id = closed["id"].as_str().unwrap();
+    let path = format!("/api/v2/interactions/{id}/custom-fields/cf-archival-status");
+    send_json(
+        &sim,
+        &token,
+        reqwest::Method::PUT,
+        &path,
+        &serde_json::json!({ "value": "archived" }),
+    )
+    .await;
+    let body: serde_json::Value = client
+        .get(url("interactions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let after = body["interactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id)
+        .unwrap();
+    assert_eq!(after["archival_status"], "archived");
+}
