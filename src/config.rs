@@ -30,6 +30,9 @@ use crate::api::{Api, TenantConfig};
 use crate::keys::{KeyConfig, KeyRing};
 use crate::storage::{StorageConfig, Store};
 
+/// A tenant's API configuration and its own script parameters.
+pub type TenantEntry = (TenantConfig, Map<String, Value>);
+
 /// The store `ctx.store` uses when `--store` is not given.
 pub const DEFAULT_STORE: &str = "default";
 
@@ -76,21 +79,35 @@ pub struct ConfigError(pub Vec<String>);
 impl Config {
     /// Reads and parses `path`; syntax errors name the line and column.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(vec![format!("cannot read config {}: {e}", path.display())]))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(vec![format!("cannot read config {}: {e}", path.display())])
+        })?;
         let file: ConfigFile = toml::from_str(&text)
             .map_err(|e| ConfigError(vec![format!("{}: {e}", path.display())]))?;
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-        Ok(Config { file, dir, path: Some(path.to_path_buf()) })
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Ok(Config {
+            file,
+            dir,
+            path: Some(path.to_path_buf()),
+        })
     }
 
     fn label(&self) -> String {
-        self.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "config".into())
+        self.path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "config".into())
     }
 
     /// The tenant's API configuration and its `params` table.
-    pub fn tenant(&self, name: &str) -> Result<Option<(TenantConfig, Map<String, Value>)>, String> {
-        let Some(table) = self.file.tenants.get(name) else { return Ok(None) };
+    pub fn tenant(&self, name: &str) -> Result<Option<TenantEntry>, String> {
+        let Some(table) = self.file.tenants.get(name) else {
+            return Ok(None);
+        };
         let mut table = table.clone();
         let params = match table.remove("params") {
             None => Map::new(),
@@ -107,7 +124,12 @@ impl Config {
 
     /// Builds what a run of `tenant` needs; `store` names a `[storage.NAME]` (default
     /// `default`, or the only store). `cli_params` win over tenant and global params.
-    pub fn setup(&self, tenant: &str, store: Option<&str>, cli_params: Map<String, Value>) -> Result<RunSetup, ConfigError> {
+    pub fn setup(
+        &self,
+        tenant: &str,
+        store: Option<&str>,
+        cli_params: Map<String, Value>,
+    ) -> Result<RunSetup, ConfigError> {
         let mut errors = Vec::new();
         let label = self.label();
         let mut params = self.file.params.clone();
@@ -124,7 +146,10 @@ impl Config {
             }
             Ok(None) if !self.file.tenants.is_empty() => {
                 let known: Vec<_> = self.file.tenants.keys().cloned().collect();
-                errors.push(format!("{label}: no [tenants.{tenant}] (known: {}); pass --tenant NAME", known.join(", ")));
+                errors.push(format!(
+                    "{label}: no [tenants.{tenant}] (known: {}); pass --tenant NAME",
+                    known.join(", ")
+                ));
                 None
             }
             Ok(None) => None,
@@ -136,7 +161,9 @@ impl Config {
         params.extend(cli_params);
         let store_name = match store {
             Some(s) => Some(s.to_string()),
-            None if self.file.storage.contains_key(DEFAULT_STORE) => Some(DEFAULT_STORE.to_string()),
+            None if self.file.storage.contains_key(DEFAULT_STORE) => {
+                Some(DEFAULT_STORE.to_string())
+            }
             None if self.file.storage.len() == 1 => self.file.storage.keys().next().cloned(),
             None => None,
         };
@@ -164,7 +191,12 @@ impl Config {
             }
         };
         if errors.is_empty() {
-            Ok(RunSetup { api, store, keys: Arc::new(keys), params })
+            Ok(RunSetup {
+                api,
+                store,
+                keys: Arc::new(keys),
+                params,
+            })
         } else {
             Err(ConfigError(errors))
         }
@@ -208,7 +240,10 @@ file = "k.key"
         let setup = cfg.setup("acme", None, cli).unwrap();
         assert!(setup.api.is_some() && setup.store.is_some());
         assert!(setup.keys.get("archive").is_ok());
-        assert_eq!(Value::Object(setup.params), serde_json::json!({ "a": 1, "b": 2, "c": 3 }));
+        assert_eq!(
+            Value::Object(setup.params),
+            serde_json::json!({ "a": 1, "b": 2, "c": 3 })
+        );
     }
 
     #[tokio::test]
@@ -224,12 +259,18 @@ auth = { kind = "client_credentials", token_url = "/t", client_id = "id", client
 env = "CXPIPE_TEST_UNSET_KEY"
 "#,
         );
-        let Err(err) = Config::load(&path).unwrap().setup("other", Some("nowhere"), Map::new()) else {
+        let Err(err) = Config::load(&path)
+            .unwrap()
+            .setup("other", Some("nowhere"), Map::new())
+        else {
             panic!("a broken config built");
         };
         let text = err.to_string();
         assert_eq!(err.0.len(), 3, "{text}");
-        assert!(text.contains("no [tenants.other]") && text.contains("acme"), "{text}");
+        assert!(
+            text.contains("no [tenants.other]") && text.contains("acme"),
+            "{text}"
+        );
         assert!(text.contains("no [storage.nowhere]"), "{text}");
         assert!(text.contains("CXPIPE_TEST_UNSET_KEY"), "{text}");
     }

@@ -97,7 +97,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 async fn measure(n: u64, concurrency: usize) -> anyhow::Result<serde_json::Value> {
     let dir = tempfile_dir()?;
-    let engine = build_engine(&EngineSettings::default(), std::sync::Arc::new(crate::keys::KeyRing::empty()));
+    let engine = build_engine(
+        &EngineSettings::default(),
+        std::sync::Arc::new(crate::keys::KeyRing::empty()),
+    );
     let script = Script::compile(&engine, "bench-noop.rhai", "bench-noop", NOOP, None)?;
     let ledger = Ledger::open_dir(&dir).await?;
     let mut params = serde_json::Map::new();

@@ -16,7 +16,10 @@ pub struct CheckArgs {
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let engine = build_engine(&EngineSettings::default(), std::sync::Arc::new(crate::keys::KeyRing::empty()));
+    let engine = build_engine(
+        &EngineSettings::default(),
+        std::sync::Arc::new(crate::keys::KeyRing::empty()),
+    );
     let mut failed = 0;
     for path in &args.scripts {
         let problems = problems_of(&engine, path);

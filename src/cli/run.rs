@@ -71,7 +71,10 @@ pub fn load_checked(
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let engine = build_engine(&EngineSettings::default(), std::sync::Arc::new(crate::keys::KeyRing::empty()));
+    let engine = build_engine(
+        &EngineSettings::default(),
+        std::sync::Arc::new(crate::keys::KeyRing::empty()),
+    );
     let (script, options) = load_checked(&engine, &args.script)?;
     let ledger = args.ledger.open().await?;
     let request = RunRequest {
