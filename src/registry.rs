@@ -14,6 +14,7 @@ pub fn build_engine(settings: &EngineSettings, keys: Arc<KeyRing>) -> Engine {
     let mut engine = base_engine(settings);
     crate::runner::ctx::register(&mut engine);
     crate::natives::time::register(&mut engine);
+    crate::api::register(&mut engine);
     crate::storage::rhai::register(&mut engine);
     crate::flow::rhai::register(&mut engine, keys);
     engine

@@ -1,7 +1,7 @@
 //! `cxpipe run SCRIPT`: checks the script, runs it once against the ledger, prints the
 //! report (human or `--json`), and exits non-zero when any item failed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -9,7 +9,9 @@ use anyhow::{Context as _, bail};
 use rhai::Dynamic;
 
 use super::ledger_args::LedgerArgs;
+use crate::config::Config;
 use crate::engine::{EngineSettings, Script, check};
+use crate::ledger::Ledger;
 use crate::registry::build_engine;
 use crate::runner::{self, PipelineOptions, RunReport, RunRequest};
 
@@ -25,6 +27,12 @@ pub struct RunArgs {
     /// Tenant name (selects `[tenants.NAME]` in the config).
     #[arg(long, default_value = "default")]
     pub tenant: String,
+    /// Configuration file: tenants, stores, keys, params (see docs/CONFIG.md).
+    #[arg(long, value_name = "FILE", env = "CXPIPE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The `[storage.NAME]` that `ctx.store` writes to (default `default`, or the only one).
+    #[arg(long, value_name = "NAME")]
+    pub store: Option<String>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -70,24 +78,48 @@ pub fn load_checked(
     Ok((script, options))
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let engine = build_engine(
-        &EngineSettings::default(),
-        std::sync::Arc::new(crate::keys::KeyRing::empty()),
-    );
-    let (script, options) = load_checked(&engine, &args.script)?;
-    let ledger = args.ledger.open().await?;
-    let request = RunRequest {
+/// Loads the config (if any), builds the engine with its keys, compiles and checks the
+/// script, and assembles the run.
+pub fn prepare(
+    script: &Path,
+    config: Option<&Path>,
+    tenant: &str,
+    store: Option<&str>,
+    params: serde_json::Map<String, serde_json::Value>,
+    ledger: Ledger,
+    progress: bool,
+) -> anyhow::Result<RunRequest> {
+    let config = match config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let setup = config.setup(tenant, store, params)?;
+    let engine = build_engine(&EngineSettings::default(), setup.keys.clone());
+    let (script, options) = load_checked(&engine, script)?;
+    Ok(RunRequest {
         engine: Arc::new(engine),
         script: Arc::new(script),
         options,
-        tenant: args.tenant.clone(),
-        params: parse_params(&args.params)?,
+        tenant: tenant.to_string(),
+        params: setup.params,
         ledger,
-        api: Dynamic::UNIT,
-        store: Dynamic::UNIT,
-        progress: !args.no_progress,
-    };
+        api: setup.api.map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+        store: setup.store.map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+        progress,
+    })
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let ledger = args.ledger.open().await?;
+    let request = prepare(
+        &args.script,
+        args.config.as_deref(),
+        &args.tenant,
+        args.store.as_deref(),
+        parse_params(&args.params)?,
+        ledger,
+        !args.no_progress,
+    )?;
     let report = runner::run(request).await.context("running the pipeline")?;
     print_report(&report, args.json)?;
     Ok(if report.ok() {

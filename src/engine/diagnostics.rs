@@ -79,6 +79,7 @@ pub fn diagnostic_from_eval(err: &EvalAltResult, default_source: &str) -> Diagno
     let message = match cur {
         EvalAltResult::ErrorTerminated(..) => super::DEADLINE_TOKEN.to_string() + " (item_timeout)",
         EvalAltResult::ErrorParsing(p, _) => format!("syntax error: {p}"),
+        EvalAltResult::ErrorRuntime(value, _) if value.is_map() => thrown_map(value),
         other => {
             let text = other.to_string();
             let suffix = format!(" ({pos})");
@@ -94,6 +95,25 @@ pub fn diagnostic_from_eval(err: &EvalAltResult, default_source: &str) -> Diagno
         message,
         chain,
     }
+}
+
+/// A thrown map (`#{ message, status, request_id, .. }`, as native stages raise them) as
+/// one readable line.
+fn thrown_map(value: &rhai::Dynamic) -> String {
+    let map = value.read_lock::<rhai::Map>().expect("checked is_map");
+    let field = |name: &str| {
+        map.get(name)
+            .filter(|v| !v.is_unit())
+            .map(|v| v.to_string())
+    };
+    let mut text = field("message").unwrap_or_else(|| value.to_string());
+    if let Some(status) = field("status") {
+        text = format!("{text} (HTTP {status})");
+    }
+    if let Some(id) = field("request_id") {
+        text = format!("{text} [request {id}]");
+    }
+    text
 }
 
 /// Formats an evaluation error for users and the ledger.
@@ -119,5 +139,17 @@ mod tests {
         assert!(text.starts_with("x.rhai:2:3: "), "{text}");
         assert!(text.contains("boom"), "{text}");
         assert!(text.contains("inner() called at x.rhai:4"), "{text}");
+    }
+
+    #[test]
+    fn thrown_maps_show_their_message_and_status() {
+        let engine = rhai::Engine::new();
+        let err = engine
+            .run(r#"throw #{ message: "no such recording", status: 404, retryable: false, request_id: () };"#)
+            .unwrap_err();
+        assert_eq!(
+            format_eval_error(&err, "y.rhai"),
+            "y.rhai:1:1: no such recording (HTTP 404)"
+        );
     }
 }

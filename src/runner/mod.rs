@@ -335,7 +335,13 @@ fn build_summary(
         deferrals: c.deferrals.load(Relaxed),
         skip_reasons: c.skip_reasons.lock().expect("skip lock").clone(),
         failures: c.failures.lock().expect("failures lock").clone(),
-        metrics: shared.metrics.lock().expect("metrics lock").clone(),
+        metrics: shared
+            .metrics
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), summary::metric_value(*v)))
+            .collect(),
         checkpoint_committed: committed,
         error,
     }

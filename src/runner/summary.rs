@@ -9,6 +9,15 @@ use serde::Serialize;
 /// At most this many failures are listed in a summary (all are in the ledger).
 const MAX_LISTED_FAILURES: usize = 100;
 
+/// A metric sum as JSON: an integer when it is whole.
+pub fn metric_value(sum: f64) -> serde_json::Value {
+    if sum.fract() == 0.0 && sum.abs() < 9.0e15 {
+        serde_json::Value::from(sum as i64)
+    } else {
+        serde_json::Value::from(sum)
+    }
+}
+
 /// Live counters, updated by the admission task and the workers.
 #[derive(Default)]
 pub struct Counters {
@@ -89,7 +98,8 @@ pub struct Summary {
     pub deferrals: u64,
     pub skip_reasons: BTreeMap<String, u64>,
     pub failures: Vec<Failure>,
-    pub metrics: BTreeMap<String, f64>,
+    /// Sums of `ctx.metric(name, value)`; whole numbers print as integers.
+    pub metrics: BTreeMap<String, serde_json::Value>,
     pub checkpoint_committed: bool,
     pub error: Option<String>,
 }
