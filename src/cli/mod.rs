@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod check;
 mod decrypt;
+mod demo;
 mod items;
 mod ledger_args;
 pub mod run;
@@ -27,6 +28,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Download recordings from an in-process simulator into ./cxpipe-demo/ (start here).
+    Demo(demo::DemoArgs),
     /// Run a pipeline script once.
     Run(run::RunArgs),
     /// Compile scripts and check their hooks and calls; report every problem.
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Demo(args) => demo::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Check(args) => check::run(args).await,
         Command::Items(args) => items::run(args).await,

@@ -105,6 +105,10 @@ pub struct Faults {
     /// Added latency on every API request.
     #[serde(with = "duration_serde")]
     pub latency: Duration,
+    /// Throughput cap of each media stream in bytes per second (0: unlimited), so tests can
+    /// make a transfer outlive its presigned URL.
+    #[serde(default)]
+    pub media_bytes_per_sec: u64,
     /// Form of `Retry-After` on 429 answers.
     pub retry_after: RetryAfterForm,
     /// Rate limit per endpoint family (see `docs/SIMULATOR.md` for the family names).
@@ -187,6 +191,7 @@ impl Default for Faults {
             reset_rate: 0.02,
             truncate_rate: 0.01,
             latency: Duration::ZERO,
+            media_bytes_per_sec: 0,
             retry_after: RetryAfterForm::Mixed,
             rate_limits: default_rate_limits(),
             transcript_missing_rate: 0.05,

@@ -125,6 +125,7 @@ pub fn serve(
         range.end,
         cut,
         expires,
+        faults.media_bytes_per_sec,
     ));
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -168,6 +169,7 @@ fn body_stream(
     end: u64,
     cut: Option<Cut>,
     expires: Option<u64>,
+    bytes_per_sec: u64,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, io::Error>> + Send + 'static {
     let stop = match cut {
         Some(Cut::Reset(at) | Cut::Truncate(at)) => at,
@@ -210,6 +212,10 @@ fn body_stream(
                 ));
             }
             let piece = source.piece(pos, stop);
+            if bytes_per_sec > 0 {
+                let secs = piece.len() as f64 / bytes_per_sec as f64;
+                tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await;
+            }
             state
                 .stats
                 .media_bytes
