@@ -114,3 +114,59 @@ impl TestEnv {
             .collect()
     }
 }
+
+/// A simulator running on its own runtime thread, so tests can drive the binary with
+/// blocking calls while it serves. Stops when dropped.
+pub struct Sim {
+    pub base_url: String,
+    pub credentials: cxpipe::sim::SimCredentials,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sim {
+    pub fn start(config: cxpipe::sim::SimConfig) -> Sim {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let sim = cxpipe::sim::SimServer::start(config).await.expect("start simulator");
+                ready_tx.send((sim.base_url().to_string(), sim.credentials().clone())).unwrap();
+                let _ = stop_rx.await;
+                sim.shutdown().await;
+            });
+        });
+        let (base_url, credentials) = ready_rx.recv().expect("simulator started");
+        Sim { base_url, credentials, stop: Some(stop_tx), thread: Some(thread) }
+    }
+
+    /// GET a simulator path as JSON (for `/_sim/*`).
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let url = format!("{}{path}", self.base_url);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+                    reqwest::get(&url).await.unwrap().error_for_status().unwrap().json().await.unwrap()
+                })
+            })
+            .join()
+            .unwrap()
+        })
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Integration tests: one binary driving the real `cxpipe` executable.
 
 mod cli;
+mod download;
 mod flow;
 mod harness;
 mod runner;
