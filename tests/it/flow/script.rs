@@ -153,3 +153,40 @@ async fn zstd_and_write_json_and_store_maps() {
     assert_eq!(zstd::decode_all(&stored[..]).unwrap(), b"1\n2\n3\n");
     assert_eq!(get_int(&z, "bytes_stored"), stored.len() as i64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_record_the_run_and_script_of_the_item() {
+    let uri = memory_uri();
+    let engine = engine();
+    let script = format!(r#"from_json(#{{ a: 1 }}).write(storage("{uri}"), "m.json")"#);
+    tokio::task::spawn_blocking(move || {
+        let scope = cxpipe::item_scope::ItemScope {
+            run_id: "run-7".into(),
+            pipeline: "download".into(),
+            tenant: "acme".into(),
+            item_key: "rec-1".into(),
+            script_hash: "ab".repeat(32),
+            deadline: None,
+        };
+        cxpipe::item_scope::with(scope, || engine.eval::<Dynamic>(&script)).unwrap();
+    })
+    .await
+    .unwrap();
+    let store = Store::from_uri(&uri).unwrap();
+    let m = cxpipe::flow::manifest::Manifest::load(&store, "m.json")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.run_id.as_deref(), Some("run-7"));
+    assert_eq!(m.tenant.as_deref(), Some("acme"));
+    assert_eq!(m.item_key.as_deref(), Some("rec-1"));
+    assert_eq!(m.script_hash, Some("ab".repeat(32)));
+    assert_eq!(m.plaintext.sha256, sha256_hex(b"{\"a\":1}"));
+    assert_eq!(
+        m.stored,
+        cxpipe::flow::manifest::Digests {
+            md5: None,
+            ..m.plaintext.clone()
+        }
+    );
+}
