@@ -126,6 +126,20 @@ async fn checks_fail_with_values_and_unknown_keys_fail_early() {
     assert!(get_str(&err, "message").contains("0..=9"), "{err:?}");
     let store = Store::from_uri(&uri).unwrap();
     assert_eq!(store.list("").await.unwrap(), Vec::<String>::new());
+    let err = failure(engine(), r#"storage(#{ uri: "s3://b/p", access_key_id: #{ env: "CXPIPE_TEST_UNSET_AK" }, secret_access_key: #{ env: "CXPIPE_TEST_UNSET_SK" } })"#.to_string()).await;
+    assert!(
+        get_str(&err, "message").contains("CXPIPE_TEST_UNSET_AK"),
+        "{err:?}"
+    );
+    let err = failure(
+        engine(),
+        r#"storage(#{ uri: "fs:///tmp/x", password: "hunter2" })"#.to_string(),
+    )
+    .await;
+    assert!(
+        !format!("{err:?}").contains("hunter2") || get_str(&err, "message").contains("password"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
