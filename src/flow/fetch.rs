@@ -11,6 +11,7 @@ use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE, RETRY
 use tokio::sync::mpsc;
 
 use super::error::{FlowError, redact_url};
+use super::source::SourceMsg;
 
 /// What the fetch sends downstream.
 #[derive(Debug)]
@@ -120,7 +121,7 @@ pub async fn transfer(
     url: &str,
     state: &mut FetchState,
     policy: &FetchPolicy,
-    tx: &mpsc::Sender<Chunk>,
+    tx: &mpsc::Sender<SourceMsg>,
 ) -> Result<FetchOutcome, FlowError> {
     let client = client();
     loop {
@@ -195,7 +196,7 @@ async fn one_attempt(
     url: &str,
     state: &mut FetchState,
     policy: &FetchPolicy,
-    tx: &mpsc::Sender<Chunk>,
+    tx: &mpsc::Sender<SourceMsg>,
 ) -> Result<Attempt, FlowError> {
     let mut req = client.get(url);
     if state.offset > 0 {
@@ -376,8 +377,8 @@ fn fatal(reason: String, status: Option<u16>) -> Attempt {
     Attempt::Fatal { reason, status }
 }
 
-async fn send(tx: &mpsc::Sender<Chunk>, chunk: Chunk) -> Result<(), FlowError> {
-    tx.send(chunk)
+async fn send(tx: &mpsc::Sender<SourceMsg>, chunk: Chunk) -> Result<(), FlowError> {
+    tx.send(SourceMsg::Chunk(chunk))
         .await
         .map_err(|_| FlowError::Internal("the flow stopped reading the download".into()))
 }
