@@ -182,7 +182,8 @@ async fn manifests_record_the_run_and_script_of_the_item() {
             script_hash: "ab".repeat(32),
             deadline: None,
         };
-        cxpipe::item_scope::with(scope, || engine.eval::<Dynamic>(&script)).unwrap();
+        let r = cxpipe::item_scope::with(scope, || engine.eval::<Map>(&script)).unwrap();
+        assert!(!r["existed"].as_bool().unwrap());
     })
     .await
     .unwrap();
