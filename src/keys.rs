@@ -55,6 +55,8 @@ pub enum KeyError {
     EmptyPassphrase { name: String },
     #[error("no key named {0:?} is configured (add a [keys.{0}] table)")]
     Unknown(String),
+    #[error("{} keys are invalid: {}", .0.len(), .0.join("; "))]
+    Many(Vec<String>),
 }
 
 /// A loaded key-encryption key. `Debug` shows only its id.
@@ -137,12 +139,9 @@ impl KeyRing {
         match errors.len() {
             0 => Ok(ring),
             1 => Err(errors.remove(0)),
-            _ => {
-                let all = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
-                Err(KeyError::Source {
-                    name: all.join("; "),
-                })
-            }
+            _ => Err(KeyError::Many(
+                errors.iter().map(ToString::to_string).collect(),
+            )),
         }
     }
 
@@ -352,6 +351,19 @@ mod tests {
         assert_eq!(ring.get("p").unwrap().bytes(), &expected);
         assert_ne!(ring.get("q").unwrap().bytes(), &expected);
         assert!(!format!("{:?}", ring).contains("correct"));
+    }
+
+    #[test]
+    fn every_broken_key_is_reported_at_once() {
+        let keys = table("[a]\nenv = \"CXPIPE_KEYS_TEST_UNSET_1\"\n[b]\n");
+        let err = KeyRing::from_config(&keys, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("2 keys are invalid"), "{err}");
+        assert!(
+            err.contains("CXPIPE_KEYS_TEST_UNSET_1") && err.contains("key b"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::transform::Transform;
 use crate::keys::KeyRing;
 
 enum Step {
-    Tap(Tap),
+    Tap(Box<Tap>),
     Transform(Box<dyn Transform>),
 }
 
@@ -91,7 +91,7 @@ impl Chain {
         let mut steps = Vec::new();
         for (i, group) in groups.into_iter().enumerate() {
             match group {
-                Ok(spec) => steps.push(Step::Tap(Tap::new(spec))),
+                Ok(spec) => steps.push(Step::Tap(Box::new(Tap::new(spec)))),
                 Err(stage) => {
                     if i > plaintext_tap {
                         plan.stored_from_plaintext.push(stage.clone());
@@ -101,10 +101,10 @@ impl Chain {
             }
         }
         let stored_tap = if steps.iter().any(|s| matches!(s, Step::Transform(_))) {
-            steps.push(Step::Tap(Tap::new(TapSpec {
+            steps.push(Step::Tap(Box::new(Tap::new(TapSpec {
                 sha256: true,
                 ..TapSpec::default()
-            })));
+            }))));
             Some(steps.len() - 1)
         } else {
             None
@@ -169,7 +169,7 @@ impl Chain {
         let mut results = Vec::new();
         for tap in taps {
             results.push(match tap {
-                Some(t) => Some(t.finish()?),
+                Some(t) => Some((*t).finish()?),
                 None => None,
             });
         }

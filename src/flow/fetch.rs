@@ -11,6 +11,7 @@ use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE, RETRY
 use tokio::sync::mpsc;
 
 use super::error::{FlowError, redact_url};
+use super::source::SourceMsg;
 
 /// What the fetch sends downstream.
 #[derive(Debug)]
@@ -31,6 +32,9 @@ pub struct FetchPolicy {
     pub backoff: Duration,
     /// The item's deadline, if any.
     pub deadline: Option<Instant>,
+    /// Size the flow expects (its first `.expect_size(n)`), used when the server does not
+    /// say how long the body is, so a silently truncated body is still resumed.
+    pub expected_total: Option<u64>,
 }
 
 impl Default for FetchPolicy {
@@ -40,6 +44,7 @@ impl Default for FetchPolicy {
             read_timeout: Duration::from_secs(30),
             backoff: Duration::from_millis(200),
             deadline: None,
+            expected_total: None,
         }
     }
 }
@@ -63,6 +68,9 @@ pub struct FetchState {
     pub refreshes: u32,
     /// Bytes received over the network, including ones later discarded.
     pub received: u64,
+    /// The body came without any length: after it ends, one ranged request confirms it.
+    lengthless: bool,
+    probed: bool,
     last_reason: String,
     last_status: Option<u16>,
 }
@@ -92,6 +100,8 @@ pub fn client() -> reqwest::Client {
 
 enum Attempt {
     Done,
+    /// The body ended without a known length: ask for the rest to confirm the end.
+    Probe,
     Refresh(u16),
     /// Retry after this failure; `progress` says whether bytes arrived.
     Retry {
@@ -111,7 +121,7 @@ pub async fn transfer(
     url: &str,
     state: &mut FetchState,
     policy: &FetchPolicy,
-    tx: &mpsc::Sender<Chunk>,
+    tx: &mpsc::Sender<SourceMsg>,
 ) -> Result<FetchOutcome, FlowError> {
     let client = client();
     loop {
@@ -126,6 +136,7 @@ pub async fn transfer(
         let attempt = one_attempt(&client, url, state, policy, tx).await?;
         match attempt {
             Attempt::Done => return Ok(FetchOutcome::Done),
+            Attempt::Probe => state.probed = true,
             Attempt::Refresh(status) => return Ok(FetchOutcome::Refresh { status }),
             Attempt::Fatal { reason, status } => {
                 state.failures += 1;
@@ -185,7 +196,7 @@ async fn one_attempt(
     url: &str,
     state: &mut FetchState,
     policy: &FetchPolicy,
-    tx: &mpsc::Sender<Chunk>,
+    tx: &mpsc::Sender<SourceMsg>,
 ) -> Result<Attempt, FlowError> {
     let mut req = client.get(url);
     if state.offset > 0 {
@@ -208,6 +219,10 @@ async fn one_attempt(
     let status = resp.status();
     let code = Some(status.as_u16());
     match status {
+        StatusCode::OK if state.probed && state.total.is_none() => {
+            tracing::warn!(url = %redact_url(url), bytes = state.offset, "server ignores Range and sends no length; the end cannot be confirmed");
+            return Ok(Attempt::Done);
+        }
         StatusCode::OK => {
             if state.offset > 0 {
                 tracing::info!(url = %redact_url(url), offset = state.offset, "server sent the whole body again; restarting from zero");
@@ -215,7 +230,8 @@ async fn one_attempt(
                 state.offset = 0;
                 state.restarts += 1;
             }
-            state.total = resp.content_length();
+            state.total = resp.content_length().or(policy.expected_total);
+            state.lengthless = state.total.is_none();
             state.validator = validator(&resp);
         }
         StatusCode::PARTIAL_CONTENT => {
@@ -257,8 +273,21 @@ async fn one_attempt(
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::GONE => {
             return Ok(Attempt::Refresh(status.as_u16()));
         }
-        StatusCode::RANGE_NOT_SATISFIABLE if state.total == Some(state.offset) => {
-            return Ok(Attempt::Done);
+        StatusCode::RANGE_NOT_SATISFIABLE => {
+            let total = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().strip_prefix("bytes */"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .or(state.total);
+            if total == Some(state.offset) {
+                return Ok(Attempt::Done);
+            }
+            return Ok(fatal(
+                format!("416 at byte {} of {total:?}", state.offset),
+                code,
+            ));
         }
         StatusCode::NOT_FOUND => return Ok(fatal("not found (404)".into(), code)),
         s if s == StatusCode::TOO_MANY_REQUESTS
@@ -330,6 +359,7 @@ async fn one_attempt(
             code,
             progress,
         )),
+        None if state.lengthless && !state.probed && state.offset > 0 => Ok(Attempt::Probe),
         _ => Ok(Attempt::Done),
     }
 }
@@ -347,8 +377,8 @@ fn fatal(reason: String, status: Option<u16>) -> Attempt {
     Attempt::Fatal { reason, status }
 }
 
-async fn send(tx: &mpsc::Sender<Chunk>, chunk: Chunk) -> Result<(), FlowError> {
-    tx.send(chunk)
+async fn send(tx: &mpsc::Sender<SourceMsg>, chunk: Chunk) -> Result<(), FlowError> {
+    tx.send(SourceMsg::Chunk(chunk))
         .await
         .map_err(|_| FlowError::Internal("the flow stopped reading the download".into()))
 }

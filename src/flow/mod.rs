@@ -5,7 +5,7 @@
 //! # Layout
 //! - [`spec`]: `Flow`, `Source`, `Stage`: what scripts build.
 //! - [`chain`]: stages compiled for one thread; [`tap`], [`codec`], [`crypt`], [`audio`].
-//! - [`error`]: `FlowError`.
+//! - [`error`]: the `FlowError` type.
 //! - [`fetch`]: resumable HTTP download; [`source`]: async producers for every source.
 //! - [`run`]: runs a flow into a sink (store, discard, local writer); [`sink`]: `write`/`discard` with receipts; [`manifest`]: sidecars.
 //! - [`rhai`]: the script surface; [`verify`]: re-check stored objects; [`envelope`]: seed-004 envelopes.

@@ -92,6 +92,7 @@ pub fn run(
             urls: url_rx,
             policy: FetchPolicy {
                 tries: flow.tries,
+                expected_total: expected_size(&flow.stages),
                 ..policy
             },
         },
@@ -202,6 +203,17 @@ pub fn run(
             Err(e)
         }
     }
+}
+
+/// The first `.expect_size(n)` before any transform: the size of the source bytes.
+fn expected_size(stages: &[super::spec::Stage]) -> Option<u64> {
+    stages
+        .iter()
+        .take_while(|s| !s.is_transform())
+        .find_map(|s| match s {
+            super::spec::Stage::ExpectSize(n) => Some(*n),
+            _ => None,
+        })
 }
 
 struct Running<'a> {

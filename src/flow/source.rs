@@ -41,23 +41,7 @@ pub enum Producer {
 
 /// Runs the producer to completion, reporting through `out`.
 pub async fn produce(producer: Producer, out: mpsc::Sender<SourceMsg>) {
-    let (tx, mut rx) = mpsc::channel::<Chunk>(8);
-    let forward = {
-        let out = out.clone();
-        async move {
-            while let Some(c) = rx.recv().await {
-                if out.send(SourceMsg::Chunk(c)).await.is_err() {
-                    return;
-                }
-            }
-        }
-    };
-    let work = async move {
-        let result = run_producer(producer, &tx, &out).await;
-        drop(tx);
-        (result, out)
-    };
-    let ((result, out), ()) = tokio::join!(work, forward);
+    let result = run_producer(producer, &out).await;
     let _ = match result {
         Ok(state) => out.send(SourceMsg::Done(Box::new(state))).await,
         Err(e) => out.send(SourceMsg::Failed(e)).await,
@@ -66,15 +50,14 @@ pub async fn produce(producer: Producer, out: mpsc::Sender<SourceMsg>) {
 
 async fn run_producer(
     producer: Producer,
-    tx: &mpsc::Sender<Chunk>,
-    out: &mpsc::Sender<SourceMsg>,
+    tx: &mpsc::Sender<SourceMsg>,
 ) -> Result<FetchState, FlowError> {
     match producer {
         Producer::Fetch {
             fixed,
             urls,
             policy,
-        } => fetch_loop(fixed, urls, policy, tx, out).await,
+        } => fetch_loop(fixed, urls, policy, tx).await,
         Producer::Bytes(b) => {
             let mut at = 0;
             while at < b.len() {
@@ -109,8 +92,8 @@ async fn run_producer(
     }
 }
 
-async fn send(tx: &mpsc::Sender<Chunk>, b: Bytes) -> Result<(), FlowError> {
-    tx.send(Chunk::Data(b))
+async fn send(tx: &mpsc::Sender<SourceMsg>, b: Bytes) -> Result<(), FlowError> {
+    tx.send(SourceMsg::Chunk(Chunk::Data(b)))
         .await
         .map_err(|_| FlowError::Internal("the flow stopped reading its source".into()))
 }
@@ -119,13 +102,12 @@ async fn fetch_loop(
     fixed: Option<String>,
     mut urls: mpsc::Receiver<String>,
     policy: FetchPolicy,
-    tx: &mpsc::Sender<Chunk>,
-    out: &mpsc::Sender<SourceMsg>,
+    tx: &mpsc::Sender<SourceMsg>,
 ) -> Result<FetchState, FlowError> {
     let mut state = FetchState::default();
     let mut url = match &fixed {
         Some(u) => u.clone(),
-        None => next_url(&mut urls, out, None).await?,
+        None => next_url(&mut urls, tx, None).await?,
     };
     loop {
         let offset_at_start = state.offset;
@@ -155,7 +137,7 @@ async fn fetch_loop(
                     status,
                     "download URL refused; asking for a fresh one"
                 );
-                url = next_url(&mut urls, out, Some(status)).await?;
+                url = next_url(&mut urls, tx, Some(status)).await?;
                 state.refreshes += 1;
             }
         }

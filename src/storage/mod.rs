@@ -36,7 +36,7 @@ pub enum StorageError {
         key: String,
         store: String,
         #[source]
-        source: opendal::Error,
+        source: Box<opendal::Error>,
     },
     #[error("{key:?} already exists in {store}")]
     Exists { key: String, store: String },
@@ -118,7 +118,7 @@ impl Store {
             action,
             key: key.clone(),
             store: store.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -229,7 +229,10 @@ impl Store {
             action: "reading",
             key: key.clone(),
             store: store.clone(),
-            source: opendal::Error::new(opendal::ErrorKind::Unexpected, e.to_string()),
+            source: Box::new(opendal::Error::new(
+                opendal::ErrorKind::Unexpected,
+                e.to_string(),
+            )),
         }))
     }
 

@@ -28,7 +28,13 @@ pub fn register(engine: &mut Engine) {
     /// let s3 = storage(#{ uri: "s3://archive/cx", endpoint: "http://127.0.0.1:9010" });
     /// ```
     fn storage_map(map: Map) -> RhaiResult<Store> {
-        let cfg: StorageConfig = rhai::serde::from_dynamic(&Dynamic::from_map(map))?;
+        let cfg: StorageConfig =
+            rhai::serde::from_dynamic(&Dynamic::from_map(map)).map_err(|e| {
+                to_rhai(StorageError::Config {
+                    uri: "storage(#{...})".into(),
+                    message: e.to_string(),
+                })
+            })?;
         Store::from_config(&cfg, std::path::Path::new(".")).map_err(to_rhai)
     }
     engine.register_fn("storage", storage_map);

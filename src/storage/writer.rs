@@ -44,7 +44,7 @@ impl ObjectWriter {
                     action: "creating",
                     key: key.to_string(),
                     store: store.describe(),
-                    source,
+                    source: Box::new(source),
                 });
             }
         };
@@ -61,7 +61,7 @@ impl ObjectWriter {
             action,
             key: self.key.clone(),
             store: self.store.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 

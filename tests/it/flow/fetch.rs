@@ -47,8 +47,7 @@ async fn resumes_after_resets_with_range_and_if_range() {
     assert_eq!(stored(&uri, "rec.wav").await, data);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn truncated_body_is_resumed() {
+async fn truncated(expect_size: bool) -> (MediaServer, Map, Bytes) {
     let data = noise(2 * MB, 2);
     let server = MediaServer::start(
         data.clone(),
@@ -59,18 +58,51 @@ async fn truncated_body_is_resumed() {
     )
     .await;
     let uri = memory_uri();
+    let check = if expect_size {
+        format!(".expect_size({})", data.len())
+    } else {
+        String::new()
+    };
     let r = receipt(
         engine(),
         format!(
-            r#"fetch("{}").expect_size({}).write(storage("{uri}"), "t.wav")"#,
+            r#"fetch("{}"){check}.write(storage("{uri}"), "t.wav")"#,
             server.sign(),
-            data.len()
         ),
     )
     .await;
+    assert_eq!(stored(&uri, "t.wav").await, data);
+    (server, r, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_truncated_body_is_resumed_using_the_expected_size() {
+    let (server, r, data) = truncated(true).await;
     assert_eq!(get_str(&r, "sha256"), sha256_hex(&data));
     assert_eq!(server.range_requests(), 1);
-    assert_eq!(stored(&uri, "t.wav").await, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_without_length_is_confirmed_by_a_ranged_probe() {
+    let (server, r, data) = truncated(false).await;
+    assert_eq!(get_str(&r, "sha256"), sha256_hex(&data));
+    assert_eq!(
+        server.range_requests(),
+        1,
+        "the probe found the missing half"
+    );
+    let whole = noise(300_000, 9);
+    let server = MediaServer::start(
+        whole.clone(),
+        Faults {
+            no_length: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let r = receipt(engine(), format!(r#"fetch("{}").discard()"#, server.sign())).await;
+    assert_eq!(get_str(&r, "sha256"), sha256_hex(&whole));
+    assert_eq!(server.range_requests(), 1, "one probe answered 416");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,6 +126,20 @@ async fn checks_fail_with_values_and_unknown_keys_fail_early() {
     assert!(get_str(&err, "message").contains("0..=9"), "{err:?}");
     let store = Store::from_uri(&uri).unwrap();
     assert_eq!(store.list("").await.unwrap(), Vec::<String>::new());
+    let err = failure(engine(), r#"storage(#{ uri: "s3://b/p", access_key_id: #{ env: "CXPIPE_TEST_UNSET_AK" }, secret_access_key: #{ env: "CXPIPE_TEST_UNSET_SK" } })"#.to_string()).await;
+    assert!(
+        get_str(&err, "message").contains("CXPIPE_TEST_UNSET_AK"),
+        "{err:?}"
+    );
+    let err = failure(
+        engine(),
+        r#"storage(#{ uri: "fs:///tmp/x", password: "hunter2" })"#.to_string(),
+    )
+    .await;
+    assert!(
+        !format!("{err:?}").contains("hunter2") || get_str(&err, "message").contains("password"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,4 +166,42 @@ async fn zstd_and_write_json_and_store_maps() {
     let stored = std::fs::read(dir.path().join("m/n.zst")).unwrap();
     assert_eq!(zstd::decode_all(&stored[..]).unwrap(), b"1\n2\n3\n");
     assert_eq!(get_int(&z, "bytes_stored"), stored.len() as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_record_the_run_and_script_of_the_item() {
+    let uri = memory_uri();
+    let engine = engine();
+    let script = format!(r#"from_json(#{{ a: 1 }}).write(storage("{uri}"), "m.json")"#);
+    tokio::task::spawn_blocking(move || {
+        let scope = cxpipe::item_scope::ItemScope {
+            run_id: "run-7".into(),
+            pipeline: "download".into(),
+            tenant: "acme".into(),
+            item_key: "rec-1".into(),
+            script_hash: "ab".repeat(32),
+            deadline: None,
+        };
+        let r = cxpipe::item_scope::with(scope, || engine.eval::<Map>(&script)).unwrap();
+        assert!(!r["existed"].as_bool().unwrap());
+    })
+    .await
+    .unwrap();
+    let store = Store::from_uri(&uri).unwrap();
+    let m = cxpipe::flow::manifest::Manifest::load(&store, "m.json")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.run_id.as_deref(), Some("run-7"));
+    assert_eq!(m.tenant.as_deref(), Some("acme"));
+    assert_eq!(m.item_key.as_deref(), Some("rec-1"));
+    assert_eq!(m.script_hash, Some("ab".repeat(32)));
+    assert_eq!(m.plaintext.sha256, sha256_hex(b"{\"a\":1}"));
+    assert_eq!(
+        m.stored,
+        cxpipe::flow::manifest::Digests {
+            md5: None,
+            ..m.plaintext.clone()
+        }
+    );
 }

@@ -18,8 +18,10 @@ use bytes::Bytes;
 pub struct Faults {
     /// Each response breaks the connection after this many body bytes.
     pub reset_every: Option<u64>,
-    /// The first response ends cleanly after this many bytes (declared length stays full).
+    /// The first response ends cleanly after this many bytes, without a `Content-Length`.
     pub truncate_first_at: Option<u64>,
+    /// No response says how long its body is.
+    pub no_length: bool,
     /// The first ranged request is answered with a full `200`.
     pub ignore_range_once: bool,
     /// URLs expire this long after they are signed (403 after).
@@ -140,8 +142,15 @@ async fn serve(
             partial = true;
         }
     }
+    if start >= total {
+        return Response::builder()
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .header(header::CONTENT_RANGE, format!("bytes */{total}"))
+            .body(Body::empty())
+            .unwrap();
+    }
     let mut end = total;
-    let declared = total - start;
+    let mut send_length = !s.faults.no_length;
     {
         let mut t = s.truncated.lock().unwrap();
         if let Some(at) = s.faults.truncate_first_at
@@ -149,6 +158,7 @@ async fn serve(
         {
             *t = true;
             end = at.min(total);
+            send_length = false;
         }
     }
     let reset_at = s.faults.reset_every.map(|n| start + n);
@@ -180,8 +190,10 @@ async fn serve(
     });
     let mut resp = Response::builder()
         .header(header::ETAG, ETAG)
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_LENGTH, declared);
+        .header(header::ACCEPT_RANGES, "bytes");
+    if send_length {
+        resp = resp.header(header::CONTENT_LENGTH, total - start);
+    }
     resp = if partial {
         resp.status(StatusCode::PARTIAL_CONTENT).header(
             header::CONTENT_RANGE,
