@@ -43,7 +43,9 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     file.write_all(text.as_bytes())?;
     Ok(())
 }
@@ -82,7 +84,8 @@ file = "keys/demo.key"
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dir = std::path::absolute(&args.dir).context("resolving the demo folder")?;
     for sub in ["keys", "secrets", "objects", "state"] {
-        std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {}", dir.join(sub).display()))?;
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("creating {}", dir.join(sub).display()))?;
     }
     let faults = match args.faults.as_str() {
         "none" => Faults::none(),
@@ -100,29 +103,55 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     .await
     .context("starting the simulator")?;
     let creds = sim.credentials().clone();
-    eprintln!("simulator: {} ({} recordings, faults {})", sim.base_url(), args.recordings, args.faults);
+    eprintln!(
+        "simulator: {} ({} recordings, faults {})",
+        sim.base_url(),
+        args.recordings,
+        args.faults
+    );
 
     let new_key = ensure_key(&dir.join("keys/demo.key"))?;
     write_private(&dir.join("secrets/client_secret"), &creds.client_secret)?;
     let config = dir.join("cxpipe.toml");
-    std::fs::write(&config, config_text(sim.base_url(), &creds.client_id, &dir.join("objects")))?;
+    std::fs::write(
+        &config,
+        config_text(sim.base_url(), &creds.client_id, &dir.join("objects")),
+    )?;
     let script = dir.join(format!("{SCRIPT}.rhai"));
-    let source = embedded::script(SCRIPT).context("the demo script is not built into this binary")?;
+    let source =
+        embedded::script(SCRIPT).context("the demo script is not built into this binary")?;
     std::fs::write(&script, source)?;
     if new_key {
-        eprintln!("generated demo encryption key: {}", dir.join("keys/demo.key").display());
+        eprintln!(
+            "generated demo encryption key: {}",
+            dir.join("keys/demo.key").display()
+        );
     }
 
     let ledger = Ledger::open_dir(&dir.join("state")).await?;
-    let request = prepare(&script, Some(&config), "demo", None, Default::default(), ledger, !args.json)?;
-    let report = runner::run(request).await.context("running the demo pipeline")?;
+    let request = prepare(
+        &script,
+        Some(&config),
+        "demo",
+        None,
+        Default::default(),
+        ledger,
+        !args.json,
+    )?;
+    let report = runner::run(request)
+        .await
+        .context("running the demo pipeline")?;
     sim.shutdown().await;
 
     print_report(&report, args.json)?;
     if !args.json {
         print_guide(&dir, &report.summary.run_id);
     }
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn print_guide(dir: &Path, run_id: &str) {
@@ -130,19 +159,37 @@ fn print_guide(dir: &Path, run_id: &str) {
     let first = first_object(&dir.join("objects/recordings"));
     println!();
     println!("where things are:");
-    println!("  objects    {}  (each with a .manifest.json beside it)", rel("objects/recordings"));
-    println!("  report     {}", rel(&format!("objects/reports/{run_id}.json")));
+    println!(
+        "  objects    {}  (each with a .manifest.json beside it)",
+        rel("objects/recordings")
+    );
+    println!(
+        "  report     {}",
+        rel(&format!("objects/reports/{run_id}.json"))
+    );
     println!("  ledger     {}", rel("state/ledger.sqlite"));
     println!("  config     {}", rel("cxpipe.toml"));
     println!("  key        {}", rel("keys/demo.key"));
     println!("  script     {}", rel(&format!("{SCRIPT}.rhai")));
     println!();
     println!("verify every object against its manifest (decrypts, re-hashes):");
-    println!("  cargo run --release -- verify fs://{} --config {}", rel("objects"), rel("cxpipe.toml"));
+    println!(
+        "  cargo run --release -- verify fs://{} --config {}",
+        rel("objects"),
+        rel("cxpipe.toml")
+    );
     if let Some(object) = first {
-        let out = object.file_name().map(|n| n.to_string_lossy().trim_end_matches(".enc").to_string()).unwrap_or_default();
+        let out = object
+            .file_name()
+            .map(|n| n.to_string_lossy().trim_end_matches(".enc").to_string())
+            .unwrap_or_default();
         println!("decrypt one recording:");
-        println!("  cargo run --release -- decrypt --config {} {} -o {}", rel("cxpipe.toml"), object.display(), out);
+        println!(
+            "  cargo run --release -- decrypt --config {} {} -o {}",
+            rel("cxpipe.toml"),
+            object.display(),
+            out
+        );
     }
     println!("see the items in the ledger:");
     println!("  cargo run --release -- items --state {} ls", rel("state"));

@@ -10,7 +10,10 @@ use sha2::{Digest, Sha256};
 
 use crate::harness::{Sim, TestEnv};
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/download_recordings.rhai");
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/scripts/download_recordings.rhai"
+);
 
 /// A small hostile tenant: throttling, 5xx, resets, truncation, 3-second tokens, transfers
 /// slower than their 1-second URLs, and recordings still `Processing` for 3 seconds.
@@ -18,7 +21,11 @@ pub fn hostile(seed: u64) -> SimConfig {
     SimConfig {
         seed,
         recordings: 36,
-        sizes: SizeDistribution { min: 150_000, max: 1_200_000, log_uniform: false },
+        sizes: SizeDistribution {
+            min: 150_000,
+            max: 1_200_000,
+            log_uniform: false,
+        },
         processing_share: 0.2,
         processing_delay: Duration::from_secs(3),
         archived_share: 0.08,
@@ -32,7 +39,7 @@ pub fn hostile(seed: u64) -> SimConfig {
             throttle_rate: 0.05,
             reset_rate: 0.08,
             truncate_rate: 0.08,
-            media_bytes_per_sec: 900_000,
+            media_bytes_per_sec: 500_000,
             ..Faults::default()
         },
         ..SimConfig::default()
@@ -40,7 +47,13 @@ pub fn hostile(seed: u64) -> SimConfig {
 }
 
 /// Writes a config for the simulator tenant; `extra` is appended to its params.
-pub fn write_config(env: &TestEnv, base_url: &str, client_id: &str, secret: &str, extra: &str) -> PathBuf {
+pub fn write_config(
+    env: &TestEnv,
+    base_url: &str,
+    client_id: &str,
+    secret: &str,
+    extra: &str,
+) -> PathBuf {
     env.write("secrets/client_secret", secret);
     env.write("keys/k.key", &"ab".repeat(32));
     env.write(
@@ -72,7 +85,8 @@ fn expected(sim: &Sim, suffix: &str) -> BTreeMap<String, Result<(String, String)
     for rec in truth["recordings"].as_array().unwrap() {
         let id = rec["id"].as_str().unwrap().to_string();
         let status = rec["status"].as_str().unwrap();
-        let created = chrono::DateTime::parse_from_rfc3339(rec["createdDate"].as_str().unwrap()).unwrap();
+        let created =
+            chrono::DateTime::parse_from_rfc3339(rec["createdDate"].as_str().unwrap()).unwrap();
         let outcome = if status == "Archived" || status == "Expired" {
             Err(format!("media {status}"))
         } else if now - created.timestamp_millis() > buffer_ms {
@@ -82,8 +96,17 @@ fn expected(sim: &Sim, suffix: &str) -> BTreeMap<String, Result<(String, String)
         } else if rec["media"]["combined"].is_null() {
             Err("no channel available".to_string())
         } else {
-            let key = format!("recordings/{id}_combined.{}{suffix}", rec["format"].as_str().unwrap());
-            Ok((key, rec["media"]["combined"]["sha256"].as_str().unwrap().to_string()))
+            let key = format!(
+                "recordings/{id}_combined.{}{suffix}",
+                rec["format"].as_str().unwrap()
+            );
+            Ok((
+                key,
+                rec["media"]["combined"]["sha256"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            ))
         };
         out.insert(id, outcome);
     }
@@ -95,7 +118,11 @@ fn listing(root: &Path) -> BTreeMap<String, PathBuf> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let path = entry.path();
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             if rel.starts_with(".cxpipe-partial") {
                 continue;
             }
@@ -117,18 +144,37 @@ fn sha256_file(path: &Path) -> String {
 
 /// Checks storage against the truth: every eligible recording stored once and intact,
 /// nothing else in `recordings/`, every object with a manifest.
-fn assert_stored_exactly(objects: &Path, expected: &BTreeMap<String, Result<(String, String), String>>, plain: bool) {
+fn assert_stored_exactly(
+    objects: &Path,
+    expected: &BTreeMap<String, Result<(String, String), String>>,
+    plain: bool,
+) {
     let files = listing(objects);
-    let stored: Vec<&String> =
-        files.keys().filter(|k| k.starts_with("recordings/") && !k.ends_with(".manifest.json")).collect();
-    let wanted: Vec<&String> = expected.values().filter_map(|o| o.as_ref().ok().map(|(k, _)| k)).collect();
+    let stored: Vec<&String> = files
+        .keys()
+        .filter(|k| k.starts_with("recordings/") && !k.ends_with(".manifest.json"))
+        .collect();
+    let wanted: Vec<&String> = expected
+        .values()
+        .filter_map(|o| o.as_ref().ok().map(|(k, _)| k))
+        .collect();
     let mut wanted_sorted = wanted.clone();
     wanted_sorted.sort();
-    assert_eq!(stored, wanted_sorted, "stored objects differ from the eligible recordings");
+    assert_eq!(
+        stored, wanted_sorted,
+        "stored objects differ from the eligible recordings"
+    );
     for (key, sha) in expected.values().filter_map(|o| o.as_ref().ok()) {
-        assert!(files.contains_key(&format!("{key}.manifest.json")), "{key} has no manifest");
+        assert!(
+            files.contains_key(&format!("{key}.manifest.json")),
+            "{key} has no manifest"
+        );
         if plain {
-            assert_eq!(&sha256_file(&files[key]), sha, "{key} differs from the simulator's media");
+            assert_eq!(
+                &sha256_file(&files[key]),
+                sha,
+                "{key} differs from the simulator's media"
+            );
         }
     }
 }
@@ -137,7 +183,13 @@ fn assert_stored_exactly(objects: &Path, expected: &BTreeMap<String, Result<(Str
 fn recordings_download_intact_under_faults_and_a_rerun_does_no_new_work() {
     let sim = Sim::start(hostile(21));
     let env = TestEnv::new();
-    let config = write_config(&env, &sim.base_url, &sim.credentials.client_id, &sim.credentials.client_secret, "");
+    let config = write_config(
+        &env,
+        &sim.base_url,
+        &sim.credentials.client_id,
+        &sim.credentials.client_secret,
+        "",
+    );
     let run = |extra: &[&str]| {
         let mut args = vec!["--config", config.to_str().unwrap(), "--tenant", "sim"];
         args.extend_from_slice(extra);
@@ -145,7 +197,11 @@ fn recordings_download_intact_under_faults_and_a_rerun_does_no_new_work() {
     };
 
     let first = run(&[]);
-    assert_eq!(first.code, 0, "stdout:\n{}\nstderr:\n{}", first.stdout, first.stderr);
+    assert_eq!(
+        first.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        first.stdout, first.stderr
+    );
     let out = first.json();
     let (summary, report) = (&out["summary"], &out["report"]);
     let expected = expected(&sim, "");
@@ -160,25 +216,58 @@ fn recordings_download_intact_under_faults_and_a_rerun_does_no_new_work() {
     }
     let reported = report["skipped_by_reason"].as_object().unwrap();
     for (prefix, n) in &reasons {
-        let got: u64 = reported.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v.as_u64().unwrap()).sum();
+        let got: u64 = reported
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.as_u64().unwrap())
+            .sum();
         assert_eq!(got, *n, "skips for {prefix}: {reported:?}");
     }
     assert_eq!(report["downloaded"].as_u64(), Some(eligible), "{report}");
     assert_eq!(report["failed"].as_u64(), Some(0), "{report}");
-    assert_eq!(report["recordings_seen"].as_u64(), Some(expected.len() as u64));
-    assert_eq!(summary["deferrals"].as_u64().unwrap() > 0, true, "Processing recordings were re-polled: {summary}");
+    assert_eq!(
+        report["recordings_seen"].as_u64(),
+        Some(expected.len() as u64)
+    );
+    assert_eq!(
+        summary["deferrals"].as_u64().unwrap() > 0,
+        true,
+        "Processing recordings were re-polled: {summary}"
+    );
 
     // The faults really happened, and were survived.
     let stats = sim.get_json("/_sim/stats");
-    for counter in ["throttled_429", "server_errors_5xx", "resets", "truncations", "urls_refused"] {
-        assert!(stats[counter].as_u64().unwrap() > 0, "no {counter} in this run: {stats}");
+    for counter in [
+        "throttled_429",
+        "server_errors_5xx",
+        "resets",
+        "truncations",
+        "urls_refused",
+    ] {
+        assert!(
+            stats[counter].as_u64().unwrap() > 0,
+            "no {counter} in this run: {stats}"
+        );
     }
-    assert!(stats["tokens_issued"].as_u64().unwrap() >= 2, "the token was refreshed: {stats}");
+    assert!(
+        stats["tokens_issued"].as_u64().unwrap() >= 2,
+        "the token was refreshed: {stats}"
+    );
 
     // The ledger agrees with the report.
-    let counts = tokio::runtime::Runtime::new().unwrap().block_on(env.item_counts());
-    assert_eq!(counts.get("done").copied().unwrap_or(0) as u64, eligible, "{counts:?}");
-    assert_eq!(counts.values().sum::<i64>() as usize, expected.len(), "{counts:?}");
+    let counts = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(env.item_counts());
+    assert_eq!(
+        counts.get("done").copied().unwrap_or(0) as u64,
+        eligible,
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.values().sum::<i64>() as usize,
+        expected.len(),
+        "{counts:?}"
+    );
 
     // verify passes on the result.
     let objects = format!("fs://{}", env.path().join("objects").display());
@@ -190,14 +279,21 @@ fn recordings_download_intact_under_faults_and_a_rerun_does_no_new_work() {
     let again = run(&[]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     let s = &again.json()["summary"];
-    assert_eq!((s["done"].as_u64(), s["quarantined"].as_u64()), (Some(0), Some(0)), "{s}");
+    assert_eq!(
+        (s["done"].as_u64(), s["quarantined"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
     // Only the new run's report (and its manifest) were added.
     assert_eq!(listing(&env.path().join("objects")).len(), before + 2);
 }
 
 #[test]
 fn encrypted_and_compressed_downloads_verify_and_decrypt_to_the_original() {
-    let sim = Sim::start(SimConfig { recordings: 12, ..hostile(5) });
+    let sim = Sim::start(SimConfig {
+        recordings: 12,
+        ..hostile(5)
+    });
     let env = TestEnv::new();
     let config = write_config(
         &env,
@@ -206,7 +302,10 @@ fn encrypted_and_compressed_downloads_verify_and_decrypt_to_the_original() {
         &sim.credentials.client_secret,
         "encrypt_key = \"k\"\ncompress = \"gzip\"",
     );
-    let ran = env.run(Path::new(SCRIPT), &["--config", config.to_str().unwrap(), "--tenant", "sim"]);
+    let ran = env.run(
+        Path::new(SCRIPT),
+        &["--config", config.to_str().unwrap(), "--tenant", "sim"],
+    );
     assert_eq!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
     let expected = expected(&sim, ".gz.enc");
     assert_stored_exactly(&env.path().join("objects"), &expected, false);
@@ -228,18 +327,38 @@ fn encrypted_and_compressed_downloads_verify_and_decrypt_to_the_original() {
         out.to_str().unwrap(),
     ]);
     assert_eq!(dec.code, 0, "{}", dec.stderr);
-    assert_eq!(&sha256_file(&out), sha, "decrypt restores the recording byte for byte");
+    assert_eq!(
+        &sha256_file(&out),
+        sha,
+        "decrypt restores the recording byte for byte"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_mid_way_then_rerun_stores_everything_once() {
-    let sim = Sim::start(SimConfig { processing_share: 0.0, ..hostile(33) });
+    let sim = Sim::start(SimConfig {
+        processing_share: 0.0,
+        ..hostile(33)
+    });
     let env = TestEnv::new();
-    let config = write_config(&env, &sim.base_url, &sim.credentials.client_id, &sim.credentials.client_secret, "");
+    let config = write_config(
+        &env,
+        &sim.base_url,
+        &sim.credentials.client_id,
+        &sim.credentials.client_secret,
+        "",
+    );
     let state = env.state_dir();
     let mut child = env
         .command()
-        .args(["run", SCRIPT, "--config", config.to_str().unwrap(), "--tenant", "sim"])
+        .args([
+            "run",
+            SCRIPT,
+            "--config",
+            config.to_str().unwrap(),
+            "--tenant",
+            "sim",
+        ])
         .args(["--state", state.to_str().unwrap()])
         .spawn()
         .unwrap();
@@ -247,11 +366,17 @@ async fn a_run_killed_mid_way_then_rerun_stores_everything_once() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let stored = listing(&objects).keys().filter(|k| k.ends_with(".manifest.json")).count();
+        let stored = listing(&objects)
+            .keys()
+            .filter(|k| k.ends_with(".manifest.json"))
+            .count();
         if stored >= 4 {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
         assert!(Instant::now() < deadline, "no progress");
     }
     child.kill().unwrap();
@@ -263,7 +388,15 @@ async fn a_run_killed_mid_way_then_rerun_stores_everything_once() {
         move || {
             let mut cmd = std::process::Command::new(crate::harness::cxpipe_bin());
             cmd.current_dir(&env_path).env("CXPIPE_LOG", "error");
-            cmd.args(["run", SCRIPT, "--config", config.to_str().unwrap(), "--tenant", "sim", "--json"]);
+            cmd.args([
+                "run",
+                SCRIPT,
+                "--config",
+                config.to_str().unwrap(),
+                "--tenant",
+                "sim",
+                "--json",
+            ]);
             cmd.args(["--state", env_path.join("state").to_str().unwrap()]);
             crate::harness::Ran::from(cmd.output().unwrap())
         }
@@ -281,7 +414,15 @@ async fn a_run_killed_mid_way_then_rerun_stores_everything_once() {
     assert_stored_exactly(&objects, &expected, true);
     let counts = env.item_counts().await;
     let eligible = expected.values().filter(|o| o.is_ok()).count() as i64;
-    let finished = counts.get("done").copied().unwrap_or(0) + counts.get("skipped").copied().unwrap_or(0);
-    assert_eq!(finished as usize, expected.len(), "every recording ended done or skipped: {counts:?}");
-    assert!(counts.get("done").copied().unwrap_or(0) <= eligible, "{counts:?}");
+    let finished =
+        counts.get("done").copied().unwrap_or(0) + counts.get("skipped").copied().unwrap_or(0);
+    assert_eq!(
+        finished as usize,
+        expected.len(),
+        "every recording ended done or skipped: {counts:?}"
+    );
+    assert!(
+        counts.get("done").copied().unwrap_or(0) <= eligible,
+        "{counts:?}"
+    );
 }

@@ -135,14 +135,23 @@ impl Sim {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let sim = cxpipe::sim::SimServer::start(config).await.expect("start simulator");
-                ready_tx.send((sim.base_url().to_string(), sim.credentials().clone())).unwrap();
+                let sim = cxpipe::sim::SimServer::start(config)
+                    .await
+                    .expect("start simulator");
+                ready_tx
+                    .send((sim.base_url().to_string(), sim.credentials().clone()))
+                    .unwrap();
                 let _ = stop_rx.await;
                 sim.shutdown().await;
             });
         });
         let (base_url, credentials) = ready_rx.recv().expect("simulator started");
-        Sim { base_url, credentials, stop: Some(stop_tx), thread: Some(thread) }
+        Sim {
+            base_url,
+            credentials,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
     }
 
     /// GET a simulator path as JSON (for `/_sim/*`).
@@ -150,9 +159,20 @@ impl Sim {
         let url = format!("{}{path}", self.base_url);
         std::thread::scope(|s| {
             s.spawn(|| {
-                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-                    reqwest::get(&url).await.unwrap().error_for_status().unwrap().json().await.unwrap()
-                })
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(async {
+                        reqwest::get(&url)
+                            .await
+                            .unwrap()
+                            .error_for_status()
+                            .unwrap()
+                            .json()
+                            .await
+                            .unwrap()
+                    })
             })
             .join()
             .unwrap()
