@@ -229,9 +229,8 @@ fn recordings_download_intact_under_faults_and_a_rerun_does_no_new_work() {
         report["recordings_seen"].as_u64(),
         Some(expected.len() as u64)
     );
-    assert_eq!(
+    assert!(
         summary["deferrals"].as_u64().unwrap() > 0,
-        true,
         "Processing recordings were re-polled: {summary}"
     );
 
