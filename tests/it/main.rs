@@ -4,6 +4,7 @@ mod cli;
 mod download;
 mod flow;
 mod harness;
+mod other_server;
 mod runner;
 mod sim;
 mod storage;
