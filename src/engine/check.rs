@@ -4,10 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use rhai::{AST, Engine, Position};
 use rhai::{ASTNode, Expr, Stmt};
-use rhai::{Engine, Position};
 
+use super::EngineSettings;
 use super::diagnostics::Diagnostic;
+use super::resolver::ScriptResolver;
 use super::script::Script;
 
 /// Hooks the runner calls and their parameter lists.
@@ -115,13 +117,38 @@ pub fn check(engine: &Engine, script: &Script) -> Vec<Diagnostic> {
     }
 
     let natives = native_functions(engine);
+    let mut visited = HashSet::new();
+    check_calls(
+        engine,
+        &natives,
+        &script.ast,
+        file,
+        &mut problems,
+        &mut visited,
+    );
+    problems
+}
+
+/// Every function an AST calls must exist: defined in it, imported, or native. Imported
+/// script modules are checked the same way (each once).
+fn check_calls(
+    engine: &Engine,
+    natives: &HashMap<String, HashSet<usize>>,
+    ast: &AST,
+    file: &str,
+    problems: &mut Vec<Diagnostic>,
+    visited: &mut HashSet<String>,
+) {
     let mut script_fns: HashMap<String, HashSet<usize>> = HashMap::new();
-    for (n, a) in &defined {
-        script_fns.entry(n.clone()).or_default().insert(*a);
+    for f in ast.iter_functions() {
+        script_fns
+            .entry(f.name.to_string())
+            .or_default()
+            .insert(f.params.len());
     }
-    let modules = imported_modules(engine, script);
+    let modules = imported_modules(engine, ast, file);
     let mut variables = HashSet::new();
-    script.ast.walk(&mut |path: &[ASTNode]| {
+    ast.walk(&mut |path: &[ASTNode]| {
         if let Some(ASTNode::Expr(Expr::Variable(v, ..))) = path.last() {
             variables.insert(v.1.to_string());
         }
@@ -129,7 +156,7 @@ pub fn check(engine: &Engine, script: &Script) -> Vec<Diagnostic> {
     });
 
     let mut calls = Vec::new();
-    script.ast.walk(&mut |path: &[ASTNode]| {
+    ast.walk(&mut |path: &[ASTNode]| {
         match path.last() {
             Some(
                 ASTNode::Expr(Expr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos)),
@@ -171,17 +198,15 @@ pub fn check(engine: &Engine, script: &Script) -> Vec<Diagnostic> {
             continue;
         }
         let ok = if ns.is_empty() {
-            known(&natives, &name, arity, method)
+            known(natives, &name, arity, method)
                 || known(&script_fns, &name, arity, method)
-                || (method
-                    && (natives.contains_key(&format!("get${name}"))
-                        || name.starts_with("get$")
-                        || name.starts_with("set$")))
                 || (!method && variables.contains(&name))
         } else {
             match modules.get(&ns) {
-                Some(Some(fns)) => known(fns, &name, arity, false),
-                Some(None) => true, // the import itself is reported as unresolved
+                Some(m) => m
+                    .functions
+                    .as_ref()
+                    .is_none_or(|fns| known(fns, &name, arity, false)),
                 None => false,
             }
         };
@@ -198,7 +223,24 @@ pub fn check(engine: &Engine, script: &Script) -> Vec<Diagnostic> {
             ));
         }
     }
-    problems
+
+    for module in modules.into_values() {
+        let Some((label, text)) = module.source else {
+            continue;
+        };
+        if !visited.insert(label.clone()) {
+            continue;
+        }
+        match engine.compile(&text) {
+            Ok(module_ast) => check_calls(engine, natives, &module_ast, &label, problems, visited),
+            Err(e) => problems.push(Diagnostic::new(
+                &label,
+                e.position().line().unwrap_or(0),
+                e.position().position().unwrap_or(0),
+                format!("syntax error: {}", e.err_type()),
+            )),
+        }
+    }
 }
 
 fn at(file: &str, pos: Position, message: String) -> Diagnostic {
@@ -210,13 +252,16 @@ fn at(file: &str, pos: Position, message: String) -> Diagnostic {
     )
 }
 
-/// Imported modules by alias, with their public functions (None if it did not resolve).
-fn imported_modules(
-    engine: &Engine,
-    script: &Script,
-) -> BTreeMap<String, Option<HashMap<String, HashSet<usize>>>> {
+/// An imported module: its public functions (None if it did not resolve) and its source.
+struct Imported {
+    functions: Option<HashMap<String, HashSet<usize>>>,
+    source: Option<(String, String)>,
+}
+
+/// Modules imported by `ast` (a file labelled `file`), by alias.
+fn imported_modules(engine: &Engine, ast: &AST, file: &str) -> BTreeMap<String, Imported> {
     let mut imports = Vec::new();
-    script.ast.walk(&mut |path: &[ASTNode]| {
+    ast.walk(&mut |path: &[ASTNode]| {
         if let Some(ASTNode::Stmt(Stmt::Import(x, pos))) = path.last()
             && let Expr::StringConstant(s, ..) = &x.0
         {
@@ -224,20 +269,15 @@ fn imported_modules(
         }
         true
     });
-    let dir = std::path::Path::new(&script.label)
-        .parent()
-        .map(|p| p.to_path_buf());
+    let finder = ScriptResolver::new(EngineSettings::default().stdlib_dirs);
     imports
         .into_iter()
         .map(|(alias, path, pos)| {
-            let label = dir
-                .as_ref()
-                .map(|d| d.join("x.rhai").to_string_lossy().into_owned());
             let module = engine
                 .module_resolver()
-                .resolve(engine, label.as_deref(), &path, pos)
+                .resolve(engine, Some(file), &path, pos)
                 .ok();
-            let fns = module.map(|m| {
+            let functions = module.map(|m| {
                 let mut out: HashMap<String, HashSet<usize>> = HashMap::new();
                 for sig in m.gen_fn_signatures_with_mapper(Into::into) {
                     if let Some((n, a)) = parse_signature(&sig) {
@@ -246,7 +286,13 @@ fn imported_modules(
                 }
                 out
             });
-            (alias, fns)
+            (
+                alias,
+                Imported {
+                    functions,
+                    source: finder.find(Some(file), &path),
+                },
+            )
         })
         .collect()
 }

@@ -242,3 +242,37 @@ fn check_reports_syntax_errors_and_unknown_functions_with_file_and_line() {
     );
     assert!(ran.stdout.contains("good.rhai: ok"), "{}", ran.stdout);
 }
+
+#[test]
+fn check_looks_inside_imported_modules_and_passes_the_shipped_scripts() {
+    let env = TestEnv::new();
+    env.write(
+        "helpers.rhai",
+        "fn twice(x) {\n    x * 2\n}\nfn broken(x) {\n    not_a_function(x)\n}\n",
+    );
+    let script = env.write(
+        "uses.rhai",
+        "import \"helpers\" as h;\nfn discover(ctx) { ctx.emit(\"a\", h::twice(1)); }\nfn process(ctx, item) { h::missing(item) }\n",
+    );
+    let ran = env.cxpipe(&["check", script.to_str().unwrap()]);
+    assert_eq!(ran.code, 1, "{}", ran.stdout);
+    assert!(
+        ran.stdout
+            .contains("uses.rhai:3:28: call to unknown function `h::missing`"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout
+            .contains("helpers.rhai:5:5: call to unknown function `not_a_function`"),
+        "{}",
+        ran.stdout
+    );
+
+    let shipped = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/download_recordings.rhai"
+    );
+    let ok = env.cxpipe(&["check", shipped]);
+    assert_eq!(ok.code, 0, "{}", ok.stdout);
+}
