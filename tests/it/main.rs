@@ -1,4 +1,5 @@
 //! Integration tests: one binary driving the real `cxpipe` executable.
 
+mod api;
 mod cli;
 mod harness;
