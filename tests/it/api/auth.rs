@@ -9,7 +9,9 @@ use cxpipe::api::{Api, ApiError, TenantConfig};
 use reqwest::Method;
 use serde_json::json;
 
-use super::server::{Behaviour, CLIENT_SECRET, TestServer};
+use super::server::{
+    ACCESS_KEY_ID, ACCESS_KEY_SECRET, Behaviour, CLIENT_ID, CLIENT_SECRET, TestServer,
+};
 use super::{records, setup, setup_with};
 
 /// `workers` concurrent tasks, `calls` requests each; returns how many failed.
@@ -178,4 +180,86 @@ async fn a_rejected_static_bearer_token_is_final() {
     assert!(!format!("{err}").contains("not-a-valid-token"));
     assert_eq!(server.state.api_requests.load(SeqCst), 1);
     assert_eq!(server.state.token_requests.load(SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_grant_discovers_the_token_endpoint_and_the_api_base() {
+    let server = TestServer::start(records(20)).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (file, value) in [
+        ("client", CLIENT_SECRET),
+        ("ak", ACCESS_KEY_ID),
+        ("aks", ACCESS_KEY_SECRET),
+    ] {
+        std::fs::write(dir.path().join(file), value).unwrap();
+    }
+    let toml_text = format!(
+        r#"
+        [auth]
+        kind = "password"
+        issuer = "{}"
+        client_id = "{CLIENT_ID}"
+        client_secret = {{ file = "client" }}
+        username = {{ file = "ak" }}
+        password = {{ file = "aks" }}
+        "#,
+        server.base_url()
+    );
+    let config: TenantConfig = toml::from_str(&toml_text).unwrap();
+    let api = Api::new("real", &config, dir.path()).unwrap();
+    // `/records` below the discovered `api_endpoint` (which ends in /tenant-api).
+    let page = api
+        .request(
+            Method::GET,
+            "/records",
+            Some(&json!({"offset": 0, "limit": 3})),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 3);
+    api.request(
+        Method::GET,
+        "records",
+        Some(&json!({"offset": 3, "limit": 3})),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.state.token_requests.load(SeqCst), 1);
+    assert_eq!(server.state.api_requests.load(SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_password_grant_hides_every_secret() {
+    let server = TestServer::start(records(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (file, value) in [
+        ("client", CLIENT_SECRET),
+        ("ak", ACCESS_KEY_ID),
+        ("aks", "wrong-ak-secret"),
+    ] {
+        std::fs::write(dir.path().join(file), value).unwrap();
+    }
+    let toml_text = format!(
+        r#"
+        base_url = "{0}/tenant-api"
+        auth = {{ kind = "password", issuer = "{0}", client_id = "{CLIENT_ID}", client_secret = {{ file = "client" }}, username = {{ file = "ak" }}, password = {{ file = "aks" }} }}
+        "#,
+        server.base_url()
+    );
+    let config: TenantConfig = toml::from_str(&toml_text).unwrap();
+    let api = Api::new("real", &config, dir.path()).unwrap();
+    let err = api
+        .request(Method::GET, "/records", None, None)
+        .await
+        .unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(
+        text.contains("real") && text.contains("/auth/token") && text.contains("invalid_grant"),
+        "{text}"
+    );
+    for secret in [CLIENT_SECRET, "wrong-ak-secret"] {
+        assert!(!text.contains(secret), "{text}");
+    }
 }

@@ -18,6 +18,9 @@ use serde_json::{Value, json};
 
 pub const CLIENT_ID: &str = "client-7";
 pub const CLIENT_SECRET: &str = "s3cret-value-never-shown";
+pub const ACCESS_KEY_ID: &str = "AK-1";
+pub const ACCESS_KEY_SECRET: &str = "ak-secret-never-shown";
+pub const TENANT_ID: &str = "11EA-TENANT";
 
 /// Knobs and counters, shared with the test.
 #[derive(Default)]
@@ -64,7 +67,14 @@ impl TestServer {
         let state = Arc::new(behaviour);
         let app = Router::new()
             .route("/api/v2/oauth/token", post(token))
+            .route(
+                "/.well-known/openid-configuration",
+                get(openid_configuration),
+            )
+            .route("/.well-known/cxone-configuration", get(cxone_configuration))
+            .route("/auth/token", post(password_token))
             .route("/records", get(records_get))
+            .route("/tenant-api/records", get(records_get))
             .route("/records/search", post(records_post))
             .route("/limited", get(limited))
             .route("/throttled", get(throttled))
@@ -110,6 +120,58 @@ async fn token(State(s): Shared, headers: HeaderMap, body: String) -> Response {
     let access = format!("tok-{n}");
     s.valid_tokens.lock().unwrap().push(access.clone());
     Json(json!({"access_token": access, "token_type": "Bearer", "expires_in": s.token_ttl_secs.max(1)}))
+        .into_response()
+}
+
+fn host(headers: &HeaderMap) -> String {
+    headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn openid_configuration(headers: HeaderMap) -> Json<Value> {
+    let base = format!("http://{}", host(&headers));
+    Json(json!({"issuer": base, "token_endpoint": format!("{base}/auth/token")}))
+}
+
+async fn cxone_configuration(
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if q.get("tenantId").map(String::as_str) != Some(TENANT_ID) {
+        return (StatusCode::NOT_FOUND, "unknown tenant").into_response();
+    }
+    let api = format!("http://{}/tenant-api", host(&headers));
+    Json(json!({"api_endpoint": api, "area": "na1", "domain": "example.test"})).into_response()
+}
+
+/// The real platform's password grant: access key as username/password, client in Basic.
+async fn password_token(State(s): Shared, headers: HeaderMap, body: String) -> Response {
+    use base64::Engine as _;
+    let n = s.token_requests.fetch_add(1, SeqCst) + 1;
+    let client =
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    let basic_ok = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Basic {client}"));
+    let form_ok = body.contains("grant_type=password")
+        && body.contains(&format!("username={ACCESS_KEY_ID}"))
+        && body.contains(&format!("password={ACCESS_KEY_SECRET}"));
+    if !(basic_ok && form_ok) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_grant"})),
+        )
+            .into_response();
+    }
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"tenantId": TENANT_ID, "n": n}).to_string());
+    let access = format!("eyJhbGciOiJSUzI1NiJ9.{claims}.sig");
+    s.valid_tokens.lock().unwrap().push(access.clone());
+    Json(json!({"access_token": access, "token_type": "Bearer", "expires_in": 3600, "refresh_token": "r", "id_token": "i"}))
         .into_response()
 }
 
