@@ -6,8 +6,10 @@
 //! - [`cli`]: the command line, one file per subcommand.
 //! - [`secret`]: secrets referenced from configuration; never printed.
 //! - [`item_scope`]: the item a script call works on, for native stages on that thread.
+//! - [`sim`]: the CXone simulator (`cxpipe sim`, tests, demo).
 
 pub mod api;
 pub mod cli;
 pub mod item_scope;
 pub mod secret;
+pub mod sim;
