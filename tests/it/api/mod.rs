@@ -8,6 +8,7 @@ mod paginate;
 mod poll;
 mod script;
 mod server;
+mod sim;
 
 use std::sync::Arc;
 
