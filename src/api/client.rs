@@ -116,7 +116,8 @@ impl Api {
 
     /// Sends `method path` (relative to the base URL, or an absolute URL on the same
     /// origin) with optional query map and JSON body; returns the parsed JSON (`null` for
-    /// an empty body).
+    /// an empty body). Retries stop early when the current item's deadline would pass.
+    #[tracing::instrument(name = "api", skip_all, fields(tenant = %self.inner.tenant, %method, %path))]
     pub async fn request(
         &self,
         method: Method,
@@ -169,7 +170,7 @@ impl Api {
                 }
                 Err(Failure::Other(err)) => return Err(err),
             };
-            if retries >= inner.max_retries {
+            if retries >= inner.max_retries || past_item_deadline(wait) {
                 return Err(err);
             }
             retries += 1;
@@ -367,6 +368,13 @@ impl Api {
         let path = url.path();
         Ok(path.strip_prefix(base_path).unwrap_or(path).to_string())
     }
+}
+
+/// Whether waiting `wait` (or at all, when the wait is a family pause) would overrun the
+/// deadline of the item this thread works on: then the last error is returned instead.
+fn past_item_deadline(wait: Option<Duration>) -> bool {
+    crate::item_scope::deadline()
+        .is_some_and(|deadline| std::time::Instant::now() + wait.unwrap_or_default() >= deadline)
 }
 
 fn query_text(value: &Value) -> String {

@@ -174,3 +174,38 @@ async fn a_family_budget_uses_the_window_without_tripping_it() {
         "utilisation {utilisation:.3} over {elapsed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stop_at_the_item_deadline() {
+    let behaviour = Behaviour {
+        page_failures: 100,
+        ..records(10)
+    };
+    let server = TestServer::start(behaviour).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), CLIENT_SECRET).unwrap();
+    let text = tenant_toml(&server.base_url(), "")
+        .replace("backoff_base = \"100ms\"", "backoff_base = \"10s\"")
+        .replace("backoff_max = \"2s\"", "backoff_max = \"10s\"");
+    let config: TenantConfig = toml::from_str(&text).unwrap();
+    let clock = std::sync::Arc::new(cxpipe::api::SkippingClock::new());
+    let api = Api::with_clock("acme", &config, dir.path(), clock.clone()).unwrap();
+    let handle = tokio::runtime::Handle::current();
+    let err = tokio::task::spawn_blocking(move || {
+        let scope = cxpipe::item_scope::ItemScope {
+            deadline: Some(Instant::now() + Duration::from_secs(3)),
+            ..Default::default()
+        };
+        cxpipe::item_scope::with(scope, || {
+            handle
+                .block_on(api.request(Method::GET, "/records", None, None))
+                .unwrap_err()
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(err.status(), Some(503));
+    // A 5..10 s backoff cannot fit in a 3 s deadline: one attempt, no wait.
+    assert_eq!(server.state.api_requests.load(SeqCst), 1);
+    assert_eq!(clock.skipped(), Duration::ZERO);
+}
