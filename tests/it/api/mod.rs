@@ -6,6 +6,7 @@ mod auth;
 mod budgets;
 mod paginate;
 mod poll;
+mod real_stdlib;
 mod script;
 mod server;
 mod sim;
