@@ -135,10 +135,7 @@ impl Api {
     ) -> Result<Value, ApiError> {
         let inner = &self.inner;
         let url = self.url(path, query).await?;
-        let family = inner
-            .budgets
-            .family_for(&self.relative_path(&url).await?)
-            .clone();
+        let family = inner.budgets.family_for(&self.relative_path(&url).await?);
         let shown = display_path(&url);
         tracing::Span::current().record("path", shown.as_str());
         let mut retries = 0;
