@@ -24,6 +24,14 @@ pub struct Api {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("tenant", &self.inner.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     tenant: String,
     base: OnceCell<Url>,
@@ -116,7 +124,8 @@ impl Api {
 
     /// Sends `method path` (relative to the base URL, or an absolute URL on the same
     /// origin) with optional query map and JSON body; returns the parsed JSON (`null` for
-    /// an empty body).
+    /// an empty body). Retries stop early when the current item's deadline would pass.
+    #[tracing::instrument(name = "api", skip_all, fields(tenant = %self.inner.tenant, %method, path = tracing::field::Empty))]
     pub async fn request(
         &self,
         method: Method,
@@ -126,11 +135,9 @@ impl Api {
     ) -> Result<Value, ApiError> {
         let inner = &self.inner;
         let url = self.url(path, query).await?;
-        let family = inner
-            .budgets
-            .family_for(&self.relative_path(&url).await?)
-            .clone();
+        let family = inner.budgets.family_for(&self.relative_path(&url).await?);
         let shown = display_path(&url);
+        tracing::Span::current().record("path", shown.as_str());
         let mut retries = 0;
         let mut refreshed = false;
         loop {
@@ -169,7 +176,7 @@ impl Api {
                 }
                 Err(Failure::Other(err)) => return Err(err),
             };
-            if retries >= inner.max_retries {
+            if retries >= inner.max_retries || past_item_deadline(wait) {
                 return Err(err);
             }
             retries += 1;
@@ -369,6 +376,13 @@ impl Api {
     }
 }
 
+/// Whether waiting `wait` (or at all, when the wait is a family pause) would overrun the
+/// deadline of the item this thread works on: then the last error is returned instead.
+fn past_item_deadline(wait: Option<Duration>) -> bool {
+    crate::item_scope::deadline()
+        .is_some_and(|deadline| std::time::Instant::now() + wait.unwrap_or_default() >= deadline)
+}
+
 fn query_text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
@@ -376,12 +390,27 @@ fn query_text(value: &Value) -> String {
     }
 }
 
-/// Path and query for messages (the origin is the tenant's; userinfo never shown).
+/// Query keys whose values are masked in messages (presigned signatures, tokens, keys).
+const SENSITIVE_QUERY_KEYS: [&str; 6] = ["sig", "token", "key", "secret", "password", "credential"];
+
+/// Path and query for messages and logs: the origin is the tenant's, and values of
+/// credential-like query parameters (`Signature`, `AWSAccessKeyId`, `pageToken`…) are `***`.
 fn display_path(url: &Url) -> String {
-    match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_string(),
+    if url.query().is_none() {
+        return url.path().to_string();
     }
+    let pairs: Vec<String> = url
+        .query_pairs()
+        .map(|(key, value)| {
+            let lower = key.to_ascii_lowercase();
+            if SENSITIVE_QUERY_KEYS.iter().any(|s| lower.contains(s)) {
+                format!("{key}=***")
+            } else {
+                format!("{key}={value}")
+            }
+        })
+        .collect();
+    format!("{}?{}", url.path(), pairs.join("&"))
 }
 
 fn header_request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
@@ -393,4 +422,22 @@ fn header_request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
     ]
     .iter()
     .find_map(|name| headers.get(*name)?.to_str().ok().map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_mask_credential_like_query_values() {
+        let url = Url::parse(
+            "http://h/media-store/r/1.wav?AWSAccessKeyId=AK&Expires=9&Signature=abc&channel=combined",
+        )
+        .unwrap();
+        assert_eq!(
+            display_path(&url),
+            "/media-store/r/1.wav?AWSAccessKeyId=***&Expires=9&Signature=***&channel=combined"
+        );
+        assert_eq!(display_path(&Url::parse("http://h/a/b").unwrap()), "/a/b");
+    }
 }

@@ -1,5 +1,6 @@
 //! Integration tests: one binary driving the real `cxpipe` executable.
 
+mod api;
 mod cli;
 mod download;
 mod flow;

@@ -38,7 +38,13 @@ struct State {
     /// Bumped per new token, so a 401 only discards the token it was answered with.
     generation: u64,
     last_error: Option<ApiError>,
+    /// When the credentials were last refused outright (non-retryable error).
+    refused_at: Option<Instant>,
 }
+
+/// How long refused credentials are answered from the cache instead of asking again, so
+/// bad credentials cost one token request, not one per worker or retry.
+pub const REFUSAL_COOLDOWN: Duration = Duration::from_secs(60);
 
 struct Cached {
     access: Secret,
@@ -93,10 +99,14 @@ impl TokenCache {
         {
             return Ok((token.access.clone(), state.generation));
         }
-        if self.finished.load(Ordering::SeqCst) > seen
-            && let Some(err) = &state.last_error
-        {
-            return Err(err.clone());
+        if let Some(err) = &state.last_error {
+            let shared = self.finished.load(Ordering::SeqCst) > seen;
+            let cooling = state
+                .refused_at
+                .is_some_and(|at| now < at + REFUSAL_COOLDOWN);
+            if shared || cooling {
+                return Err(err.clone());
+            }
         }
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let fetched = fetch().await;
@@ -106,6 +116,7 @@ impl TokenCache {
                 let now = self.clock.now();
                 state.generation += 1;
                 state.last_error = None;
+                state.refused_at = None;
                 state.token = Some(Cached {
                     access: token.access.clone(),
                     refresh_at: now + token.lifetime.mul_f64(5.0 / 6.0),
@@ -119,6 +130,7 @@ impl TokenCache {
             }
             Err(err) => {
                 state.last_error = Some(err.clone());
+                state.refused_at = (!err.retryable()).then(|| self.clock.now());
                 match &state.token {
                     Some(old) if err.retryable() && self.clock.now() < old.expires_at => {
                         tracing::warn!(error = %err, "token refresh failed; using the current token until it expires");
@@ -216,6 +228,26 @@ mod tests {
             assert!(t.await.unwrap());
         }
         assert_eq!(cache.requests(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_credentials_are_not_retried_until_the_cooldown_ends() {
+        let cache = TokenCache::new(Arc::new(TokioClock));
+        let refuse = || async {
+            Err::<Token, _>(ApiError::Auth {
+                tenant: "acme".into(),
+                token_url: "u".into(),
+                status: Some(401),
+                message: "invalid_client".into(),
+                retryable: false,
+            })
+        };
+        assert!(cache.get(refuse).await.is_err());
+        assert!(cache.get(refuse).await.is_err());
+        assert_eq!(cache.requests(), 1);
+        tokio::time::sleep(REFUSAL_COOLDOWN).await;
+        let (t, _) = cache.get(|| async { Ok(token("ok", 60)) }).await.unwrap();
+        assert_eq!((t.expose(), cache.requests()), ("ok", 2));
     }
 
     #[tokio::test(start_paused = true)]

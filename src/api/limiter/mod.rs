@@ -1,10 +1,13 @@
 //! Rate budgets of one tenant: which endpoint family a path belongs to, and that family's
 //! [`FamilyLimiter`]. Presets carry documented limits; configured families add to them.
+//! Paths no family claims fall to the `default` family when one is configured, else to an
+//! unmetered family per three-segment prefix (`/api/v2/recording`), so a 429 on one API
+//! pauses that API and not the whole tenant.
 
 mod gcra;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use gcra::FamilyLimiter;
@@ -20,8 +23,15 @@ pub const DEFAULT_FAMILY: &str = "default";
 pub struct RateBudgets {
     /// `(pattern segments, family)`, longest pattern first.
     rules: Vec<(Vec<String>, Arc<FamilyLimiter>)>,
-    default: Arc<FamilyLimiter>,
+    default: Option<Arc<FamilyLimiter>>,
+    /// Unmetered families made on first use, by path prefix.
+    implicit: Mutex<HashMap<String, Arc<FamilyLimiter>>>,
+    backoff: Backoff,
+    clock: Arc<dyn Clock>,
 }
+
+/// Segments of the prefix that names an implicit family.
+const IMPLICIT_PREFIX_SEGMENTS: usize = 3;
 
 impl RateBudgets {
     /// Builds the families from config (preset first, then configured families, which
@@ -63,21 +73,44 @@ impl RateBudgets {
             }
         }
         rules.sort_by_key(|(pattern, _)| std::cmp::Reverse(pattern.len()));
-        let default = default
-            .unwrap_or_else(|| Arc::new(FamilyLimiter::new(DEFAULT_FAMILY, None, backoff, clock)));
-        Ok(RateBudgets { rules, default })
+        Ok(RateBudgets {
+            rules,
+            default,
+            implicit: Mutex::new(HashMap::new()),
+            backoff,
+            clock,
+        })
     }
 
     /// The family a request path (relative to the base URL, without query) belongs to.
-    pub fn family_for(&self, path: &str) -> &Arc<FamilyLimiter> {
+    pub fn family_for(&self, path: &str) -> Arc<FamilyLimiter> {
         let path = segments(path);
-        self.rules
-            .iter()
-            .find(|(pattern, _)| {
-                pattern.len() <= path.len()
-                    && pattern.iter().zip(&path).all(|(p, s)| p == "*" || p == s)
+        let configured = self.rules.iter().find(|(pattern, _)| {
+            pattern.len() <= path.len()
+                && pattern.iter().zip(&path).all(|(p, s)| p == "*" || p == s)
+        });
+        if let Some((_, family)) = configured {
+            return family.clone();
+        }
+        if let Some(default) = &self.default {
+            return default.clone();
+        }
+        let prefix = format!(
+            "/{}",
+            path[..path.len().min(IMPLICIT_PREFIX_SEGMENTS)].join("/")
+        );
+        let mut implicit = self.implicit.lock().expect("implicit families");
+        implicit
+            .entry(prefix)
+            .or_insert_with_key(|name| {
+                Arc::new(FamilyLimiter::new(
+                    name,
+                    None,
+                    self.backoff,
+                    self.clock.clone(),
+                ))
             })
-            .map_or(&self.default, |(_, family)| family)
+            .clone()
     }
 }
 
@@ -149,7 +182,18 @@ mod tests {
             b.family_for("/media-download/v1/status/9").name(),
             "media-download"
         );
-        assert_eq!(b.family_for("/contacts/completed").name(), DEFAULT_FAMILY);
+        assert_eq!(
+            b.family_for("/contacts/completed?top=5").name(),
+            "/contacts/completed"
+        );
+        assert_eq!(
+            b.family_for("/api/v2/media/recordings/1").name(),
+            "/api/v2/media"
+        );
+        assert!(Arc::ptr_eq(
+            &b.family_for("/api/v2/media/x"),
+            &b.family_for("/api/v2/media/y")
+        ));
     }
 
     #[test]
@@ -163,6 +207,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             b.family_for("/media-playback/v1/contacts").name(),
+            "/media-playback/v1/contacts"
+        );
+        let with_default =
+            budgets(r#"families = { default = { requests = 5, per = "1s" } }"#).unwrap();
+        assert_eq!(
+            with_default.family_for("/anything/at/all").name(),
             DEFAULT_FAMILY
         );
         assert_eq!(b.family_for("/mp/x").name(), "media-playback");
