@@ -26,7 +26,7 @@ impl Progress {
         }
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
-            "{prefix:.bold} [{elapsed_precise}] {wide_bar:.cyan/blue} {pos}/{len} {per_sec} ETA {eta} {msg}",
+            "{prefix:.bold} [{elapsed_precise}] {wide_bar:.cyan/blue} {pos}/{len} ETA {eta} {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style.progress_chars("=> "));
@@ -37,8 +37,9 @@ impl Progress {
                 let total = counters.admitted.load(Relaxed) + counters.resumed.load(Relaxed);
                 b.set_length(total);
                 b.set_position(counters.finished());
+                let rate = counters.finished() as f64 / b.elapsed().as_secs_f64().max(0.001);
                 b.set_message(format!(
-                    "discovered {} · done {} · skipped {} · failed {} · retries {}",
+                    "{rate:.0}/s · discovered {} · done {} · skipped {} · failed {} · retries {}",
                     counters.emitted.load(Relaxed),
                     counters.done.load(Relaxed),
                     counters.skipped.load(Relaxed),
