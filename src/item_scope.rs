@@ -15,6 +15,8 @@ pub struct ItemScope {
     pub script_hash: String,
     /// When the runner stops the call (the item's `item_timeout`).
     pub deadline: Option<Instant>,
+    /// Most Rhai operations the call may run (the item's `max_operations`).
+    pub max_operations: Option<u64>,
 }
 
 thread_local! {
@@ -29,6 +31,16 @@ pub fn current() -> Option<ItemScope> {
 /// The deadline of the call running on this thread, if any.
 pub fn deadline() -> Option<Instant> {
     CURRENT.with(|c| c.borrow().as_ref().and_then(|s| s.deadline))
+}
+
+/// The deadline and operation limit of the call running on this thread.
+pub fn limits() -> (Option<Instant>, Option<u64>) {
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map(|s| (s.deadline, s.max_operations))
+            .unwrap_or((None, None))
+    })
 }
 
 /// Runs `f` with `scope` installed for this thread, restoring the previous one after.

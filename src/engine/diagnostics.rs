@@ -77,7 +77,10 @@ pub fn diagnostic_from_eval(err: &EvalAltResult, default_source: &str) -> Diagno
     }
     let pos = cur.position();
     let message = match cur {
-        EvalAltResult::ErrorTerminated(..) => super::DEADLINE_TOKEN.to_string() + " (item_timeout)",
+        EvalAltResult::ErrorTerminated(token, _) => token
+            .clone()
+            .into_string()
+            .unwrap_or_else(|_| token.to_string()),
         EvalAltResult::ErrorParsing(p, _) => format!("syntax error: {p}"),
         EvalAltResult::ErrorRuntime(value, _) if value.is_map() => thrown_map(value),
         other => {

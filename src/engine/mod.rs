@@ -36,7 +36,10 @@ impl Default for EngineSettings {
 }
 
 /// Value returned by `on_progress` when the item's deadline has passed.
-pub const DEADLINE_TOKEN: &str = "item deadline exceeded";
+pub const DEADLINE_TOKEN: &str = "item deadline exceeded (item_timeout)";
+
+/// Value returned by `on_progress` when a call ran more operations than allowed.
+pub const OPERATIONS_TOKEN: &str = "operation limit exceeded (max_operations)";
 
 /// Builds an engine with cxpipe's safety limits and logging. Callers register the native
 /// namespaces (ctx, api, flow, storage) on the result.
@@ -50,12 +53,18 @@ pub fn base_engine(settings: &EngineSettings) -> Engine {
     engine.set_max_array_size(1_000_000);
     engine.set_max_map_size(100_000);
     engine.set_max_modules(256);
+    // Operations are limited per call through `on_progress` (the item's `max_operations`),
+    // not engine-wide, so `discover` over millions of records is not cut short.
     engine.set_max_operations(0);
     engine.on_progress(|ops| {
         if ops % DEADLINE_CHECK_EVERY != 0 {
             return None;
         }
-        match crate::item_scope::deadline() {
+        let (deadline, max_ops) = crate::item_scope::limits();
+        if max_ops.is_some_and(|max| ops > max) {
+            return Some(Dynamic::from(OPERATIONS_TOKEN));
+        }
+        match deadline {
             Some(deadline) if Instant::now() >= deadline => Some(Dynamic::from(DEADLINE_TOKEN)),
             _ => None,
         }

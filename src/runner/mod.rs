@@ -179,7 +179,7 @@ async fn run_discover(req: &RunRequest, shared: Arc<RunShared>) -> Option<String
         return None;
     }
     let (engine, script) = (req.engine.clone(), req.script.clone());
-    let scope = item_scope_for(&shared, "", None);
+    let scope = item_scope_for(&shared, "", None, None);
     let ctx = ctx::Ctx {
         shared: shared.clone(),
         item_key: None,
@@ -206,6 +206,7 @@ pub(crate) fn item_scope_for(
     shared: &RunShared,
     key: &str,
     deadline: Option<Instant>,
+    max_operations: Option<u64>,
 ) -> ItemScope {
     ItemScope {
         run_id: shared.run_id.clone(),
@@ -214,6 +215,7 @@ pub(crate) fn item_scope_for(
         item_key: key.to_string(),
         script_hash: shared.script_hash.clone(),
         deadline,
+        max_operations,
     }
 }
 
@@ -359,7 +361,7 @@ async fn run_finish(
     }
     let (engine, script) = (req.engine.clone(), req.script.clone());
     let arg = rhai::serde::to_dynamic(&summary_json).unwrap_or(Dynamic::UNIT);
-    let scope = item_scope_for(&shared, "", None);
+    let scope = item_scope_for(&shared, "", None, None);
     let ctx = ctx::Ctx {
         shared,
         item_key: None,

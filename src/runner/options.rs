@@ -16,6 +16,8 @@ pub struct PipelineOptions {
     pub retry_backoff_max: Duration,
     /// Deadline of one `process` call.
     pub item_timeout: Duration,
+    /// Most Rhai operations one `process` call may run (a runaway loop fails the item).
+    pub max_operations: u64,
     /// A deferred item is re-tried within the run when its delay ends within this long of
     /// the deferral; otherwise it stays deferred in the ledger for the next run.
     pub defer_max_wait: Duration,
@@ -31,6 +33,7 @@ impl Default for PipelineOptions {
             retry_backoff: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(300),
             item_timeout: Duration::from_secs(600),
+            max_operations: 500_000_000,
             defer_max_wait: Duration::from_secs(300),
             max_defers: 50,
         }
@@ -68,13 +71,14 @@ impl PipelineOptions {
                 "concurrency" => positive(value).map(|n| o.concurrency = n.min(1024) as usize),
                 "max_attempts" => positive(value).map(|n| o.max_attempts = n.min(1000) as u32),
                 "max_defers" => positive(value).map(|n| o.max_defers = n.min(100_000) as u32),
+                "max_operations" => positive(value).map(|n| o.max_operations = n),
                 "retry_backoff" => parse_duration(value).map(|d| o.retry_backoff = d),
                 "retry_backoff_max" => parse_duration(value).map(|d| o.retry_backoff_max = d),
                 "item_timeout" => parse_duration(value).map(|d| o.item_timeout = d),
                 "defer_max_wait" => parse_duration(value).map(|d| o.defer_max_wait = d),
                 other => Err(format!(
                     "unknown option `{other}` (known: concurrency, max_attempts, retry_backoff, \
-                     retry_backoff_max, item_timeout, defer_max_wait, max_defers)"
+                     retry_backoff_max, item_timeout, max_operations, defer_max_wait, max_defers)"
                 )),
             };
             if let Err(e) = result {

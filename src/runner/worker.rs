@@ -132,7 +132,12 @@ fn handle(env: &WorkerEnv, mut item: WorkItem) {
     let shared = &env.shared;
     let attempt = item.attempts + 1;
     let deadline = Instant::now() + env.options.item_timeout;
-    let scope = item_scope_for(shared, &item.key, Some(deadline));
+    let scope = item_scope_for(
+        shared,
+        &item.key,
+        Some(deadline),
+        Some(env.options.max_operations),
+    );
     let ctx = Ctx {
         shared: shared.clone(),
         item_key: Some(item.key.as_str().into()),
