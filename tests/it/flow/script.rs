@@ -181,6 +181,7 @@ async fn manifests_record_the_run_and_script_of_the_item() {
             item_key: "rec-1".into(),
             script_hash: "ab".repeat(32),
             deadline: None,
+            max_operations: None,
         };
         let r = cxpipe::item_scope::with(scope, || engine.eval::<Map>(&script)).unwrap();
         assert!(!r["existed"].as_bool().unwrap());
