@@ -48,6 +48,7 @@ pub enum Command {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     init_tracing(&cli.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -80,6 +81,17 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Sim(args) => sim::run(args).await,
         Command::Decrypt(args) => decrypt::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+    }
+}
+
+/// Lets `cxpipe items ls | head` end quietly, as command-line tools do, instead of
+/// panicking on the closed pipe (Rust ignores SIGPIPE by default).
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any thread exists; setting the default
+    // disposition of SIGPIPE has no other effect on this process. No safe API exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
