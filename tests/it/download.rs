@@ -268,6 +268,31 @@ fn recordings_download_intact_under_faults_and_a_rerun_does_no_new_work() {
         "{counts:?}"
     );
 
+    // No secret reached the output, the ledger or the manifests.
+    let secret = sim.credentials.client_secret.as_str();
+    let mut places: Vec<(String, Vec<u8>)> = vec![
+        ("stdout".into(), first.stdout.clone().into()),
+        ("stderr".into(), first.stderr.clone().into()),
+    ];
+    for dir in [env.state_dir(), env.path().join("objects")] {
+        for (name, path) in listing(&dir) {
+            if !name.starts_with("recordings/") || name.ends_with(".json") {
+                places.push((name, std::fs::read(path).unwrap()));
+            }
+        }
+    }
+    for (name, bytes) in &places {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !text.contains(secret),
+            "the client secret leaked into {name}"
+        );
+        assert!(
+            !text.contains("Signature="),
+            "a presigned URL leaked into {name}"
+        );
+    }
+
     // verify passes on the result.
     let objects = format!("fs://{}", env.path().join("objects").display());
     let verify = env.cxpipe(&["verify", &objects, "--config", config.to_str().unwrap()]);
