@@ -52,7 +52,8 @@ enum Failure {
 }
 
 impl Api {
-    /// Builds the client for `tenant`; `config_dir` anchors secret files.
+    /// Builds the client for `tenant`; `config_dir` anchors secret files. Reports every
+    /// configuration problem at once.
     pub fn new(tenant: &str, config: &TenantConfig, config_dir: &Path) -> Result<Api, ApiError> {
         Api::with_clock(tenant, config, config_dir, Arc::new(TokioClock))
     }
@@ -64,21 +65,20 @@ impl Api {
         config_dir: &Path,
         clock: Arc<dyn Clock>,
     ) -> Result<Api, ApiError> {
-        let fail = |message: String| ApiError::Config {
-            tenant: tenant.to_string(),
-            message,
-        };
+        let mut problems = Vec::new();
         let base = OnceCell::new();
         if let Some(text) = &config.base_url {
-            let url = Url::parse(text).map_err(|e| fail(format!("base_url {text:?}: {e}")))?;
-            base.set(url).expect("fresh cell");
+            match Url::parse(text) {
+                Ok(url) => base.set(url).expect("fresh cell"),
+                Err(e) => problems.push(format!("base_url {text:?}: {e}")),
+            }
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .user_agent(concat!("cxpipe/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
+        if config.backoff_base > config.backoff_max {
+            problems.push("backoff_base is longer than backoff_max".into());
+        }
+        if config.read_timeout.is_zero() || config.connect_timeout.is_zero() {
+            problems.push("connect_timeout and read_timeout must be positive".into());
+        }
         let backoff = Backoff {
             base: config.backoff_base,
             max: config.backoff_max,
@@ -89,9 +89,26 @@ impl Api {
             config.base_url.as_deref(),
             config_dir,
             clock.clone(),
-        )?;
-        let budgets =
-            RateBudgets::new(&config.rate_limits, backoff, clock.clone()).map_err(fail)?;
+        )
+        .map_err(|e| match e {
+            ApiError::Config { message, .. } => problems.push(message),
+            other => problems.push(other.to_string()),
+        });
+        let budgets = RateBudgets::new(&config.rate_limits, backoff, clock.clone())
+            .map_err(|message| problems.push(message));
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .user_agent(concat!("cxpipe/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| problems.push(format!("cannot build the HTTP client: {e}")));
+        let (Ok(auth), Ok(budgets), Ok(http), true) = (auth, budgets, http, problems.is_empty())
+        else {
+            return Err(ApiError::Config {
+                tenant: tenant.to_string(),
+                message: problems.join("; "),
+            });
+        };
         Ok(Api {
             inner: Arc::new(Inner {
                 tenant: tenant.to_string(),
@@ -427,6 +444,35 @@ fn header_request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_configuration_problem_is_reported_at_once() {
+        let config: TenantConfig = toml::from_str(
+            r#"
+            base_url = "not a url"
+            backoff_base = "1m"
+            backoff_max = "1s"
+            auth = { kind = "password", issuer = "https://idp", client_id = "c",
+                     client_secret = { env = "CXPIPE_TEST_UNSET_CLIENT" },
+                     username = { file = "missing-user" }, password = { env = "CXPIPE_TEST_UNSET_PW" } }
+            rate_limits = { families = { x = { requests = 1, per = "1s" } } }
+            "#,
+        )
+        .unwrap();
+        let err = Api::new("acme", &config, Path::new("/nonexistent")).unwrap_err();
+        let text = err.to_string();
+        for expected in [
+            "tenant acme",
+            "base_url",
+            "backoff_base",
+            "CXPIPE_TEST_UNSET_CLIENT",
+            "missing-user",
+            "CXPIPE_TEST_UNSET_PW",
+            "rate family x has no paths",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from: {text}");
+        }
+    }
 
     #[test]
     fn messages_mask_credential_like_query_values() {
