@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use reqwest::{Method, Url};
@@ -42,6 +43,30 @@ struct Inner {
     max_retries: u32,
     max_response_bytes: u64,
     clock: Arc<dyn Clock>,
+    counters: Counters,
+}
+
+/// What this client has done so far (for metrics and run summaries).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApiStats {
+    /// HTTP requests sent to the API (token requests not included).
+    pub requests: u64,
+    /// Requests retried after a 429, 5xx or transport error.
+    pub retries: u64,
+    /// 429 answers (each paused its family).
+    pub throttled: u64,
+    /// 401 answers that led to a token refresh.
+    pub refreshed_after_401: u64,
+    /// Token requests made for this tenant's credentials.
+    pub token_requests: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    retries: AtomicU64,
+    throttled: AtomicU64,
+    refreshed_after_401: AtomicU64,
 }
 
 /// How one attempt ended, when it did not succeed.
@@ -120,6 +145,7 @@ impl Api {
                 max_retries: config.max_retries,
                 max_response_bytes: config.max_response_bytes,
                 clock,
+                counters: Counters::default(),
             }),
         })
     }
@@ -127,6 +153,18 @@ impl Api {
     /// The tenant's name.
     pub fn tenant(&self) -> &str {
         &self.inner.tenant
+    }
+
+    /// Counters of requests, retries, 429s, refreshes and token requests so far.
+    pub fn stats(&self) -> ApiStats {
+        let c = &self.inner.counters;
+        ApiStats {
+            requests: c.requests.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            throttled: c.throttled.load(Ordering::Relaxed),
+            refreshed_after_401: c.refreshed_after_401.load(Ordering::Relaxed),
+            token_requests: self.token_requests(),
+        }
     }
 
     /// Token requests made so far for this tenant's credentials.
@@ -168,6 +206,10 @@ impl Api {
                         Err(Failure::Unauthorized(err)) if !refreshed => {
                             refreshed = true;
                             if inner.auth.rejected(generation).await {
+                                inner
+                                    .counters
+                                    .refreshed_after_401
+                                    .fetch_add(1, Ordering::Relaxed);
                                 tracing::info!(tenant = %inner.tenant, path = %shown, "401; refreshing the token and retrying once");
                                 continue;
                             }
@@ -184,6 +226,7 @@ impl Api {
                     return Ok(value);
                 }
                 Err(Failure::Throttled(err, retry_after)) => {
+                    inner.counters.throttled.fetch_add(1, Ordering::Relaxed);
                     family.throttled(retry_after);
                     (err, None)
                 }
@@ -197,6 +240,7 @@ impl Api {
                 return Err(err);
             }
             retries += 1;
+            inner.counters.retries.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(tenant = %inner.tenant, path = %shown, retry = retries, error = %err, "retrying");
             if let Some(wait) = wait {
                 let until = inner.clock.now() + wait;
@@ -228,6 +272,7 @@ impl Api {
         if let Some(body) = body {
             request = request.json(body);
         }
+        inner.counters.requests.fetch_add(1, Ordering::Relaxed);
         let mut response = request
             .send()
             .await

@@ -28,7 +28,7 @@ pub mod paginate;
 pub mod poll;
 pub mod rhai;
 
-pub use client::Api;
+pub use client::{Api, ApiStats};
 pub use clock::{Clock, SkippingClock, TokioClock};
 pub use config::TenantConfig;
 pub use error::ApiError;

@@ -90,6 +90,15 @@ async fn a_persistent_401_fails_after_one_refresh_and_one_retry() {
     assert_eq!(err.request_id(), Some("req-401"));
     assert_eq!(s.server.state.api_requests.load(SeqCst), 2);
     assert_eq!(s.server.state.token_requests.load(SeqCst), 2);
+    let stats = s.api.stats();
+    assert_eq!(
+        (
+            stats.requests,
+            stats.refreshed_after_401,
+            stats.token_requests
+        ),
+        (2, 1, 2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

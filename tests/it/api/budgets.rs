@@ -37,6 +37,7 @@ async fn retry_after_in_seconds_pauses_then_retries() {
     );
     assert!(real.elapsed() < Duration::from_secs(2));
     assert_eq!(s.server.state.api_requests.load(SeqCst), 2);
+    assert_eq!((s.api.stats().throttled, s.api.stats().retries), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,6 +89,8 @@ async fn server_errors_are_retried_up_to_the_cap_then_reported() {
         5,
         "1 attempt + max_retries 4"
     );
+    let stats = s.api.stats();
+    assert_eq!((stats.requests, stats.retries, stats.throttled), (5, 4, 0));
     let waited = s.clock.skipped();
     assert!(
         waited >= Duration::from_millis(700) && waited <= Duration::from_millis(1500),
