@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use reqwest::{Method, Url};
@@ -18,6 +18,8 @@ use crate::api::clock::{Clock, TokioClock};
 use crate::api::config::TenantConfig;
 use crate::api::error::ApiError;
 use crate::api::limiter::RateBudgets;
+use crate::api::stats::{ApiStats, Counters};
+use crate::api::target;
 
 /// One tenant's API client; cheap to clone (shared state behind an `Arc`).
 #[derive(Clone)]
@@ -44,29 +46,6 @@ struct Inner {
     max_response_bytes: u64,
     clock: Arc<dyn Clock>,
     counters: Counters,
-}
-
-/// What this client has done so far (for metrics and run summaries).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ApiStats {
-    /// HTTP requests sent to the API (token requests not included).
-    pub requests: u64,
-    /// Requests retried after a 429, 5xx or transport error.
-    pub retries: u64,
-    /// 429 answers (each paused its family).
-    pub throttled: u64,
-    /// 401 answers that led to a token refresh.
-    pub refreshed_after_401: u64,
-    /// Token requests made for this tenant's credentials.
-    pub token_requests: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    requests: AtomicU64,
-    retries: AtomicU64,
-    throttled: AtomicU64,
-    refreshed_after_401: AtomicU64,
 }
 
 /// How one attempt ended, when it did not succeed.
@@ -190,8 +169,9 @@ impl Api {
     ) -> Result<Value, ApiError> {
         let inner = &self.inner;
         let url = self.url(path, query).await?;
-        let family = inner.budgets.family_for(&self.relative_path(&url).await?);
-        let shown = display_path(&url);
+        let base = self.base().await?;
+        let family = inner.budgets.family_for(&target::relative_path(base, &url));
+        let shown = target::display_path(&url);
         tracing::Span::current().record("path", shown.as_str());
         let mut retries = 0;
         let mut refreshed = false;
@@ -378,63 +358,14 @@ impl Api {
             .await
     }
 
-    /// The full URL for `path` (plus `query`), refusing absolute URLs on another origin so
-    /// the token is never sent elsewhere.
+    /// The full URL for `path` (plus `query`); see [`target::resolve`].
     async fn url(&self, path: &str, query: Option<&Value>) -> Result<Url, ApiError> {
         let base = self.base().await?;
-        let usage = |message: String| ApiError::Usage {
+        target::resolve(base, path, query).map_err(|message| ApiError::Usage {
             tenant: self.inner.tenant.clone(),
             what: format!("request {path}"),
             message,
-        };
-        let mut url = if path.starts_with("http://") || path.starts_with("https://") {
-            let url = Url::parse(path).map_err(|e| usage(e.to_string()))?;
-            if url.origin() != base.origin() {
-                return Err(usage(format!(
-                    "absolute URL is not on the tenant's origin {}",
-                    base.origin().ascii_serialization()
-                )));
-            }
-            url
-        } else {
-            let joined = format!(
-                "{}/{}",
-                base.as_str().trim_end_matches('/'),
-                path.trim_start_matches('/')
-            );
-            Url::parse(&joined).map_err(|e| usage(e.to_string()))?
-        };
-        match query {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(map)) => {
-                let mut pairs = url.query_pairs_mut();
-                for (key, value) in map {
-                    match value {
-                        Value::Null => {}
-                        Value::Array(items) => {
-                            for item in items {
-                                pairs.append_pair(key, &query_text(item));
-                            }
-                        }
-                        other => {
-                            pairs.append_pair(key, &query_text(other));
-                        }
-                    }
-                }
-            }
-            Some(other) => return Err(usage(format!("query must be a map, not {other}"))),
-        }
-        if url.query() == Some("") {
-            url.set_query(None);
-        }
-        Ok(url)
-    }
-
-    /// The path of `url` below the base URL's path (what families are matched against).
-    async fn relative_path(&self, url: &Url) -> Result<String, ApiError> {
-        let base_path = self.base().await?.path().trim_end_matches('/');
-        let path = url.path();
-        Ok(path.strip_prefix(base_path).unwrap_or(path).to_string())
+        })
     }
 }
 
@@ -443,36 +374,6 @@ impl Api {
 fn past_item_deadline(wait: Option<Duration>) -> bool {
     crate::item_scope::deadline()
         .is_some_and(|deadline| std::time::Instant::now() + wait.unwrap_or_default() >= deadline)
-}
-
-fn query_text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Query keys whose values are masked in messages (presigned signatures, tokens, keys).
-const SENSITIVE_QUERY_KEYS: [&str; 6] = ["sig", "token", "key", "secret", "password", "credential"];
-
-/// Path and query for messages and logs: the origin is the tenant's, and values of
-/// credential-like query parameters (`Signature`, `AWSAccessKeyId`, `pageToken`…) are `***`.
-fn display_path(url: &Url) -> String {
-    if url.query().is_none() {
-        return url.path().to_string();
-    }
-    let pairs: Vec<String> = url
-        .query_pairs()
-        .map(|(key, value)| {
-            let lower = key.to_ascii_lowercase();
-            if SENSITIVE_QUERY_KEYS.iter().any(|s| lower.contains(s)) {
-                format!("{key}=***")
-            } else {
-                format!("{key}={value}")
-            }
-        })
-        .collect();
-    format!("{}?{}", url.path(), pairs.join("&"))
 }
 
 fn header_request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
@@ -517,18 +418,5 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} missing from: {text}");
         }
-    }
-
-    #[test]
-    fn messages_mask_credential_like_query_values() {
-        let url = Url::parse(
-            "http://h/media-store/r/1.wav?AWSAccessKeyId=AK&Expires=9&Signature=abc&channel=combined",
-        )
-        .unwrap();
-        assert_eq!(
-            display_path(&url),
-            "/media-store/r/1.wav?AWSAccessKeyId=***&Expires=9&Signature=***&channel=combined"
-        );
-        assert_eq!(display_path(&Url::parse("http://h/a/b").unwrap()), "/a/b");
     }
 }
