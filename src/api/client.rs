@@ -51,7 +51,10 @@ struct Inner {
 /// How one attempt ended, when it did not succeed.
 enum Failure {
     Unauthorized(ApiError),
+    /// 429: pause the family (for `Retry-After` when given).
     Throttled(ApiError, Option<Duration>),
+    /// A retryable answer whose `Retry-After` asks for at least this long (503 and kin).
+    RetryAfter(ApiError, Duration),
     Other(ApiError),
 }
 
@@ -211,6 +214,9 @@ impl Api {
                     (err, None)
                 }
                 Err(Failure::Unauthorized(err)) => return Err(err),
+                Err(Failure::RetryAfter(err, at_least)) => {
+                    (err, Some(inner.backoff.delay(retries).max(at_least)))
+                }
                 Err(Failure::Other(err)) if err.retryable() => {
                     (err, Some(inner.backoff.delay(retries)))
                 }
@@ -302,7 +308,10 @@ impl Api {
         Err(match status {
             401 => Failure::Unauthorized(err),
             429 => Failure::Throttled(err, retry_after),
-            _ => Failure::Other(err),
+            _ => match retry_after {
+                Some(at_least) if err.retryable() => Failure::RetryAfter(err, at_least),
+                _ => Failure::Other(err),
+            },
         })
     }
 

@@ -71,6 +71,30 @@ async fn a_429_without_retry_after_backs_off_with_jitter() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_with_retry_after_waits_at_least_that_long() {
+    let behaviour = Behaviour {
+        throttle_status: 503,
+        ..throttling_once("9")
+    };
+    let s = setup(behaviour).await;
+    s.api
+        .request(Method::GET, "/throttled", None, None)
+        .await
+        .unwrap();
+    let waited = s.clock.skipped();
+    assert!(
+        waited >= Duration::from_millis(8_900) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    let stats = s.api.stats();
+    assert_eq!(
+        (stats.throttled, stats.retries),
+        (0, 1),
+        "a 503 is not a 429"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried_up_to_the_cap_then_reported() {
     let behaviour = Behaviour {
         page_failures: 100,

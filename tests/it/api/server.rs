@@ -40,8 +40,10 @@ pub struct Behaviour {
     pub window: Option<(u64, Duration)>,
     pub window_state: Mutex<Window>,
     pub throttled: AtomicU64,
-    /// `/throttled`: the `Retry-After` value sent once (`date:N` = an HTTP date N s ahead).
+    /// `/throttled`: the `Retry-After` value sent once (`date:N` = an HTTP date N s ahead),
+    /// with status `throttle_status` (429 when 0).
     pub retry_after: Mutex<Option<String>>,
+    pub throttle_status: u16,
     /// `/jobs/{id}`: polls answered `RUNNING` before the final state.
     pub job_polls_before_done: u64,
     pub job_final_state: String,
@@ -324,11 +326,8 @@ async fn throttled(State(s): Shared, headers: HeaderMap) -> Response {
         }
         None => value,
     };
-    let mut response = (
-        StatusCode::TOO_MANY_REQUESTS,
-        Json(json!({"message": "throttled"})),
-    )
-        .into_response();
+    let status = StatusCode::from_u16(s.throttle_status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+    let mut response = (status, Json(json!({"message": "throttled"}))).into_response();
     if !value.is_empty() {
         response
             .headers_mut()
