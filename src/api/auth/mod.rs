@@ -92,6 +92,7 @@ impl Authenticator {
                 token_url: token_url.clone(),
                 scope: scope.clone(),
                 discovered_token_url: OnceCell::new(),
+                refresh_token: std::sync::Mutex::new(None),
             }),
             AuthConfig::Bearer { token } => Grant::Bearer(resolve("token", token)),
         };
