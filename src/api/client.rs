@@ -203,26 +203,28 @@ impl Api {
                 }
                 Err(err) => Err(Failure::Other(err)),
             };
-            let (err, wait) = match outcome {
+            // `wait`: our own sleep before retrying; `pause`: the family pause the next
+            // `acquire` will wait out. Both count against the item's deadline.
+            let (err, wait, pause) = match outcome {
                 Ok(value) => {
                     family.succeeded();
                     return Ok(value);
                 }
                 Err(Failure::Throttled(err, retry_after)) => {
                     inner.counters.throttled.fetch_add(1, Ordering::Relaxed);
-                    family.throttled(retry_after);
-                    (err, None)
+                    let pause = family.throttled(retry_after);
+                    (err, None, Some(pause))
                 }
                 Err(Failure::Unauthorized(err)) => return Err(err),
                 Err(Failure::RetryAfter(err, at_least)) => {
-                    (err, Some(inner.backoff.delay(retries).max(at_least)))
+                    (err, Some(inner.backoff.delay(retries).max(at_least)), None)
                 }
                 Err(Failure::Other(err)) if err.retryable() => {
-                    (err, Some(inner.backoff.delay(retries)))
+                    (err, Some(inner.backoff.delay(retries)), None)
                 }
                 Err(Failure::Other(err)) => return Err(err),
             };
-            if retries >= inner.max_retries || past_item_deadline(wait) {
+            if retries >= inner.max_retries || past_item_deadline(wait.or(pause)) {
                 return Err(err);
             }
             retries += 1;
@@ -378,8 +380,8 @@ impl Api {
     }
 }
 
-/// Whether waiting `wait` (or at all, when the wait is a family pause) would overrun the
-/// deadline of the item this thread works on: then the last error is returned instead.
+/// Whether waiting `wait` would overrun the deadline of the item this thread works on:
+/// then the last error is returned instead.
 fn past_item_deadline(wait: Option<Duration>) -> bool {
     crate::item_scope::deadline()
         .is_some_and(|deadline| std::time::Instant::now() + wait.unwrap_or_default() >= deadline)

@@ -236,3 +236,26 @@ async fn retries_stop_at_the_item_deadline() {
     assert_eq!(server.state.api_requests.load(SeqCst), 1);
     assert_eq!(clock.skipped(), Duration::ZERO);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_beyond_the_item_deadline_is_not_waited_for() {
+    let s = setup(throttling_once("3600")).await;
+    let api = s.api.clone();
+    let handle = tokio::runtime::Handle::current();
+    let err = tokio::task::spawn_blocking(move || {
+        let scope = cxpipe::item_scope::ItemScope {
+            deadline: Some(Instant::now() + Duration::from_secs(600)),
+            ..Default::default()
+        };
+        cxpipe::item_scope::with(scope, || {
+            handle
+                .block_on(api.request(Method::GET, "/throttled", None, None))
+                .unwrap_err()
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(err.status(), Some(429));
+    assert!(err.retryable());
+    assert_eq!(s.clock.skipped(), Duration::ZERO);
+}
