@@ -2,7 +2,8 @@
 //! requests per fixed window (429 + `Retry-After` beyond); 8 workers sharing one tenant
 //! make 5 × N calls. Reports utilisation (achieved rate / allowed rate) and 429s, with the
 //! family budget configured to match the server, and with no budget configured (adaptive:
-//! only 429 pauses). Then walks a million records through the Rhai page iterator and
+//! only 429 pauses); then the same against the simulator, counting 429s from
+//! `/_sim/stats`. Then walks a million records through the Rhai page iterator and
 //! reports records/s and peak RSS before and after (memory stays flat: one page held).
 //! Run: `cargo bench --bench api_budget` (or `--profile dev` for a quick look).
 
@@ -140,6 +141,74 @@ async fn serve(limit: Arc<Limit>) -> String {
     format!("http://{addr}")
 }
 
+/// The same measure against the simulator (token buckets per family), read from
+/// `/_sim/stats`: 5 × N recording searches by 8 workers.
+async fn run_sim(allowed: u64, window: Duration, configured: bool) {
+    use cxpipe::sim::{SimConfig, SimServer};
+    let sim = SimServer::start(
+        SimConfig {
+            recordings: 100,
+            ..SimConfig::default()
+        }
+        .without_faults(),
+    )
+    .await
+    .unwrap();
+    let per = format!("{}ms", window.as_millis());
+    sim.control(&serde_json::json!({"rate_limits": {"search": {"requests": allowed, "per": per}}}))
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("cxpipe-bench-sim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("secret"), &sim.credentials().client_secret).unwrap();
+    let budget = if configured {
+        format!(
+            "[rate_limits]\nfamilies = {{ search = {{ paths = [\"/api/v2/recording/search\"], requests = {allowed}, per = \"{per}\" }} }}"
+        )
+    } else {
+        String::new()
+    };
+    let toml_text = format!(
+        "base_url = \"{}\"\nmax_retries = 50\nauth = {{ kind = \"client_credentials\", token_url = \"/api/v2/oauth/token\", client_id = \"{}\", client_secret = {{ file = \"secret\" }} }}\n{budget}",
+        sim.base_url(),
+        sim.credentials().client_id
+    );
+    let config: TenantConfig = toml::from_str(&toml_text).unwrap();
+    let api = Api::new("bench-sim", &config, &dir).unwrap();
+    api.request(Method::GET, "/api/v2/recording/none", None, None)
+        .await
+        .ok(); // token first
+    let calls = 5 * allowed as usize;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in (worker..calls).step_by(8) {
+                let query = serde_json::json!({"pageSize": 1});
+                api.request(Method::GET, "/api/v2/recording/search", Some(&query), None)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let utilisation =
+        calls as f64 / elapsed.as_secs_f64() / (allowed as f64 / window.as_secs_f64());
+    let stats = sim.stats();
+    println!(
+        "sim {:<6} N={allowed:<3} per {:>6?}: {calls} calls in {:>7.3}s  utilisation {:>5.1}%  429s {} (from /_sim/stats)",
+        if configured { "budget" } else { "adapt" },
+        window,
+        elapsed.as_secs_f64(),
+        utilisation * 100.0,
+        stats["throttled_429"],
+    );
+    sim.shutdown().await;
+}
+
 async fn run(allowed: u64, window: Duration, configured: bool) {
     let limit = Arc::new(Limit {
         allowed,
@@ -201,5 +270,8 @@ async fn main() {
     run(20, Duration::from_secs(1), true).await;
     run(50, Duration::from_secs(2), true).await;
     run(20, Duration::from_secs(1), false).await;
+    run_sim(10, Duration::from_millis(500), true).await;
+    run_sim(20, Duration::from_secs(1), true).await;
+    run_sim(20, Duration::from_secs(1), false).await;
     walk_a_million().await;
 }

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use reqwest::{Method, Url};
@@ -17,6 +18,8 @@ use crate::api::clock::{Clock, TokioClock};
 use crate::api::config::TenantConfig;
 use crate::api::error::ApiError;
 use crate::api::limiter::RateBudgets;
+use crate::api::stats::{ApiStats, Counters};
+use crate::api::target;
 
 /// One tenant's API client; cheap to clone (shared state behind an `Arc`).
 #[derive(Clone)]
@@ -42,17 +45,22 @@ struct Inner {
     max_retries: u32,
     max_response_bytes: u64,
     clock: Arc<dyn Clock>,
+    counters: Counters,
 }
 
 /// How one attempt ended, when it did not succeed.
 enum Failure {
     Unauthorized(ApiError),
+    /// 429: pause the family (for `Retry-After` when given).
     Throttled(ApiError, Option<Duration>),
+    /// A retryable answer whose `Retry-After` asks for at least this long (503 and kin).
+    RetryAfter(ApiError, Duration),
     Other(ApiError),
 }
 
 impl Api {
-    /// Builds the client for `tenant`; `config_dir` anchors secret files.
+    /// Builds the client for `tenant`; `config_dir` anchors secret files. Reports every
+    /// configuration problem at once.
     pub fn new(tenant: &str, config: &TenantConfig, config_dir: &Path) -> Result<Api, ApiError> {
         Api::with_clock(tenant, config, config_dir, Arc::new(TokioClock))
     }
@@ -64,21 +72,20 @@ impl Api {
         config_dir: &Path,
         clock: Arc<dyn Clock>,
     ) -> Result<Api, ApiError> {
-        let fail = |message: String| ApiError::Config {
-            tenant: tenant.to_string(),
-            message,
-        };
+        let mut problems = Vec::new();
         let base = OnceCell::new();
         if let Some(text) = &config.base_url {
-            let url = Url::parse(text).map_err(|e| fail(format!("base_url {text:?}: {e}")))?;
-            base.set(url).expect("fresh cell");
+            match Url::parse(text) {
+                Ok(url) => base.set(url).expect("fresh cell"),
+                Err(e) => problems.push(format!("base_url {text:?}: {e}")),
+            }
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .user_agent(concat!("cxpipe/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
+        if config.backoff_base > config.backoff_max {
+            problems.push("backoff_base is longer than backoff_max".into());
+        }
+        if config.read_timeout.is_zero() || config.connect_timeout.is_zero() {
+            problems.push("connect_timeout and read_timeout must be positive".into());
+        }
         let backoff = Backoff {
             base: config.backoff_base,
             max: config.backoff_max,
@@ -89,9 +96,26 @@ impl Api {
             config.base_url.as_deref(),
             config_dir,
             clock.clone(),
-        )?;
-        let budgets =
-            RateBudgets::new(&config.rate_limits, backoff, clock.clone()).map_err(fail)?;
+        )
+        .map_err(|e| match e {
+            ApiError::Config { message, .. } => problems.push(message),
+            other => problems.push(other.to_string()),
+        });
+        let budgets = RateBudgets::new(&config.rate_limits, backoff, clock.clone())
+            .map_err(|message| problems.push(message));
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .user_agent(concat!("cxpipe/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| problems.push(format!("cannot build the HTTP client: {e}")));
+        let (Ok(auth), Ok(budgets), Ok(http), true) = (auth, budgets, http, problems.is_empty())
+        else {
+            return Err(ApiError::Config {
+                tenant: tenant.to_string(),
+                message: problems.join("; "),
+            });
+        };
         Ok(Api {
             inner: Arc::new(Inner {
                 tenant: tenant.to_string(),
@@ -103,6 +127,7 @@ impl Api {
                 max_retries: config.max_retries,
                 max_response_bytes: config.max_response_bytes,
                 clock,
+                counters: Counters::default(),
             }),
         })
     }
@@ -110,6 +135,18 @@ impl Api {
     /// The tenant's name.
     pub fn tenant(&self) -> &str {
         &self.inner.tenant
+    }
+
+    /// Counters of requests, retries, 429s, refreshes and token requests so far.
+    pub fn stats(&self) -> ApiStats {
+        let c = &self.inner.counters;
+        ApiStats {
+            requests: c.requests.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            throttled: c.throttled.load(Ordering::Relaxed),
+            refreshed_after_401: c.refreshed_after_401.load(Ordering::Relaxed),
+            token_requests: self.token_requests(),
+        }
     }
 
     /// Token requests made so far for this tenant's credentials.
@@ -135,8 +172,9 @@ impl Api {
     ) -> Result<Value, ApiError> {
         let inner = &self.inner;
         let url = self.url(path, query).await?;
-        let family = inner.budgets.family_for(&self.relative_path(&url).await?);
-        let shown = display_path(&url);
+        let base = self.base().await?;
+        let family = inner.budgets.family_for(&target::relative_path(base, &url));
+        let shown = target::display_path(&url);
         tracing::Span::current().record("path", shown.as_str());
         let mut retries = 0;
         let mut refreshed = false;
@@ -151,6 +189,10 @@ impl Api {
                         Err(Failure::Unauthorized(err)) if !refreshed => {
                             refreshed = true;
                             if inner.auth.rejected(generation).await {
+                                inner
+                                    .counters
+                                    .refreshed_after_401
+                                    .fetch_add(1, Ordering::Relaxed);
                                 tracing::info!(tenant = %inner.tenant, path = %shown, "401; refreshing the token and retrying once");
                                 continue;
                             }
@@ -161,25 +203,32 @@ impl Api {
                 }
                 Err(err) => Err(Failure::Other(err)),
             };
-            let (err, wait) = match outcome {
+            // `wait`: our own sleep before retrying; `pause`: the family pause the next
+            // `acquire` will wait out. Both count against the item's deadline.
+            let (err, wait, pause) = match outcome {
                 Ok(value) => {
                     family.succeeded();
                     return Ok(value);
                 }
                 Err(Failure::Throttled(err, retry_after)) => {
-                    family.throttled(retry_after);
-                    (err, None)
+                    inner.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                    let pause = family.throttled(retry_after);
+                    (err, None, Some(pause))
                 }
                 Err(Failure::Unauthorized(err)) => return Err(err),
+                Err(Failure::RetryAfter(err, at_least)) => {
+                    (err, Some(inner.backoff.delay(retries).max(at_least)), None)
+                }
                 Err(Failure::Other(err)) if err.retryable() => {
-                    (err, Some(inner.backoff.delay(retries)))
+                    (err, Some(inner.backoff.delay(retries)), None)
                 }
                 Err(Failure::Other(err)) => return Err(err),
             };
-            if retries >= inner.max_retries || past_item_deadline(wait) {
+            if retries >= inner.max_retries || past_item_deadline(wait.or(pause)) {
                 return Err(err);
             }
             retries += 1;
+            inner.counters.retries.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(tenant = %inner.tenant, path = %shown, retry = retries, error = %err, "retrying");
             if let Some(wait) = wait {
                 let until = inner.clock.now() + wait;
@@ -211,6 +260,7 @@ impl Api {
         if let Some(body) = body {
             request = request.json(body);
         }
+        inner.counters.requests.fetch_add(1, Ordering::Relaxed);
         let mut response = request
             .send()
             .await
@@ -260,7 +310,10 @@ impl Api {
         Err(match status {
             401 => Failure::Unauthorized(err),
             429 => Failure::Throttled(err, retry_after),
-            _ => Failure::Other(err),
+            _ => match retry_after {
+                Some(at_least) if err.retryable() => Failure::RetryAfter(err, at_least),
+                _ => Failure::Other(err),
+            },
         })
     }
 
@@ -316,101 +369,22 @@ impl Api {
             .await
     }
 
-    /// The full URL for `path` (plus `query`), refusing absolute URLs on another origin so
-    /// the token is never sent elsewhere.
+    /// The full URL for `path` (plus `query`); see [`target::resolve`].
     async fn url(&self, path: &str, query: Option<&Value>) -> Result<Url, ApiError> {
         let base = self.base().await?;
-        let usage = |message: String| ApiError::Usage {
+        target::resolve(base, path, query).map_err(|message| ApiError::Usage {
             tenant: self.inner.tenant.clone(),
             what: format!("request {path}"),
             message,
-        };
-        let mut url = if path.starts_with("http://") || path.starts_with("https://") {
-            let url = Url::parse(path).map_err(|e| usage(e.to_string()))?;
-            if url.origin() != base.origin() {
-                return Err(usage(format!(
-                    "absolute URL is not on the tenant's origin {}",
-                    base.origin().ascii_serialization()
-                )));
-            }
-            url
-        } else {
-            let joined = format!(
-                "{}/{}",
-                base.as_str().trim_end_matches('/'),
-                path.trim_start_matches('/')
-            );
-            Url::parse(&joined).map_err(|e| usage(e.to_string()))?
-        };
-        match query {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(map)) => {
-                let mut pairs = url.query_pairs_mut();
-                for (key, value) in map {
-                    match value {
-                        Value::Null => {}
-                        Value::Array(items) => {
-                            for item in items {
-                                pairs.append_pair(key, &query_text(item));
-                            }
-                        }
-                        other => {
-                            pairs.append_pair(key, &query_text(other));
-                        }
-                    }
-                }
-            }
-            Some(other) => return Err(usage(format!("query must be a map, not {other}"))),
-        }
-        if url.query() == Some("") {
-            url.set_query(None);
-        }
-        Ok(url)
-    }
-
-    /// The path of `url` below the base URL's path (what families are matched against).
-    async fn relative_path(&self, url: &Url) -> Result<String, ApiError> {
-        let base_path = self.base().await?.path().trim_end_matches('/');
-        let path = url.path();
-        Ok(path.strip_prefix(base_path).unwrap_or(path).to_string())
+        })
     }
 }
 
-/// Whether waiting `wait` (or at all, when the wait is a family pause) would overrun the
-/// deadline of the item this thread works on: then the last error is returned instead.
+/// Whether waiting `wait` would overrun the deadline of the item this thread works on:
+/// then the last error is returned instead.
 fn past_item_deadline(wait: Option<Duration>) -> bool {
     crate::item_scope::deadline()
         .is_some_and(|deadline| std::time::Instant::now() + wait.unwrap_or_default() >= deadline)
-}
-
-fn query_text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Query keys whose values are masked in messages (presigned signatures, tokens, keys).
-const SENSITIVE_QUERY_KEYS: [&str; 6] = ["sig", "token", "key", "secret", "password", "credential"];
-
-/// Path and query for messages and logs: the origin is the tenant's, and values of
-/// credential-like query parameters (`Signature`, `AWSAccessKeyId`, `pageToken`…) are `***`.
-fn display_path(url: &Url) -> String {
-    if url.query().is_none() {
-        return url.path().to_string();
-    }
-    let pairs: Vec<String> = url
-        .query_pairs()
-        .map(|(key, value)| {
-            let lower = key.to_ascii_lowercase();
-            if SENSITIVE_QUERY_KEYS.iter().any(|s| lower.contains(s)) {
-                format!("{key}=***")
-            } else {
-                format!("{key}={value}")
-            }
-        })
-        .collect();
-    format!("{}?{}", url.path(), pairs.join("&"))
 }
 
 fn header_request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
@@ -429,15 +403,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn messages_mask_credential_like_query_values() {
-        let url = Url::parse(
-            "http://h/media-store/r/1.wav?AWSAccessKeyId=AK&Expires=9&Signature=abc&channel=combined",
+    fn every_configuration_problem_is_reported_at_once() {
+        let config: TenantConfig = toml::from_str(
+            r#"
+            base_url = "not a url"
+            backoff_base = "1m"
+            backoff_max = "1s"
+            auth = { kind = "password", issuer = "https://idp", client_id = "c",
+                     client_secret = { env = "CXPIPE_TEST_UNSET_CLIENT" },
+                     username = { file = "missing-user" }, password = { env = "CXPIPE_TEST_UNSET_PW" } }
+            rate_limits = { families = { x = { requests = 1, per = "1s" } } }
+            "#,
         )
         .unwrap();
-        assert_eq!(
-            display_path(&url),
-            "/media-store/r/1.wav?AWSAccessKeyId=***&Expires=9&Signature=***&channel=combined"
-        );
-        assert_eq!(display_path(&Url::parse("http://h/a/b").unwrap()), "/a/b");
+        let err = Api::new("acme", &config, Path::new("/nonexistent")).unwrap_err();
+        let text = err.to_string();
+        for expected in [
+            "tenant acme",
+            "base_url",
+            "backoff_base",
+            "CXPIPE_TEST_UNSET_CLIENT",
+            "missing-user",
+            "CXPIPE_TEST_UNSET_PW",
+            "rate family x has no paths",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from: {text}");
+        }
     }
 }

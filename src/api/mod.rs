@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`config`]: the `[tenants.NAME]` table.
 //! - [`client`]: [`Api`], the request loop (budget → token → send → retry).
+//! - [`target`]: request URLs (base joining, same-origin rule, masking in messages).
+//! - [`stats`]: [`ApiStats`] counters.
 //! - [`auth`]: grants (client credentials, password + discovery, bearer) and the token cache.
 //! - [`limiter`]: endpoint families and their GCRA budgets with 429 pauses.
 //! - [`backoff`]: jittered exponential backoff and `Retry-After`.
@@ -27,9 +29,12 @@ pub mod pages;
 pub mod paginate;
 pub mod poll;
 pub mod rhai;
+pub mod stats;
+pub mod target;
 
 pub use client::Api;
 pub use clock::{Clock, SkippingClock, TokioClock};
 pub use config::TenantConfig;
 pub use error::ApiError;
 pub use rhai::register;
+pub use stats::ApiStats;

@@ -19,6 +19,8 @@ use crate::secret::Secret;
 pub struct Token {
     pub access: Secret,
     pub lifetime: Duration,
+    /// A refresh token, when the grant issues one (the password grant does).
+    pub refresh: Option<Secret>,
 }
 
 /// Caches one token; see the module docs.
@@ -161,6 +163,7 @@ mod tests {
         Token {
             access: Secret::new(value),
             lifetime: Duration::from_secs(secs),
+            refresh: None,
         }
     }
 

@@ -38,7 +38,8 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// Resolves secrets and the token URL; `base_url` anchors a relative `token_url`.
+    /// Resolves secrets and the token URL; `base_url` anchors a relative `token_url`. Every
+    /// problem is reported at once (`; `-separated), naming secrets by source, never value.
     pub fn new(
         tenant: &str,
         config: &AuthConfig,
@@ -46,13 +47,12 @@ impl Authenticator {
         config_dir: &Path,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ApiError> {
-        let fail = |message: String| ApiError::Config {
-            tenant: tenant.to_string(),
-            message,
-        };
-        let resolve = |what: &str, r: &SecretRef| {
-            r.resolve(config_dir)
-                .map_err(|e| fail(format!("auth.{what} ({}): {e}", r.describe())))
+        let mut problems = Vec::new();
+        let mut resolve = |what: &str, r: &SecretRef| {
+            r.resolve(config_dir).unwrap_or_else(|e| {
+                problems.push(format!("auth.{what} ({}): {e}", r.describe()));
+                Secret::new("")
+            })
         };
         let grant = match config {
             AuthConfig::ClientCredentials {
@@ -61,13 +61,20 @@ impl Authenticator {
                 client_secret,
                 credentials_in,
                 scope,
-            } => Grant::ClientCredentials(ClientCredentials {
-                token_url: absolute_url(token_url, base_url).map_err(fail)?,
-                client_id: client_id.clone(),
-                client_secret: resolve("client_secret", client_secret)?,
-                credentials_in: *credentials_in,
-                scope: scope.clone(),
-            }),
+            } => {
+                let client_secret = resolve("client_secret", client_secret);
+                let token_url = absolute_url(token_url, base_url).unwrap_or_else(|e| {
+                    problems.push(format!("auth.token_url: {e}"));
+                    String::new()
+                });
+                Grant::ClientCredentials(ClientCredentials {
+                    token_url,
+                    client_id: client_id.clone(),
+                    client_secret,
+                    credentials_in: *credentials_in,
+                    scope: scope.clone(),
+                })
+            }
             AuthConfig::Password {
                 issuer,
                 client_id,
@@ -79,15 +86,22 @@ impl Authenticator {
             } => Grant::Password(PasswordGrant {
                 issuer: issuer.trim_end_matches('/').to_string(),
                 client_id: client_id.clone(),
-                client_secret: resolve("client_secret", client_secret)?,
-                username: resolve("username", username)?,
-                password: resolve("password", password)?,
+                client_secret: resolve("client_secret", client_secret),
+                username: resolve("username", username),
+                password: resolve("password", password),
                 token_url: token_url.clone(),
                 scope: scope.clone(),
                 discovered_token_url: OnceCell::new(),
+                refresh_token: std::sync::Mutex::new(None),
             }),
-            AuthConfig::Bearer { token } => Grant::Bearer(resolve("token", token)?),
+            AuthConfig::Bearer { token } => Grant::Bearer(resolve("token", token)),
         };
+        if !problems.is_empty() {
+            return Err(ApiError::Config {
+                tenant: tenant.to_string(),
+                message: problems.join("; "),
+            });
+        }
         let cache = TokenCache::shared(&cache_key(&grant), clock);
         Ok(Authenticator {
             tenant: tenant.to_string(),

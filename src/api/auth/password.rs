@@ -1,6 +1,8 @@
 //! The real platform's OAuth2 `password` grant (access key id and secret as username and
 //! password, client id and secret as `client_secret_basic`), with OIDC discovery of the
-//! token endpoint and `cxone-configuration` discovery of the API base URL.
+//! token endpoint and `cxone-configuration` discovery of the API base URL. Later tokens
+//! come from the `refresh_token` grant while the platform accepts it, else the password
+//! grant again.
 
 use base64::Engine as _;
 use serde_json::Value;
@@ -21,12 +23,34 @@ pub struct PasswordGrant {
     pub token_url: Option<String>,
     pub scope: Option<String>,
     pub discovered_token_url: OnceCell<String>,
+    /// The last refresh token issued (single use).
+    pub refresh_token: std::sync::Mutex<Option<Secret>>,
 }
 
 impl PasswordGrant {
-    /// Requests a new token (discovering the token endpoint the first time).
+    /// Requests a new token (discovering the token endpoint the first time): by the
+    /// refresh token when there is one, falling back to the password grant.
     pub async fn fetch(&self, tenant: &str, http: &reqwest::Client) -> Result<Token, ApiError> {
         let url = self.token_endpoint(tenant, http).await?;
+        let refresh = self.refresh_token.lock().expect("refresh token").take();
+        if let Some(refresh) = refresh {
+            let request = TokenRequest {
+                tenant,
+                url,
+                basic: Some((&self.client_id, &self.client_secret)),
+                form: vec![
+                    ("grant_type", "refresh_token".to_string()),
+                    ("refresh_token", refresh.expose().to_string()),
+                ],
+                secrets: vec![&self.client_secret, &refresh],
+            };
+            match request.send(http).await {
+                Ok(token) => return Ok(self.keep_refresh(token)),
+                Err(err) => {
+                    tracing::info!(tenant, error = %err, "refresh token not accepted; using the password grant");
+                }
+            }
+        }
         let mut form = vec![
             ("grant_type", "password".to_string()),
             ("username", self.username.expose().to_string()),
@@ -35,7 +59,7 @@ impl PasswordGrant {
         if let Some(scope) = &self.scope {
             form.push(("scope", scope.clone()));
         }
-        TokenRequest {
+        let token = TokenRequest {
             tenant,
             url,
             basic: Some((&self.client_id, &self.client_secret)),
@@ -43,7 +67,13 @@ impl PasswordGrant {
             secrets: vec![&self.client_secret, &self.username, &self.password],
         }
         .send(http)
-        .await
+        .await?;
+        Ok(self.keep_refresh(token))
+    }
+
+    fn keep_refresh(&self, mut token: Token) -> Token {
+        *self.refresh_token.lock().expect("refresh token") = token.refresh.take();
+        token
     }
 
     async fn token_endpoint(

@@ -81,9 +81,15 @@ impl TokenRequest<'_> {
             lifetime_s = lifetime.as_secs(),
             "token obtained"
         );
+        let refresh = body
+            .get("refresh_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(Secret::new);
         Ok(Token {
             access: Secret::new(access),
             lifetime,
+            refresh,
         })
     }
 

@@ -90,6 +90,15 @@ async fn a_persistent_401_fails_after_one_refresh_and_one_retry() {
     assert_eq!(err.request_id(), Some("req-401"));
     assert_eq!(s.server.state.api_requests.load(SeqCst), 2);
     assert_eq!(s.server.state.token_requests.load(SeqCst), 2);
+    let stats = s.api.stats();
+    assert_eq!(
+        (
+            stats.requests,
+            stats.refreshed_after_401,
+            stats.token_requests
+        ),
+        (2, 1, 2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -228,6 +237,53 @@ async fn password_grant_discovers_the_token_endpoint_and_the_api_base() {
     .unwrap();
     assert_eq!(server.state.token_requests.load(SeqCst), 1);
     assert_eq!(server.state.api_requests.load(SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_tokens_are_renewed_by_refresh_token_then_by_password_if_refused() {
+    let server = TestServer::start(records(20)).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (file, value) in [
+        ("client", CLIENT_SECRET),
+        ("ak", ACCESS_KEY_ID),
+        ("aks", ACCESS_KEY_SECRET),
+    ] {
+        std::fs::write(dir.path().join(file), value).unwrap();
+    }
+    let toml_text = format!(
+        r#"
+        base_url = "{0}/tenant-api"
+        auth = {{ kind = "password", issuer = "{0}", client_id = "{CLIENT_ID}", client_secret = {{ file = "client" }}, username = {{ file = "ak" }}, password = {{ file = "aks" }} }}
+        "#,
+        server.base_url()
+    );
+    let config: TenantConfig = toml::from_str(&toml_text).unwrap();
+    let clock = std::sync::Arc::new(cxpipe::api::SkippingClock::new());
+    let api = Api::with_clock("real", &config, dir.path(), clock.clone()).unwrap();
+    let get = || api.request(Method::GET, "/records", None, None);
+    get().await.unwrap();
+    clock.advance(Duration::from_secs(51 * 60));
+    get().await.unwrap();
+    let grants = |s: &TestServer| {
+        (
+            s.state.password_grants.load(SeqCst),
+            s.state.refresh_grants.load(SeqCst),
+        )
+    };
+    assert_eq!(
+        grants(&server),
+        (1, 1),
+        "the second token came from the refresh token"
+    );
+    server.state.refuse_refresh.store(true, SeqCst);
+    clock.advance(Duration::from_secs(51 * 60));
+    get().await.unwrap();
+    assert_eq!(
+        grants(&server),
+        (2, 1),
+        "a refused refresh falls back to the password grant"
+    );
+    assert_eq!(server.state.token_requests.load(SeqCst), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

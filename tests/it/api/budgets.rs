@@ -37,6 +37,7 @@ async fn retry_after_in_seconds_pauses_then_retries() {
     );
     assert!(real.elapsed() < Duration::from_secs(2));
     assert_eq!(s.server.state.api_requests.load(SeqCst), 2);
+    assert_eq!((s.api.stats().throttled, s.api.stats().retries), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,6 +71,30 @@ async fn a_429_without_retry_after_backs_off_with_jitter() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_with_retry_after_waits_at_least_that_long() {
+    let behaviour = Behaviour {
+        throttle_status: 503,
+        ..throttling_once("9")
+    };
+    let s = setup(behaviour).await;
+    s.api
+        .request(Method::GET, "/throttled", None, None)
+        .await
+        .unwrap();
+    let waited = s.clock.skipped();
+    assert!(
+        waited >= Duration::from_millis(8_900) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    let stats = s.api.stats();
+    assert_eq!(
+        (stats.throttled, stats.retries),
+        (0, 1),
+        "a 503 is not a 429"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried_up_to_the_cap_then_reported() {
     let behaviour = Behaviour {
         page_failures: 100,
@@ -88,6 +113,8 @@ async fn server_errors_are_retried_up_to_the_cap_then_reported() {
         5,
         "1 attempt + max_retries 4"
     );
+    let stats = s.api.stats();
+    assert_eq!((stats.requests, stats.retries, stats.throttled), (5, 4, 0));
     let waited = s.clock.skipped();
     assert!(
         waited >= Duration::from_millis(700) && waited <= Duration::from_millis(1500),
@@ -208,4 +235,27 @@ async fn retries_stop_at_the_item_deadline() {
     // A 5..10 s backoff cannot fit in a 3 s deadline: one attempt, no wait.
     assert_eq!(server.state.api_requests.load(SeqCst), 1);
     assert_eq!(clock.skipped(), Duration::ZERO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_beyond_the_item_deadline_is_not_waited_for() {
+    let s = setup(throttling_once("3600")).await;
+    let api = s.api.clone();
+    let handle = tokio::runtime::Handle::current();
+    let err = tokio::task::spawn_blocking(move || {
+        let scope = cxpipe::item_scope::ItemScope {
+            deadline: Some(Instant::now() + Duration::from_secs(600)),
+            ..Default::default()
+        };
+        cxpipe::item_scope::with(scope, || {
+            handle
+                .block_on(api.request(Method::GET, "/throttled", None, None))
+                .unwrap_err()
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(err.status(), Some(429));
+    assert!(err.retryable());
+    assert_eq!(s.clock.skipped(), Duration::ZERO);
 }

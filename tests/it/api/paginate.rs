@@ -202,3 +202,39 @@ async fn a_million_records_stream_one_page_at_a_time() {
     assert_eq!(count, 1_000_000);
     assert!(max_buffered < 2000, "{max_buffered}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_and_max_pages_bound_the_walk() {
+    let s = setup(records(1000)).await;
+    let options =
+        json!({"style": "offset", "items": "items", "size": 100, "start": 50, "max_pages": 2});
+    let mut pager = Pager::new(&s.api, "/records", &spec(options)).unwrap();
+    let first = pager.next_page().await.unwrap().unwrap();
+    let second = pager.next_page().await.unwrap().unwrap();
+    assert_eq!(
+        (first[0]["id"].as_u64(), second[99]["id"].as_u64()),
+        (Some(50), Some(249))
+    );
+    assert_eq!(pager.next_page().await.unwrap(), None);
+    assert_eq!(
+        (pager.pages(), s.server.state.api_requests.load(SeqCst)),
+        (2, 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_items_field_is_an_empty_page_and_a_wrong_one_an_error() {
+    let s = setup(records(10)).await;
+    let options = json!({"style": "offset", "items": "nowhere", "size": 5});
+    let mut pager = Pager::new(&s.api, "/records", &spec(options)).unwrap();
+    assert_eq!(pager.next_page().await.unwrap(), Some(vec![]));
+    assert_eq!(
+        pager.next_page().await.unwrap(),
+        None,
+        "a short page ends the walk"
+    );
+    let options = json!({"style": "offset", "items": "total", "size": 5});
+    let mut pager = Pager::new(&s.api, "/records", &spec(options)).unwrap();
+    let err = pager.next_page().await.unwrap_err();
+    assert!(err.to_string().contains("not an array"), "{err}");
+}

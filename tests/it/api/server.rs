@@ -40,12 +40,20 @@ pub struct Behaviour {
     pub window: Option<(u64, Duration)>,
     pub window_state: Mutex<Window>,
     pub throttled: AtomicU64,
-    /// `/throttled`: the `Retry-After` value sent once (`date:N` = an HTTP date N s ahead).
+    /// `/throttled`: the `Retry-After` value sent once (`date:N` = an HTTP date N s ahead),
+    /// with status `throttle_status` (429 when 0).
     pub retry_after: Mutex<Option<String>>,
+    pub throttle_status: u16,
     /// `/jobs/{id}`: polls answered `RUNNING` before the final state.
     pub job_polls_before_done: u64,
     pub job_final_state: String,
     pub job_polls: AtomicU64,
+    /// Password-grant server: single-use refresh tokens issued, grants by kind, and a knob
+    /// to refuse refresh tokens.
+    pub refresh_tokens: Mutex<Vec<String>>,
+    pub password_grants: AtomicU64,
+    pub refresh_grants: AtomicU64,
+    pub refuse_refresh: AtomicBool,
 }
 
 /// Where the fixed window stands: when windows started, which one is current, and its count.
@@ -157,21 +165,35 @@ async fn password_token(State(s): Shared, headers: HeaderMap, body: String) -> R
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == format!("Basic {client}"));
-    let form_ok = body.contains("grant_type=password")
+    let password_ok = body.contains("grant_type=password")
         && body.contains(&format!("username={ACCESS_KEY_ID}"))
         && body.contains(&format!("password={ACCESS_KEY_SECRET}"));
-    if !(basic_ok && form_ok) {
+    let refresh_ok = body.contains("grant_type=refresh_token") && {
+        let mut issued = s.refresh_tokens.lock().unwrap();
+        let before = issued.len();
+        issued.retain(|t| !body.contains(&format!("refresh_token={t}")));
+        issued.len() < before && !s.refuse_refresh.load(SeqCst)
+    };
+    if !(basic_ok && (password_ok || refresh_ok)) {
         return (
-            StatusCode::UNAUTHORIZED,
+            StatusCode::BAD_REQUEST,
             Json(json!({"error": "invalid_grant"})),
         )
             .into_response();
     }
+    let grants = if refresh_ok {
+        &s.refresh_grants
+    } else {
+        &s.password_grants
+    };
+    grants.fetch_add(1, SeqCst);
     let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(json!({"tenantId": TENANT_ID, "n": n}).to_string());
     let access = format!("eyJhbGciOiJSUzI1NiJ9.{claims}.sig");
+    let refresh = format!("refresh-{n}");
     s.valid_tokens.lock().unwrap().push(access.clone());
-    Json(json!({"access_token": access, "token_type": "Bearer", "expires_in": 3600, "refresh_token": "r", "id_token": "i"}))
+    s.refresh_tokens.lock().unwrap().push(refresh.clone());
+    Json(json!({"access_token": access, "token_type": "Bearer", "expires_in": 3600, "refresh_token": refresh, "id_token": "i"}))
         .into_response()
 }
 
@@ -324,11 +346,8 @@ async fn throttled(State(s): Shared, headers: HeaderMap) -> Response {
         }
         None => value,
     };
-    let mut response = (
-        StatusCode::TOO_MANY_REQUESTS,
-        Json(json!({"message": "throttled"})),
-    )
-        .into_response();
+    let status = StatusCode::from_u16(s.throttle_status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+    let mut response = (status, Json(json!({"message": "throttled"}))).into_response();
     if !value.is_empty() {
         response
             .headers_mut()
