@@ -152,6 +152,7 @@ pub async fn run(req: RunRequest) -> Result<RunReport, RunError> {
             .commit_checkpoints(&pipeline, &tenant, &run_id, &pending)
             .await?;
     }
+    record_api_stats(&shared);
     let mut summary = build_summary(
         &shared,
         &counters,
@@ -302,6 +303,24 @@ async fn admit_loop(
         }
     }
     Ok(())
+}
+
+/// Adds the tenant client's request counters to the run's metrics (`api.requests`, ...).
+fn record_api_stats(shared: &RunShared) {
+    let Some(api) = shared.api.clone().try_cast::<crate::api::Api>() else {
+        return;
+    };
+    let stats = api.stats();
+    let mut metrics = shared.metrics.lock().expect("metrics lock");
+    for (name, value) in [
+        ("api.requests", stats.requests),
+        ("api.retries", stats.retries),
+        ("api.throttled_429", stats.throttled),
+        ("api.refreshed_after_401", stats.refreshed_after_401),
+        ("api.token_requests", stats.token_requests),
+    ] {
+        metrics.insert(name.to_string(), value as f64);
+    }
 }
 
 fn build_summary(

@@ -252,6 +252,15 @@ fn recordings_download_intact_under_faults_and_a_rerun_does_no_new_work() {
         stats["tokens_issued"].as_u64().unwrap() >= 2,
         "the token was refreshed: {stats}"
     );
+    let metrics = &summary["metrics"];
+    assert_eq!(
+        metrics["api.token_requests"], stats["tokens_issued"],
+        "{metrics}"
+    );
+    assert!(
+        metrics["api.throttled_429"].as_u64().unwrap() > 0,
+        "{metrics}"
+    );
 
     // The ledger agrees with the report.
     let counts = tokio::runtime::Runtime::new()
