@@ -21,6 +21,8 @@ use crate::storage::{ObjectWriter, StorageError, Store};
 
 /// Stored bytes are handed to the writer in pieces of about this size.
 const OUT_BATCH: usize = 1024 * 1024;
+/// Room past a batch for the output of one more input chunk.
+const OUT_SLACK: usize = 256 * 1024;
 
 /// Where a flow's output goes.
 pub enum Sink {
@@ -105,7 +107,7 @@ pub fn run(
 
     let (wr_tx, writer_task) = match target {
         Some((store, key, writer)) => {
-            let (tx, rx) = mpsc::channel::<WriterMsg>(4);
+            let (tx, rx) = mpsc::channel::<WriterMsg>(2);
             let task = handle.spawn(write_task(store.clone(), key.clone(), writer, rx));
             (Some(tx), Some((task, store, key)))
         }
@@ -116,7 +118,7 @@ pub fn run(
         chain: Some(chain),
         stages: &flow.stages,
         keys,
-        out: Vec::with_capacity(OUT_BATCH * 2),
+        out: Vec::with_capacity(OUT_BATCH + OUT_SLACK),
         bytes_read: 0,
         wr_tx,
         local,
@@ -243,7 +245,7 @@ impl Running<'_> {
         if let Some(tx) = &self.wr_tx {
             let data = Bytes::from(std::mem::replace(
                 &mut self.out,
-                Vec::with_capacity(OUT_BATCH * 2),
+                Vec::with_capacity(OUT_BATCH + OUT_SLACK),
             ));
             tx.blocking_send(WriterMsg::Data(data))
                 .map_err(|_| FlowError::Internal("the writer stopped".into()))?;
