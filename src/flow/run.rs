@@ -61,7 +61,7 @@ pub fn run(
 ) -> Result<Outcome, FlowError> {
     let started = Instant::now();
     let handle = Handle::current();
-    let (chain, plan) = Chain::build(&flow.stages, keys)?;
+    let (chain, plan) = Chain::build_with(&flow.stages, keys, true)?;
 
     let mut local = None;
     let mut target = None;
@@ -132,7 +132,7 @@ pub fn run(
                 ));
             };
             match msg {
-                SourceMsg::Chunk(Chunk::Data(b)) => state.push(&b)?,
+                SourceMsg::Chunk(Chunk::Data(b)) => state.push(b)?,
                 SourceMsg::Chunk(Chunk::Restart) => state.restart()?,
                 SourceMsg::NeedUrl { .. } => {
                     let f = url_fn.as_mut().ok_or_else(|| {
@@ -229,12 +229,12 @@ struct Running<'a> {
 }
 
 impl Running<'_> {
-    fn push(&mut self, b: &[u8]) -> Result<(), FlowError> {
+    fn push(&mut self, b: Bytes) -> Result<(), FlowError> {
         self.bytes_read += b.len() as u64;
         self.chain
             .as_mut()
             .expect("chain present")
-            .push(b, &mut self.out)?;
+            .push_shared(&b, &mut self.out)?;
         self.flush(false)
     }
 
@@ -265,7 +265,7 @@ impl Running<'_> {
                 "the source restarted and local output cannot".into(),
             ));
         }
-        let (chain, _) = Chain::build(self.stages, self.keys)?;
+        let (chain, _) = Chain::build_with(self.stages, self.keys, true)?;
         self.chain = Some(chain);
         self.out.clear();
         self.bytes_read = 0;
