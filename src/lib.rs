@@ -8,10 +8,12 @@
 //! - [`flow`]: streamed byte flows: fetch, hash, compress, encrypt, write.
 //! - [`storage`]: object stores (fs, memory, s3, azblob, gcs) and manifests.
 //! - [`keys`]: named encryption keys from configuration.
+//! - [`sim`]: the CXone simulator (`cxpipe sim`, tests, demo).
 
 pub mod cli;
 pub mod flow;
 pub mod item_scope;
 pub mod keys;
 pub mod secret;
+pub mod sim;
 pub mod storage;
