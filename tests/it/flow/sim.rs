@@ -1,6 +1,7 @@
 //! Against the simulator: a 200 MB recording with connection resets, silent truncation and
-//! presigned URLs that expire mid-transfer (scaled down from 60 s to 2 s so the test stays
-//! short) arrives intact with one `fetch(fn)` call from the script.
+//! presigned URLs that expire mid-transfer (scaled down from 60 s to 1 s so the test stays
+//! short; gzip keeps the transfer slower than that) arrives intact with one `fetch(fn)` call
+//! from the script.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,10 +37,10 @@ async fn a_200_mb_recording_survives_resets_truncation_and_url_expiry() {
     config.archived_share = 0.0;
     config.expired_share = 0.0;
     config.mp3_share = 0.0;
-    config.faults.url_ttl = Duration::from_secs(2);
+    config.faults.url_ttl = Duration::from_secs(1);
     config.faults.abort_on_url_expiry = true;
-    config.faults.reset_rate = 0.2;
-    config.faults.truncate_rate = 0.2;
+    config.faults.reset_rate = 0.5;
+    config.faults.truncate_rate = 0.3;
     let sim = SimServer::start(config).await.unwrap();
     let base = sim.base_url().trim_end_matches('/').to_string();
     let creds = sim.credentials().clone();
@@ -81,12 +82,14 @@ async fn a_200_mb_recording_survives_resets_truncation_and_url_expiry() {
     });
     let uri = memory_uri();
     let r = receipt(engine, format!(
-        r#"fetch(|| download_url()).expect_size({SIZE}).audio_check().md5().write(storage("{uri}"), "rec.wav")"#
+        r#"fetch(|| download_url()).expect_size({SIZE}).audio_check().md5().gzip(1).write(storage("{uri}"), "rec.wav.gz")"#
     ))
     .await;
     assert_eq!(get_str(&r, "sha256"), combined["sha256"].as_str().unwrap());
     assert_eq!(get_str(&r, "md5"), combined["md5"].as_str().unwrap());
-    assert_eq!(get_int(&r, "bytes_stored"), SIZE as i64);
+    assert_eq!(get_int(&r, "bytes_read"), SIZE as i64);
+    assert_eq!(get_int(&r, "plaintext_size"), SIZE as i64);
+    assert_eq!(get_str(&r, "audio"), "wav");
     let refreshes = get_int(&r, "url_refreshes");
     assert_eq!(
         calls.load(Ordering::SeqCst) as i64,
