@@ -61,7 +61,9 @@ pub fn run(
 ) -> Result<Outcome, FlowError> {
     let started = Instant::now();
     let handle = Handle::current();
-    let (chain, plan) = Chain::build_with(&flow.stages, keys, true)?;
+    // In-memory sources are small: not worth an MD5 thread.
+    let parallel = !matches!(flow.source, Source::Bytes { .. });
+    let (chain, plan) = Chain::build_with(&flow.stages, keys, parallel)?;
 
     let mut local = None;
     let mut target = None;
@@ -118,6 +120,7 @@ pub fn run(
         chain: Some(chain),
         stages: &flow.stages,
         keys,
+        parallel,
         out: Vec::with_capacity(OUT_BATCH + OUT_SLACK),
         bytes_read: 0,
         wr_tx,
@@ -222,6 +225,7 @@ struct Running<'a> {
     chain: Option<Chain>,
     stages: &'a [super::spec::Stage],
     keys: &'a KeyRing,
+    parallel: bool,
     out: Vec<u8>,
     bytes_read: u64,
     wr_tx: Option<mpsc::Sender<WriterMsg>>,
@@ -265,7 +269,7 @@ impl Running<'_> {
                 "the source restarted and local output cannot".into(),
             ));
         }
-        let (chain, _) = Chain::build_with(self.stages, self.keys, true)?;
+        let (chain, _) = Chain::build_with(self.stages, self.keys, self.parallel)?;
         self.chain = Some(chain);
         self.out.clear();
         self.bytes_read = 0;
