@@ -1,7 +1,8 @@
 //! Flow throughput: fetch from a loopback server → SHA-256 + MD5 → AES-256-GCM → fs (and
 //! the same with gzip level 1), each compared in the same run with its compute bound: the
 //! same stages chained over an in-memory buffer on one thread, no I/O. Also reports peak
-//! RSS. `BENCH_BYTES` sets the object size (default 1 GiB).
+//! RSS. `BENCH_BYTES` sets the object size (default 1 GiB); `BENCH_DIR` the folder the fs
+//! store lives in (default: the temp dir; fs writes end with `fsync`).
 //!
 //! Run: `cargo bench --bench flow`
 
@@ -93,11 +94,11 @@ fn end_to_end(url: &str, stages: &[Stage], keys: &KeyRing, store: &Store, key: &
     started.elapsed()
 }
 
-fn peak_rss_mib() -> f64 {
+fn rss_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
@@ -114,9 +115,13 @@ fn main() {
         .unwrap();
     let mut keys = KeyRing::empty();
     keys.insert_raw("bench", [7; 32]);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = match std::env::var("BENCH_DIR") {
+        Ok(d) => tempfile::tempdir_in(d).unwrap(),
+        Err(_) => tempfile::tempdir().unwrap(),
+    };
     let store = Store::from_uri(&format!("fs://{}", dir.path().display())).unwrap();
     let url = rt.block_on(serve(total));
+    println!("RSS before the flows: {:.1} MiB", rss_mib("VmRSS:"));
     let mib = total as f64 / (1024.0 * 1024.0);
     println!(
         "object: {mib:.0} MiB, cores: {}",
@@ -155,5 +160,5 @@ fn main() {
         );
         let _ = std::fs::remove_file(dir.path().join(format!("bench-{i}.enc")));
     }
-    println!("peak RSS: {:.1} MiB", peak_rss_mib());
+    println!("peak RSS: {:.1} MiB", rss_mib("VmHWM:"));
 }

@@ -3,6 +3,8 @@
 //! the plaintext (the first SHA-256 tap, added at the source when the script chose none)
 //! and of the stored bytes.
 
+use bytes::Bytes;
+
 use super::codec::CodecStage;
 use super::crypt::{KeyChoice, SegmentDecryptor, SegmentEncryptor};
 use super::error::FlowError;
@@ -49,8 +51,18 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// Compiles `stages`, looking keys up in `keys`.
+    /// Compiles `stages`, looking keys up in `keys`; everything runs on the caller's thread.
     pub fn build(stages: &[Stage], keys: &KeyRing) -> Result<(Chain, ChainPlan), FlowError> {
+        Chain::build_with(stages, keys, false)
+    }
+
+    /// Like [`Chain::build`]; with `parallel`, MD5 of the source bytes runs on a helper
+    /// thread (fed by [`Chain::push_shared`]).
+    pub fn build_with(
+        stages: &[Stage],
+        keys: &KeyRing,
+        parallel: bool,
+    ) -> Result<(Chain, ChainPlan), FlowError> {
         let mut groups: Vec<Result<TapSpec, Stage>> = Vec::new();
         for stage in stages {
             if stage.is_transform() {
@@ -91,6 +103,9 @@ impl Chain {
         let mut steps = Vec::new();
         for (i, group) in groups.into_iter().enumerate() {
             match group {
+                Ok(spec) if i == 0 && parallel => {
+                    steps.push(Step::Tap(Box::new(Tap::with_md5_thread(spec))))
+                }
                 Ok(spec) => steps.push(Step::Tap(Box::new(Tap::new(spec)))),
                 Err(stage) => {
                     if i > plaintext_tap {
@@ -121,6 +136,20 @@ impl Chain {
 
     /// Runs `data` through every stage, appending the stored bytes to `out`.
     pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), FlowError> {
+        self.run(data, None, out)
+    }
+
+    /// Like [`Chain::push`] for a shared chunk, which an MD5 thread can hash without a copy.
+    pub fn push_shared(&mut self, data: &Bytes, out: &mut Vec<u8>) -> Result<(), FlowError> {
+        self.run(data, Some(data), out)
+    }
+
+    fn run(
+        &mut self,
+        data: &[u8],
+        shared: Option<&Bytes>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), FlowError> {
         let mut cur = std::mem::take(&mut self.cur);
         let mut next = std::mem::take(&mut self.next);
         let mut from_data = true;
@@ -128,7 +157,10 @@ impl Chain {
             for step in &mut self.steps {
                 let input: &[u8] = if from_data { data } else { &cur };
                 match step {
-                    Step::Tap(t) => t.update(input)?,
+                    Step::Tap(t) => match shared.filter(|_| from_data) {
+                        Some(b) => t.update_shared(b)?,
+                        None => t.update(input)?,
+                    },
                     Step::Transform(t) => {
                         next.clear();
                         t.update(input, &mut next)?;
@@ -296,6 +328,23 @@ mod tests {
         let (plain, r2, _) = run(&back, &stored);
         assert_eq!(plain, data);
         assert_eq!(r2.plaintext.sha256, r.plaintext.sha256);
+    }
+
+    #[test]
+    fn parallel_md5_gives_the_same_digests() {
+        let data = Bytes::from((0..700_000u32).map(|i| (i * 7) as u8).collect::<Vec<_>>());
+        let stages = [Stage::Md5, Stage::Sha256, Stage::Encrypt("k".into())];
+        let (_, seq, _) = run(&stages, &data);
+        let (mut chain, _) = Chain::build_with(&stages, &ring(), true).unwrap();
+        let mut out = Vec::new();
+        for i in (0..data.len()).step_by(65_000) {
+            chain
+                .push_shared(&data.slice(i..(i + 65_000).min(data.len())), &mut out)
+                .unwrap();
+        }
+        let par = chain.finish(&mut out).unwrap();
+        assert_eq!(par.md5, seq.md5);
+        assert_eq!(par.plaintext, seq.plaintext);
     }
 
     #[test]

@@ -49,6 +49,16 @@ impl Default for FetchPolicy {
     }
 }
 
+impl FetchPolicy {
+    /// `wait`, shortened so no wait outlasts the deadline.
+    fn wait_limit(&self, wait: Duration) -> Duration {
+        match self.deadline {
+            Some(d) => wait.min(d.saturating_duration_since(Instant::now())),
+            None => wait,
+        }
+    }
+}
+
 /// Progress of a download across attempts and URLs.
 #[derive(Clone, Debug, Default)]
 pub struct FetchState {
@@ -158,7 +168,10 @@ pub async fn transfer(
                 }
                 state.last_reason = reason;
                 state.last_status = status;
-                tokio::time::sleep(wait.unwrap_or_else(|| backoff(policy, state.failures))).await;
+                tokio::time::sleep(
+                    policy.wait_limit(wait.unwrap_or_else(|| backoff(policy, state.failures))),
+                )
+                .await;
             }
         }
     }
@@ -205,7 +218,8 @@ async fn one_attempt(
             req = req.header(IF_RANGE, v);
         }
     }
-    let resp = match tokio::time::timeout(policy.read_timeout, req.send()).await {
+    let resp = match tokio::time::timeout(policy.wait_limit(policy.read_timeout), req.send()).await
+    {
         Err(_) => return Ok(retry("no response headers in time".into(), None, false)),
         Ok(Err(e)) => {
             return Ok(retry(
@@ -319,7 +333,7 @@ async fn one_attempt(
                 received: state.received,
             });
         }
-        match tokio::time::timeout(policy.read_timeout, resp.chunk()).await {
+        match tokio::time::timeout(policy.wait_limit(policy.read_timeout), resp.chunk()).await {
             Err(_) => {
                 return Ok(retry(
                     format!("body stalled at byte {}", state.offset),

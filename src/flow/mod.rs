@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`spec`]: `Flow`, `Source`, `Stage`: what scripts build.
-//! - [`chain`]: stages compiled for one thread; [`tap`], [`codec`], [`crypt`], [`audio`].
+//! - [`chain`]: stages compiled for one thread; [`tap`], [`codec`], [`crypt`], [`audio`],
+//!   [`md5_thread`] (MD5 of source bytes beside the flow's thread).
 //! - [`error`]: the `FlowError` type.
 //! - [`fetch`]: resumable HTTP download; [`source`]: async producers for every source.
 //! - [`run`]: runs a flow into a sink (store, discard, local writer); [`sink`]: `write`/`discard` with receipts; [`manifest`]: sidecars.
@@ -18,6 +19,7 @@ pub mod envelope;
 pub mod error;
 pub mod fetch;
 pub mod manifest;
+pub mod md5_thread;
 pub mod rhai;
 pub mod run;
 pub mod sink;

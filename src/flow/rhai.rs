@@ -55,8 +55,9 @@ fn register_sources(engine: &mut Engine) {
     /// ```rhai
     /// let r = fetch("https://media.example/rec.wav").sha256().write(store, "rec.wav");
     /// ```
-    fn fetch_url(url: &str) -> Flow {
-        Flow::new(Source::Fetch(UrlSource::Fixed(url.to_string())))
+    fn fetch_url(url: &str) -> RhaiResult<Flow> {
+        let url = check_url(url.to_string()).map_err(to_rhai)?;
+        Ok(Flow::new(Source::Fetch(UrlSource::Fixed(url))))
     }
     engine.register_fn("fetch", fetch_url);
 
@@ -299,16 +300,27 @@ fn with_url_fn(
         .ok_or_else(|| invalid("receipt is not a map".into()))
 }
 
+/// Accepts absolute http(s) URLs only; the error never shows the query (signatures).
+fn check_url(url: String) -> Result<String, FlowError> {
+    match reqwest::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(url),
+        _ => Err(FlowError::Invalid(format!(
+            "fetch needs an absolute http(s) URL, got {:?}",
+            url.split('?').next().unwrap_or("")
+        ))),
+    }
+}
+
 /// A URL from what the URL function returned: a string, or a map with `url`.
 fn url_of(v: Dynamic) -> Result<String, FlowError> {
     if v.is_string() {
-        return Ok(v.into_string().expect("string"));
+        return check_url(v.into_string().expect("string"));
     }
     if let Some(m) = v.clone().try_cast::<Map>()
         && let Some(u) = m.get("url")
         && u.is_string()
     {
-        return Ok(u.clone().into_string().expect("string"));
+        return check_url(u.clone().into_string().expect("string"));
     }
     Err(FlowError::UrlFunction(format!(
         "expected a URL string or a map with `url`, got {}",

@@ -21,6 +21,8 @@ use crate::storage::{ObjectWriter, StorageError, Store};
 
 /// Stored bytes are handed to the writer in pieces of about this size.
 const OUT_BATCH: usize = 1024 * 1024;
+/// Room past a batch for the output of one more input chunk.
+const OUT_SLACK: usize = 256 * 1024;
 
 /// Where a flow's output goes.
 pub enum Sink {
@@ -59,7 +61,9 @@ pub fn run(
 ) -> Result<Outcome, FlowError> {
     let started = Instant::now();
     let handle = Handle::current();
-    let (chain, plan) = Chain::build(&flow.stages, keys)?;
+    // In-memory sources are small: not worth an MD5 thread.
+    let parallel = !matches!(flow.source, Source::Bytes { .. });
+    let (chain, plan) = Chain::build_with(&flow.stages, keys, parallel)?;
 
     let mut local = None;
     let mut target = None;
@@ -105,7 +109,7 @@ pub fn run(
 
     let (wr_tx, writer_task) = match target {
         Some((store, key, writer)) => {
-            let (tx, rx) = mpsc::channel::<WriterMsg>(4);
+            let (tx, rx) = mpsc::channel::<WriterMsg>(2);
             let task = handle.spawn(write_task(store.clone(), key.clone(), writer, rx));
             (Some(tx), Some((task, store, key)))
         }
@@ -116,7 +120,8 @@ pub fn run(
         chain: Some(chain),
         stages: &flow.stages,
         keys,
-        out: Vec::with_capacity(OUT_BATCH * 2),
+        parallel,
+        out: Vec::with_capacity(OUT_BATCH + OUT_SLACK),
         bytes_read: 0,
         wr_tx,
         local,
@@ -130,7 +135,7 @@ pub fn run(
                 ));
             };
             match msg {
-                SourceMsg::Chunk(Chunk::Data(b)) => state.push(&b)?,
+                SourceMsg::Chunk(Chunk::Data(b)) => state.push(b)?,
                 SourceMsg::Chunk(Chunk::Restart) => state.restart()?,
                 SourceMsg::NeedUrl { .. } => {
                     let f = url_fn.as_mut().ok_or_else(|| {
@@ -220,6 +225,7 @@ struct Running<'a> {
     chain: Option<Chain>,
     stages: &'a [super::spec::Stage],
     keys: &'a KeyRing,
+    parallel: bool,
     out: Vec<u8>,
     bytes_read: u64,
     wr_tx: Option<mpsc::Sender<WriterMsg>>,
@@ -227,12 +233,12 @@ struct Running<'a> {
 }
 
 impl Running<'_> {
-    fn push(&mut self, b: &[u8]) -> Result<(), FlowError> {
+    fn push(&mut self, b: Bytes) -> Result<(), FlowError> {
         self.bytes_read += b.len() as u64;
         self.chain
             .as_mut()
             .expect("chain present")
-            .push(b, &mut self.out)?;
+            .push_shared(&b, &mut self.out)?;
         self.flush(false)
     }
 
@@ -243,7 +249,7 @@ impl Running<'_> {
         if let Some(tx) = &self.wr_tx {
             let data = Bytes::from(std::mem::replace(
                 &mut self.out,
-                Vec::with_capacity(OUT_BATCH * 2),
+                Vec::with_capacity(OUT_BATCH + OUT_SLACK),
             ));
             tx.blocking_send(WriterMsg::Data(data))
                 .map_err(|_| FlowError::Internal("the writer stopped".into()))?;
@@ -263,7 +269,7 @@ impl Running<'_> {
                 "the source restarted and local output cannot".into(),
             ));
         }
-        let (chain, _) = Chain::build(self.stages, self.keys)?;
+        let (chain, _) = Chain::build_with(self.stages, self.keys, self.parallel)?;
         self.chain = Some(chain);
         self.out.clear();
         self.bytes_read = 0;

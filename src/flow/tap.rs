@@ -4,8 +4,11 @@
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
+use bytes::Bytes;
+
 use super::audio::AudioSniffer;
 use super::error::FlowError;
+use super::md5_thread::Md5Thread;
 
 /// What one tap group computes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,21 +35,56 @@ pub struct Tap {
     size: u64,
     sha256: Option<Sha256>,
     md5: Option<Md5>,
+    md5_thread: Option<Md5Thread>,
     audio: Option<AudioSniffer>,
 }
 
 impl Tap {
+    /// A tap whose MD5 (if any) runs on a helper thread; feed it with [`Tap::update_shared`].
+    pub fn with_md5_thread(spec: TapSpec) -> Tap {
+        let mut tap = Tap::new(spec);
+        if tap.md5.is_some()
+            && let Ok(t) = Md5Thread::spawn()
+        {
+            tap.md5 = None;
+            tap.md5_thread = Some(t);
+        }
+        tap
+    }
+
+    /// Like [`Tap::update`], handing the shared chunk to the MD5 thread when there is one.
+    pub fn update_shared(&mut self, data: &Bytes) -> Result<(), FlowError> {
+        self.observe(data)?;
+        match (&mut self.md5, &self.md5_thread) {
+            (Some(h), _) => h.update(data),
+            (None, Some(t)) if !data.is_empty() => t.send(data.clone()),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn update(&mut self, data: &[u8]) -> Result<(), FlowError> {
+        self.observe(data)?;
+        match (&mut self.md5, &self.md5_thread) {
+            (Some(h), _) => h.update(data),
+            (None, Some(t)) if !data.is_empty() => t.send(Bytes::copy_from_slice(data)),
+            _ => {}
+        }
+        Ok(())
+    }
+
     pub fn new(spec: TapSpec) -> Tap {
         Tap {
             sha256: (spec.sha256 || spec.expect_sha256.is_some()).then(Sha256::new),
             md5: spec.md5.then(Md5::new),
+            md5_thread: None,
             audio: spec.audio_check.then(AudioSniffer::default),
             size: 0,
             spec,
         }
     }
 
-    pub fn update(&mut self, data: &[u8]) -> Result<(), FlowError> {
+    fn observe(&mut self, data: &[u8]) -> Result<(), FlowError> {
         self.size += data.len() as u64;
         if let Some(expected) = self.spec.expect_size
             && self.size > expected
@@ -57,9 +95,6 @@ impl Tap {
             });
         }
         if let Some(h) = &mut self.sha256 {
-            h.update(data);
-        }
-        if let Some(h) = &mut self.md5 {
             h.update(data);
         }
         if let Some(a) = &mut self.audio {
@@ -97,10 +132,15 @@ impl Tap {
                 });
             }
         }
+        let md5 = match (self.md5, self.md5_thread) {
+            (Some(h), _) => Some(hex::encode(h.finalize())),
+            (None, Some(t)) => Some(t.finish()),
+            (None, None) => None,
+        };
         Ok(TapResult {
             size: self.size,
             sha256,
-            md5: self.md5.map(|h| hex::encode(h.finalize())),
+            md5,
             audio,
         })
     }

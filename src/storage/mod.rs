@@ -16,8 +16,11 @@ use futures::TryStreamExt;
 pub use config::StorageConfig;
 pub use writer::{Closed, ObjectWriter};
 
-/// Chunk size of every multi-part write (Azure blocks, S3 parts, GCS 256 KiB multiples).
+/// Chunk size of multi-part writes to object stores (S3 parts, Azure blocks, GCS 256 KiB
+/// multiples).
 pub const CHUNK: usize = 8 * 1024 * 1024;
+/// Chunk size of `fs` and `memory` writes: no part-size rules there, so less memory.
+pub const LOCAL_CHUNK: usize = 1024 * 1024;
 /// Suffix of manifest sidecars.
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 /// Folder (inside an `fs` root) where partial files live until they are complete.
@@ -78,6 +81,7 @@ impl StorageError {
 pub struct Store {
     op: opendal::Operator,
     desc: Arc<str>,
+    chunk: usize,
 }
 
 impl fmt::Debug for Store {
@@ -100,9 +104,11 @@ impl Store {
         config_dir: &std::path::Path,
     ) -> Result<Store, StorageError> {
         let (op, desc) = cfg.build(config_dir)?;
+        let local = matches!(op.info().scheme(), "fs" | "memory");
         Ok(Store {
             op,
             desc: desc.into(),
+            chunk: if local { LOCAL_CHUNK } else { CHUNK },
         })
     }
 
@@ -248,6 +254,11 @@ impl Store {
     pub(crate) fn operator(&self) -> &opendal::Operator {
         &self.op
     }
+
+    /// The explicit chunk size of this store's writes.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk
+    }
 }
 
 /// Rejects keys that are empty, absolute, climb out of the root or name a manifest.
@@ -291,6 +302,22 @@ mod tests {
         for bad in ["", "/abs", "a/../b", "a//b", "dir/", ".cxpipe-partial/x"] {
             assert!(check_key(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn object_stores_write_8_mib_chunks_and_local_stores_1_mib() {
+        let s3 = Store::from_uri("s3://bucket/p?endpoint=http://127.0.0.1:9").unwrap();
+        assert_eq!(s3.chunk_size(), 8 * 1024 * 1024);
+        let az =
+            Store::from_uri("azblob://c/p?endpoint=http://127.0.0.1:9/a&account_name=a").unwrap();
+        assert_eq!(az.chunk_size(), 8 * 1024 * 1024);
+        let dir = tempfile::tempdir().unwrap();
+        let fs = Store::from_uri(&format!("fs://{}", dir.path().display())).unwrap();
+        assert_eq!(fs.chunk_size(), LOCAL_CHUNK);
+        assert_eq!(
+            Store::from_uri("memory://c").unwrap().chunk_size(),
+            LOCAL_CHUNK
+        );
     }
 
     #[tokio::test]

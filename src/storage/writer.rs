@@ -1,11 +1,12 @@
-//! [`ObjectWriter`]: writes one object in explicit 8 MiB chunks with `if_not_exists`, so an
+//! [`ObjectWriter`]: writes one object in explicit chunks (8 MiB on object stores) with
+//! `if_not_exists`, so an
 //! object is either complete or absent. Any error aborts the upload (fs: the partial file in
 //! `.cxpipe-partial/` is removed; S3/Azure/GCS: the uncommitted parts are dropped); the
 //! object must then be written again from its first byte.
 
 use bytes::Bytes;
 
-use super::{CHUNK, StorageError, Store};
+use super::{StorageError, Store};
 
 /// An object being written. Drop without [`close`](ObjectWriter::close) leaves nothing
 /// visible, but call [`abort`](ObjectWriter::abort) to clean up promptly.
@@ -33,7 +34,7 @@ impl ObjectWriter {
         let result = store
             .operator()
             .writer_with(key)
-            .chunk(CHUNK)
+            .chunk(store.chunk_size())
             .if_not_exists(true)
             .await;
         let writer = match result {

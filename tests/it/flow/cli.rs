@@ -207,3 +207,52 @@ async fn decrypt_reads_seed_004_envelopes() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("authentication failed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decrypt_decompresses_on_request_and_verify_speaks_json() {
+    let dir = tempfile::tempdir().unwrap();
+    key_file(dir.path());
+    let root = dir.path().join("store");
+    let store = Store::from_uri(&format!("fs://{}", root.display())).unwrap();
+    let text = Bytes::from("{\"id\":1}\n".repeat(5000));
+    let (s, t) = (store.clone(), text.clone());
+    tokio::task::spawn_blocking(move || {
+        let flow = Flow {
+            stages: vec![
+                Stage::Compress(cxpipe::flow::codec::Codec::Zstd, 3),
+                Stage::Encrypt("k".into()),
+            ],
+            ..Flow::new(Source::Bytes {
+                data: t,
+                kind: "jsonl",
+            })
+        };
+        cxpipe::flow::sink::write(&flow, &s, "rows.jsonl.zst.enc", &test_keys(), None).unwrap();
+    })
+    .await
+    .unwrap();
+    let cfg = config(dir.path());
+    let uri = format!("fs://{}", root.display());
+    let o = cxpipe(&[
+        "decrypt",
+        "--config",
+        &cfg,
+        "--key",
+        "k",
+        "--store",
+        &uri,
+        "rows.jsonl.zst.enc",
+        "--decompress",
+        "zstd",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, text);
+    let o = cxpipe(&["verify", &uri, "--config", &cfg, "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], serde_json::json!(["rows.jsonl.zst.enc"]));
+    assert_eq!(v["problems"], serde_json::json!([]));
+    let o = cxpipe(&["decrypt", "--store", &uri, "rows.jsonl.zst.enc"]);
+    assert!(!o.status.success(), "no key given");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no configured key has id"));
+}

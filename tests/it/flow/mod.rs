@@ -5,6 +5,7 @@ mod cli;
 mod fetch;
 mod script;
 pub mod server;
+mod sim;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

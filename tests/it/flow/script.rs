@@ -122,6 +122,20 @@ async fn checks_fail_with_values_and_unknown_keys_fail_early() {
     let err = failure(engine(), r#"from_json(1).encrypt("missing")"#.to_string()).await;
     assert!(get_str(&err, "message").contains("missing"), "{err:?}");
     assert!(!err["retryable"].as_bool().unwrap());
+    let err = failure(
+        engine(),
+        r#"fetch("ftp://x/y?sig=1").discard()"#.to_string(),
+    )
+    .await;
+    assert!(
+        get_str(&err, "message").contains("absolute http(s) URL"),
+        "{err:?}"
+    );
+    let err = failure(engine(), r#"fetch(|| 42).discard()"#.to_string()).await;
+    assert!(
+        get_str(&err, "message").contains("expected a URL string"),
+        "{err:?}"
+    );
     let err = failure(engine(), r#"from_json(1).gzip(12)"#.to_string()).await;
     assert!(get_str(&err, "message").contains("0..=9"), "{err:?}");
     let store = Store::from_uri(&uri).unwrap();
