@@ -76,10 +76,23 @@ impl StorageError {
     }
 }
 
+/// Attempts of a read-side operation on a temporary error.
+const READ_RETRIES: usize = 4;
+
+/// The two views of one store.
+struct Operators {
+    /// For writes: no retry layer, since a retried write can lose buffered data; a failed
+    /// write is aborted and the object restarted instead.
+    write: opendal::Operator,
+    /// For reads, stats, listings and deletes: retried on temporary errors (a reset
+    /// mid-response from an object store), with jittered backoff.
+    read: opendal::Operator,
+}
+
 /// An object store. Cheap to clone; the Rhai type `Store`.
 #[derive(Clone)]
 pub struct Store {
-    op: opendal::Operator,
+    ops: Arc<Operators>,
     desc: Arc<str>,
     chunk: usize,
 }
@@ -105,8 +118,16 @@ impl Store {
     ) -> Result<Store, StorageError> {
         let (op, desc) = cfg.build(config_dir)?;
         let local = matches!(op.info().scheme(), "fs" | "memory");
+        let reads = op.clone().layer(
+            opendal::layers::RetryLayer::new()
+                .with_jitter()
+                .with_max_times(READ_RETRIES),
+        );
         Ok(Store {
-            op,
+            ops: Arc::new(Operators {
+                write: op,
+                read: reads,
+            }),
             desc: desc.into(),
             chunk: if local { LOCAL_CHUNK } else { CHUNK },
         })
@@ -131,7 +152,7 @@ impl Store {
     /// Size of `key` in bytes, or `None` when it does not exist.
     pub async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
         check_key(key)?;
-        match self.op.stat(key).await {
+        match self.ops.read.stat(key).await {
             Ok(meta) => Ok(Some(meta.content_length())),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.op_err("checking", key)(e)),
@@ -141,7 +162,8 @@ impl Store {
     /// Every object key under `prefix` (recursive), without manifests or partial files.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         let entries = self
-            .op
+            .ops
+            .read
             .list_with(prefix)
             .recursive(true)
             .await
@@ -159,7 +181,8 @@ impl Store {
     /// Keys under `prefix` that have a manifest (the manifest's object may be missing).
     pub async fn manifested(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         let entries = self
-            .op
+            .ops
+            .read
             .list_with(prefix)
             .recursive(true)
             .await
@@ -187,7 +210,8 @@ impl Store {
             });
         }
         let buf = self
-            .op
+            .ops
+            .read
             .read(key)
             .await
             .map_err(self.op_err("reading", key))?;
@@ -197,7 +221,8 @@ impl Store {
     /// Replaces `key` with `data` in one atomic write (small documents and manifests).
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         check_key(key)?;
-        self.op
+        self.ops
+            .write
             .write(key, data)
             .await
             .map_err(self.op_err("writing", key))?;
@@ -206,7 +231,8 @@ impl Store {
 
     /// Deletes `key` (absent is fine).
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.op
+        self.ops
+            .read
             .delete(key)
             .await
             .map_err(self.op_err("deleting", key))
@@ -220,7 +246,8 @@ impl Store {
     {
         check_key(key)?;
         let reader = self
-            .op
+            .ops
+            .read
             .reader_with(key)
             .chunk(1024 * 1024)
             .await
@@ -252,7 +279,7 @@ impl Store {
     }
 
     pub(crate) fn operator(&self) -> &opendal::Operator {
-        &self.op
+        &self.ops.write
     }
 
     /// The explicit chunk size of this store's writes.
