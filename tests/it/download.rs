@@ -35,10 +35,10 @@ pub fn hostile(seed: u64) -> SimConfig {
         faults: Faults {
             token_ttl: Duration::from_secs(3),
             url_ttl: Duration::from_secs(1),
-            error_rate: 0.05,
-            throttle_rate: 0.05,
-            reset_rate: 0.08,
-            truncate_rate: 0.08,
+            error_rate: 0.08,
+            throttle_rate: 0.08,
+            reset_rate: 0.2,
+            truncate_rate: 0.15,
             media_bytes_per_sec: 500_000,
             ..Faults::default()
         },
@@ -253,9 +253,11 @@ fn recordings_download_intact_under_faults_and_a_rerun_does_no_new_work() {
         "the token was refreshed: {stats}"
     );
     let metrics = &summary["metrics"];
-    assert_eq!(
-        metrics["api.token_requests"], stats["tokens_issued"],
-        "{metrics}"
+    // Token requests the client made include ones the simulator failed with a 5xx or 429.
+    let token_requests = metrics["api.token_requests"].as_u64().unwrap();
+    assert!(
+        token_requests >= stats["tokens_issued"].as_u64().unwrap(),
+        "{metrics} vs {stats}"
     );
     assert!(
         metrics["api.throttled_429"].as_u64().unwrap() > 0,
