@@ -118,6 +118,17 @@ impl Store {
     ) -> Result<Store, StorageError> {
         let (op, desc) = cfg.build(config_dir)?;
         let local = matches!(op.info().scheme(), "fs" | "memory");
+        // Each store gets its own HTTP connection pool: OpenDAL's process-wide default client
+        // keeps connections whose tasks belong to the runtime that opened them, and a later
+        // runtime (each test, each daemon reload) cannot use them.
+        let op = if local {
+            op
+        } else {
+            let transport = opendal::HttpTransporter::new(
+                opendal_http_transport_reqwest::ReqwestTransport::new(reqwest::Client::new()),
+            );
+            op.with_context(opendal::OperationContext::new().with_http_transport(transport))
+        };
         let reads = op.clone().layer(
             opendal::layers::RetryLayer::new()
                 .with_jitter()
