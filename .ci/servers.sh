@@ -28,7 +28,7 @@ wait_for() { # port name
 
 if ! command -v s3s-fs >/dev/null 2>&1; then
   echo "installing s3s-fs 0.14.1 (a few minutes of compiling)"
-  CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" cargo install s3s-fs@0.14.1 --features binary --locked
+  cargo install s3s-fs@0.14.1 --features binary --locked
 fi
 if ! command -v azurite-blob >/dev/null 2>&1; then
   echo "installing azurite"
