@@ -103,6 +103,26 @@ impl Config {
             .unwrap_or_else(|| "config".into())
     }
 
+    /// The `[storage.NAME]` store.
+    pub fn store(&self, name: &str) -> Result<Store, ConfigError> {
+        let label = self.label();
+        let cfg = self.file.storage.get(name).ok_or_else(|| {
+            let known: Vec<_> = self.file.storage.keys().cloned().collect();
+            ConfigError(vec![format!(
+                "{label}: no [storage.{name}] (known: {})",
+                known.join(", ")
+            )])
+        })?;
+        Store::from_config(cfg, &self.dir)
+            .map_err(|e| ConfigError(vec![format!("{label}: [storage.{name}]: {e}")]))
+    }
+
+    /// Every `[keys.NAME]`, loaded.
+    pub fn keys(&self) -> Result<KeyRing, ConfigError> {
+        KeyRing::from_config(&self.file.keys, &self.dir)
+            .map_err(|e| ConfigError(vec![format!("{}: {e}", self.label())]))
+    }
+
     /// The tenant's API configuration and its `params` table.
     pub fn tenant(&self, name: &str) -> Result<Option<TenantEntry>, String> {
         let Some(table) = self.file.tenants.get(name) else {
@@ -167,29 +187,18 @@ impl Config {
             None if self.file.storage.len() == 1 => self.file.storage.keys().next().cloned(),
             None => None,
         };
-        let store = match store_name {
+        let store = match store_name.map(|name| self.store(&name)) {
             None => None,
-            Some(name) => match self.file.storage.get(&name) {
-                None => {
-                    errors.push(format!("{label}: no [storage.{name}] for --store {name}"));
-                    None
-                }
-                Some(cfg) => match Store::from_config(cfg, &self.dir) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        errors.push(format!("{label}: [storage.{name}]: {e}"));
-                        None
-                    }
-                },
-            },
-        };
-        let keys = match KeyRing::from_config(&self.file.keys, &self.dir) {
-            Ok(k) => k,
-            Err(e) => {
-                errors.push(format!("{label}: {e}"));
-                KeyRing::empty()
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                errors.extend(e.0);
+                None
             }
         };
+        let keys = self.keys().unwrap_or_else(|e| {
+            errors.extend(e.0);
+            KeyRing::empty()
+        });
         if errors.is_empty() {
             Ok(RunSetup {
                 api,
@@ -271,7 +280,7 @@ env = "CXPIPE_TEST_UNSET_KEY"
             text.contains("no [tenants.other]") && text.contains("acme"),
             "{text}"
         );
-        assert!(text.contains("no [storage.nowhere]"), "{text}");
+        assert!(text.contains("no [storage.nowhere] (known: )"), "{text}");
         assert!(text.contains("CXPIPE_TEST_UNSET_KEY"), "{text}");
     }
 

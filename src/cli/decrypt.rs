@@ -1,19 +1,19 @@
 //! `cxpipe decrypt`: restores an object written with `.encrypt(key)` (or a seed-004 JSON
 //! envelope) from a local file or a store, to a file (written atomically) or stdout.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
+use crate::config::Config;
 use crate::flow::codec::Codec;
 use crate::flow::run::{self, Sink};
 use crate::flow::{Flow, Source, Stage, envelope};
-use crate::keys::{KeyConfig, KeyRing};
+use crate::keys::KeyRing;
 use crate::secret::{Secret, SecretRef};
-use crate::storage::{StorageConfig, Store};
+use crate::storage::Store;
 
 #[derive(Debug, clap::Args)]
 pub struct DecryptArgs {
@@ -230,18 +230,9 @@ fn write_output(path: Option<&Path>, data: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads only the `[keys]` tables of a configuration file.
+/// The `[keys]` of a configuration file.
 pub(super) fn load_keys(path: &Path) -> anyhow::Result<KeyRing> {
-    let table = read_config(path)?;
-    let keys: BTreeMap<String, KeyConfig> = match table.get("keys") {
-        Some(v) => v
-            .clone()
-            .try_into()
-            .with_context(|| format!("{}: [keys]", path.display()))?,
-        None => BTreeMap::new(),
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    Ok(KeyRing::from_config(&keys, dir)?)
+    Ok(Config::load(path)?.keys()?)
 }
 
 /// A store from a URI, or from `[storage.NAME]` of the configuration.
@@ -252,23 +243,5 @@ pub(super) fn open_store(spec: &str, config: Option<&Path>) -> anyhow::Result<St
     let Some(path) = config else {
         bail!("{spec:?} is not a URI; give --config to look it up as [storage.{spec}]");
     };
-    let table = read_config(path)?;
-    let entry = table
-        .get("storage")
-        .and_then(|s| s.get(spec))
-        .with_context(|| format!("{} has no [storage.{spec}]", path.display()))?;
-    let cfg: StorageConfig = entry
-        .clone()
-        .try_into()
-        .with_context(|| format!("{}: [storage.{spec}]", path.display()))?;
-    Ok(Store::from_config(
-        &cfg,
-        path.parent().unwrap_or(Path::new(".")),
-    )?)
-}
-
-fn read_config(path: &Path) -> anyhow::Result<toml::Table> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    Ok(Config::load(path)?.store(spec)?)
 }
