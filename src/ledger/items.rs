@@ -16,6 +16,14 @@ pub struct AdmitItem {
     pub payload: String,
 }
 
+/// An emitted item this run must process: attempts so far and when it is due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    pub key: String,
+    pub attempts: i64,
+    pub next_at: Option<i64>,
+}
+
 /// An item the run must process: admitted now, or left unfinished by an earlier run.
 #[derive(Clone, Debug)]
 pub struct ResumableItem {
@@ -112,16 +120,18 @@ impl ItemFilter {
 
 impl Ledger {
     /// Admits emitted items for `run_id`: inserts new keys and re-leases existing keys that
-    /// are not final and not already leased by this run. Returns what this run must process
-    /// (key and attempts so far), in emission order; duplicates in the batch count once.
+    /// are not final, not already leased by this run, and not waiting (deferred or backing
+    /// off) past `due_before`. Returns what this run must process, in emission order;
+    /// duplicates in the batch count once.
     pub async fn admit(
         &self,
         pipeline: &str,
         tenant: &str,
         run_id: &str,
         script_hash: &str,
+        due_before: i64,
         batch: &[AdmitItem],
-    ) -> Result<Vec<(String, i64)>, LedgerError> {
+    ) -> Result<Vec<Admitted>, LedgerError> {
         let mut seen = HashSet::with_capacity(batch.len());
         let unique: Vec<&AdmitItem> = batch.iter().filter(|i| seen.insert(&i.key)).collect();
         if unique.is_empty() {
@@ -132,7 +142,7 @@ impl Ledger {
              item_key, payload, state, attempts) VALUES ",
         );
         for i in 0..unique.len() {
-            let k = 6 + 2 * i;
+            let k = 7 + 2 * i;
             if i > 0 {
                 sql.push(',');
             }
@@ -148,14 +158,16 @@ impl Ledger {
              updated_at = excluded.updated_at \
              WHERE items.state NOT IN ('done', 'skipped', 'quarantined') \
              AND (items.lease_owner IS NULL OR items.lease_owner <> excluded.lease_owner) \
-             RETURNING item_key, attempts",
+             AND (items.next_at IS NULL OR items.next_at <= $6) \
+             RETURNING item_key, attempts, next_at",
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(pipeline)
             .bind(tenant)
             .bind(run_id)
             .bind(script_hash)
-            .bind(now_ms());
+            .bind(now_ms())
+            .bind(due_before);
         for item in &unique {
             q = q.bind(&item.key).bind(&item.payload);
         }
@@ -163,11 +175,19 @@ impl Ledger {
             .fetch_all(self.pool())
             .await
             .doing(|| format!("admitting {} items of {pipeline}/{tenant}", unique.len()))?;
-        let mut admitted: std::collections::HashMap<String, i64> =
-            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let mut admitted: std::collections::HashMap<String, (i64, Option<i64>)> = rows
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect();
         Ok(unique
             .iter()
-            .filter_map(|i| admitted.remove(&i.key).map(|a| (i.key.clone(), a)))
+            .filter_map(|i| {
+                admitted.remove(&i.key).map(|(attempts, next_at)| Admitted {
+                    key: i.key.clone(),
+                    attempts,
+                    next_at,
+                })
+            })
             .collect())
     }
 
@@ -222,7 +242,9 @@ impl Ledger {
             .doing(|| "starting item update".into())?;
         let now = now_ms();
         for u in updates {
-            let lease_owner_kept = !u.state.is_final() && u.state != ItemState::Deferred;
+            // A deferred or failed item stays leased by its run (which re-queues it itself);
+            // later runs take it over because they lease only what another run owns.
+            let lease_owner_kept = !u.state.is_final();
             sqlx::query(
                 "UPDATE items SET state = $4, attempts = $5, next_at = $6, \
                  result = COALESCE($7, result), last_error = $8, updated_at = $9, \
@@ -346,31 +368,80 @@ mod tests {
     async fn done_items_are_never_admitted_again() {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open_dir(dir.path()).await.unwrap();
+        let keys = |v: Vec<Admitted>| v.into_iter().map(|a| a.key).collect::<Vec<_>>();
         let first = l
-            .admit("p", "t", "r1", "h", &batch(&["a", "b", "a"]))
+            .admit("p", "t", "r1", "h", now_ms(), &batch(&["a", "b", "a"]))
             .await
             .unwrap();
-        assert_eq!(first, vec![("a".into(), 0), ("b".into(), 0)]);
+        assert_eq!(keys(first), ["a", "b"]);
         // Same run re-emitting: nothing new.
         assert!(
-            l.admit("p", "t", "r1", "h", &batch(&["a"]))
+            l.admit("p", "t", "r1", "h", now_ms(), &batch(&["a"]))
                 .await
                 .unwrap()
                 .is_empty()
         );
         l.apply(&[update("a", ItemState::Done)]).await.unwrap();
         let second = l
-            .admit("p", "t", "r2", "h", &batch(&["a", "b"]))
+            .admit("p", "t", "r2", "h", now_ms(), &batch(&["a", "b"]))
             .await
             .unwrap();
-        assert_eq!(second, vec![("b".to_string(), 0)]);
+        assert_eq!(keys(second), ["b"]);
+    }
+
+    #[tokio::test]
+    async fn a_deferred_item_is_not_taken_again_by_its_run_nor_early_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open_dir(dir.path()).await.unwrap();
+        l.admit("p", "t", "r1", "h", now_ms(), &batch(&["a"]))
+            .await
+            .unwrap();
+        let later = now_ms() + 3_600_000;
+        l.apply(&[ItemUpdate {
+            next_at: Some(later),
+            ..update("a", ItemState::Deferred)
+        }])
+        .await
+        .unwrap();
+        // The run that deferred it re-queues it itself: re-emitting or leasing must not.
+        assert!(
+            l.admit("p", "t", "r1", "h", now_ms(), &batch(&["a"]))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            l.lease_unfinished("p", "t", "r1", i64::MAX, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // A later run takes it only once it is due within that run's wait.
+        assert!(
+            l.admit("p", "t", "r2", "h", now_ms(), &batch(&["a"]))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let due = l
+            .admit("p", "t", "r2", "h", later, &batch(&["a"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            due,
+            vec![Admitted {
+                key: "a".into(),
+                attempts: 1,
+                next_at: Some(later)
+            }]
+        );
     }
 
     #[tokio::test]
     async fn unfinished_items_are_leased_by_the_next_run_once() {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open_dir(dir.path()).await.unwrap();
-        l.admit("p", "t", "r1", "h", &batch(&["a", "b", "c"]))
+        l.admit("p", "t", "r1", "h", now_ms(), &batch(&["a", "b", "c"]))
             .await
             .unwrap();
         l.apply(&[update("a", ItemState::Done)]).await.unwrap();
@@ -392,7 +463,9 @@ mod tests {
     async fn retry_puts_quarantined_items_back() {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open_dir(dir.path()).await.unwrap();
-        l.admit("p", "t", "r1", "h", &batch(&["a"])).await.unwrap();
+        l.admit("p", "t", "r1", "h", now_ms(), &batch(&["a"]))
+            .await
+            .unwrap();
         l.apply(&[update("a", ItemState::Quarantined)])
             .await
             .unwrap();
@@ -402,7 +475,7 @@ mod tests {
         };
         assert_eq!(l.retry_items(&f).await.unwrap(), 1);
         assert_eq!(
-            l.admit("p", "t", "r2", "h", &batch(&["a"]))
+            l.admit("p", "t", "r2", "h", now_ms(), &batch(&["a"]))
                 .await
                 .unwrap()
                 .len(),

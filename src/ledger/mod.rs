@@ -16,7 +16,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-pub use items::{AdmitItem, ItemFilter, ItemRow, ItemUpdate, ResumableItem};
+pub use items::{AdmitItem, Admitted, ItemFilter, ItemRow, ItemUpdate, ResumableItem};
 pub use state::AuditEntry;
 
 /// The state of an item in the ledger.

@@ -142,7 +142,9 @@ mod tests {
                 payload: "1".into(),
             })
             .collect();
-        l.admit("p", "t", "r", "h", &items).await.unwrap();
+        l.admit("p", "t", "r", "h", crate::ledger::now_ms(), &items)
+            .await
+            .unwrap();
         let w = LedgerWriter::spawn(l.clone());
         for i in 0..500 {
             w.update(ItemUpdate {

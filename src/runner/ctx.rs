@@ -54,6 +54,12 @@ fn key_text(key: &Dynamic) -> RhaiResult<String> {
 
 impl Ctx {
     fn emit(&mut self, key: Dynamic, item: Dynamic) -> RhaiResult<()> {
+        if self.item_key.is_some() {
+            // Workers emitting into the queue they drain could block each other forever.
+            return Err(
+                "ctx.emit is only available in discover and on_event, not in process".into(),
+            );
+        }
         let key = key_text(&key)?;
         let payload = to_json(&item)?.to_string();
         let sender = self.shared.emitter.lock().expect("emitter lock").clone();

@@ -277,29 +277,35 @@ async fn admit_loop(
                 payload: e.payload.clone(),
             })
             .collect();
-        let admitted = ledger.admit(p, t, run, &shared.script_hash, &items).await?;
+        let due_before = now_ms().saturating_add(defer_max_wait.as_millis() as i64);
+        let admitted = ledger
+            .admit(p, t, run, &shared.script_hash, due_before, &items)
+            .await?;
         let mut values: HashMap<String, Dynamic> =
             buf.drain(..).map(|e| (e.key, e.value)).collect();
         counters.admitted.fetch_add(admitted.len() as u64, Relaxed);
         counters
             .outstanding
             .fetch_add(admitted.len() as u64, Relaxed);
-        for (key, attempts) in admitted {
-            let value = values.remove(&key).unwrap_or(Dynamic::UNIT);
-            if work
-                .send(WorkMsg::Item(WorkItem {
-                    key,
-                    value,
-                    attempts,
-                    defers: 0,
-                }))
-                .await
-                .is_err()
-            {
+        for item in admitted {
+            let value = values.remove(&item.key).unwrap_or(Dynamic::UNIT);
+            // An item an earlier run deferred (or was backing off) waits until it is due.
+            let wait = item
+                .next_at
+                .map(|at| (at - now_ms()).max(0) as u64)
+                .unwrap_or(0);
+            let w = WorkItem {
+                key: item.key,
+                value,
+                attempts: item.attempts,
+                defers: 0,
+            };
+            if work.is_closed() {
                 return Err(LedgerError::Invalid(
                     "workers stopped before the queue drained".into(),
                 ));
             }
+            worker::send_after(&work, w, Duration::from_millis(wait)).await;
         }
     }
     Ok(())

@@ -35,6 +35,11 @@ pub enum WorkMsg {
     Stop,
 }
 
+/// The ledger time `delay` from now, saturating (a script may defer for centuries).
+fn due_at(delay: Duration) -> i64 {
+    now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Queues `item` now, or after `delay` from a timer task.
 pub async fn send_after(tx: &mpsc::Sender<WorkMsg>, item: WorkItem, delay: Duration) {
     if delay.is_zero() {
@@ -144,13 +149,26 @@ fn handle(env: &WorkerEnv, mut item: WorkItem) {
         attempt,
         deferrals: item.defers as i64,
     };
-    let result = item_scope::with(scope, || {
+    let call = || {
         call_hook(
             &env.engine,
             &env.script,
             "process",
             (ctx, item.value.clone()),
         )
+    };
+    // A panic in a native function fails the attempt instead of killing the worker (which
+    // would leave the item unfinished and the run waiting for it).
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        item_scope::with(scope, call)
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(format!("internal error while processing (please report): {what}").into())
     });
     let c = &env.counters;
     let mut update = ItemUpdate {
@@ -176,7 +194,7 @@ fn handle(env: &WorkerEnv, mut item: WorkItem) {
             Outcome::Defer(delay, reason) => {
                 update.state = ItemState::Deferred;
                 update.attempts = item.attempts;
-                update.next_at = Some(now_ms() + delay.as_millis() as i64);
+                update.next_at = Some(due_at(delay));
                 update.result = Some(serde_json::json!({ "deferred": reason }).to_string());
                 item.defers += 1;
                 c.deferrals.fetch_add(1, Relaxed);
@@ -203,7 +221,7 @@ fn handle(env: &WorkerEnv, mut item: WorkItem) {
                     attempt as u32,
                 );
                 update.state = ItemState::Failed;
-                update.next_at = Some(now_ms() + delay.as_millis() as i64);
+                update.next_at = Some(due_at(delay));
                 tracing::warn!(item = %item.key, attempt, error = %message, "attempt failed; will retry");
                 c.retries.fetch_add(1, Relaxed);
                 item.attempts = attempt;

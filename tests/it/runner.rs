@@ -276,3 +276,54 @@ fn check_looks_inside_imported_modules_and_passes_the_shipped_scripts() {
     let ok = env.cxpipe(&["check", shipped]);
     assert_eq!(ok.code, 0, "{}", ok.stdout);
 }
+
+#[test]
+fn emit_from_process_fails_the_item_instead_of_blocking_the_run() {
+    let env = TestEnv::new();
+    let script = env.write(
+        "fanout.rhai",
+        "const OPTIONS = #{ concurrency: 1, max_attempts: 1 };\n\
+         fn discover(ctx) { for i in 0..5000 { ctx.emit(`k${i}`, i); } }\n\
+         fn process(ctx, item) { if item == 0 { ctx.emit(\"child\", 1); } item }\n",
+    );
+    let ran = env.run(&script, &[]);
+    let s = &ran.json()["summary"];
+    assert_eq!(
+        (s["done"].as_u64(), s["quarantined"].as_u64()),
+        (Some(4999), Some(1)),
+        "{s}"
+    );
+    assert!(
+        s["failures"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("only available in discover"),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_deferral_beyond_the_run_waits_in_the_ledger_until_due() {
+    let env = TestEnv::new();
+    let script = env.write(
+        "later.rhai",
+        "fn discover(ctx) { ctx.emit(\"now\", 0); ctx.emit(\"much-later\", 1); }\n\
+         fn process(ctx, item) { if item == 1 { return ctx.defer(9223372036854775807, \"not yet\"); } item }\n",
+    );
+    let first = env.run(&script, &[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let s = &first.json()["summary"];
+    assert_eq!(
+        (s["done"].as_u64(), s["deferred"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    // Re-emitted by the next run, it is not taken before it is due.
+    let second = env.run(&script, &[]);
+    let s = &second.json()["summary"];
+    assert_eq!(
+        (s["admitted"].as_u64(), s["resumed"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+}
