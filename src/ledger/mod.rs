@@ -86,6 +86,16 @@ pub enum LedgerError {
     Invalid(String),
     #[error("ledger: the writer has stopped (an earlier write failed)")]
     WriterGone,
+    #[error(
+        "another run of {pipeline} for tenant {tenant} is in progress (run {run_id}); \
+         wait for it to finish (a killed run is taken over {stale_secs}s after its last heartbeat)"
+    )]
+    Busy {
+        pipeline: String,
+        tenant: String,
+        run_id: String,
+        stale_secs: i64,
+    },
 }
 
 pub(crate) trait DbContext<T> {

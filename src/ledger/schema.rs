@@ -9,11 +9,12 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first. Never edit a released one: append a new one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    statements: &[
-        "CREATE TABLE runs (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        statements: &[
+            "CREATE TABLE runs (
             run_id TEXT PRIMARY KEY,
             pipeline TEXT NOT NULL,
             tenant TEXT NOT NULL,
@@ -23,7 +24,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             status TEXT NOT NULL,
             summary TEXT
         )",
-        "CREATE TABLE items (
+            "CREATE TABLE items (
             pipeline TEXT NOT NULL,
             tenant TEXT NOT NULL,
             item_key TEXT NOT NULL,
@@ -40,8 +41,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             updated_at BIGINT NOT NULL,
             PRIMARY KEY (pipeline, tenant, item_key)
         )",
-        "CREATE INDEX items_by_state ON items (pipeline, tenant, state)",
-        "CREATE TABLE checkpoints (
+            "CREATE INDEX items_by_state ON items (pipeline, tenant, state)",
+            "CREATE TABLE checkpoints (
             pipeline TEXT NOT NULL,
             tenant TEXT NOT NULL,
             name TEXT NOT NULL,
@@ -50,7 +51,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             updated_at BIGINT NOT NULL,
             PRIMARY KEY (pipeline, tenant, name)
         )",
-        "CREATE TABLE kv (
+            "CREATE TABLE kv (
             pipeline TEXT NOT NULL,
             tenant TEXT NOT NULL,
             k TEXT NOT NULL,
@@ -58,13 +59,13 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             updated_at BIGINT NOT NULL,
             PRIMARY KEY (pipeline, tenant, k)
         )",
-        "CREATE TABLE events (
+            "CREATE TABLE events (
             source TEXT NOT NULL,
             event_id TEXT NOT NULL,
             received_at BIGINT NOT NULL,
             PRIMARY KEY (source, event_id)
         )",
-        "CREATE TABLE audit (
+            "CREATE TABLE audit (
             seq BIGINT PRIMARY KEY,
             at BIGINT NOT NULL,
             pipeline TEXT NOT NULL,
@@ -75,5 +76,16 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             prev_hash TEXT NOT NULL,
             hash TEXT NOT NULL
         )",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "run heartbeats",
+        statements: &[
+            "ALTER TABLE runs ADD COLUMN heartbeat_at BIGINT",
+            "ALTER TABLE runs ADD COLUMN owner TEXT",
+            "UPDATE runs SET status = 'abandoned' WHERE status = 'running'",
+            "CREATE UNIQUE INDEX runs_one_running ON runs (pipeline, tenant) WHERE status = 'running'",
+        ],
+    },
+];

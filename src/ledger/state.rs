@@ -34,27 +34,120 @@ pub fn audit_hash(prev_hash: &str, seq: i64, at: i64, fields: [&str; 4], data: &
     hex::encode(h.finalize())
 }
 
+/// `host:pid` of this process, recorded with each run it starts.
+fn process_owner() -> String {
+    format!("{}:{}", host_name(), std::process::id())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+/// True when `owner` (`host:pid`) is a process on this host that no longer exists (Linux;
+/// elsewhere only the heartbeat decides).
+fn owner_is_dead(owner: &str) -> bool {
+    let Some((host, pid)) = owner.rsplit_once(':') else {
+        return false;
+    };
+    let proc_root = std::path::Path::new("/proc/self");
+    host == host_name()
+        && proc_root.exists()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 impl Ledger {
-    /// Records the start of a run.
+    /// Records the start of a run, refusing while another run of the same pipeline × tenant
+    /// is alive (heartbeat newer than `stale_ms`); a run whose heartbeat is older (its process
+    /// was killed) is marked `abandoned` and its items are taken over.
     pub async fn start_run(
         &self,
         run_id: &str,
         pipeline: &str,
         tenant: &str,
         script_hash: &str,
+        stale_ms: i64,
     ) -> Result<(), LedgerError> {
-        sqlx::query(
-            "INSERT INTO runs (run_id, pipeline, tenant, script_hash, started_at, status) \
-             VALUES ($1, $2, $3, $4, $5, 'running')",
+        let now = now_ms();
+        let me = process_owner();
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .doing(|| "starting run claim".into())?;
+        let running = sqlx::query(
+            "SELECT run_id, COALESCE(heartbeat_at, started_at), owner FROM runs \
+             WHERE pipeline = $1 AND tenant = $2 AND status = 'running'",
+        )
+        .bind(pipeline)
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await
+        .doing(|| format!("checking runs of {pipeline}/{tenant}"))?;
+        for row in &running {
+            let (other, beat, owner): (String, i64, Option<String>) =
+                (row.get(0), row.get(1), row.get(2));
+            if beat < now - stale_ms || owner.as_deref().is_some_and(owner_is_dead) {
+                sqlx::query(
+                    "UPDATE runs SET status = 'abandoned', finished_at = $2 WHERE run_id = $1",
+                )
+                .bind(&other)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .doing(|| format!("retiring run {other}"))?;
+            }
+        }
+        let live = sqlx::query(
+            "SELECT run_id FROM runs WHERE pipeline = $1 AND tenant = $2 AND status = 'running'",
+        )
+        .bind(pipeline)
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await
+        .doing(|| format!("checking runs of {pipeline}/{tenant}"))?;
+        let busy = |other: String| LedgerError::Busy {
+            pipeline: pipeline.into(),
+            tenant: tenant.into(),
+            run_id: other,
+            stale_secs: stale_ms / 1000,
+        };
+        if let Some(row) = live {
+            return Err(busy(row.get(0)));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO runs (run_id, pipeline, tenant, script_hash, started_at, heartbeat_at, owner, status) \
+             VALUES ($1, $2, $3, $4, $5, $5, $6, 'running')",
         )
         .bind(run_id)
         .bind(pipeline)
         .bind(tenant)
         .bind(script_hash)
-        .bind(now_ms())
-        .execute(self.pool())
-        .await
-        .doing(|| format!("recording start of run {run_id}"))?;
+        .bind(now)
+        .bind(&me)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            // The unique index on running runs: another process claimed it first.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(busy("unknown".into()));
+            }
+            other => other.doing(|| format!("recording start of run {run_id}"))?,
+        };
+        tx.commit()
+            .await
+            .doing(|| format!("committing start of run {run_id}"))
+    }
+
+    /// Proves the run is alive (see [`Ledger::start_run`]).
+    pub async fn heartbeat(&self, run_id: &str) -> Result<(), LedgerError> {
+        sqlx::query("UPDATE runs SET heartbeat_at = $2 WHERE run_id = $1")
+            .bind(run_id)
+            .bind(now_ms())
+            .execute(self.pool())
+            .await
+            .doing(|| format!("heartbeat of run {run_id}"))?;
         Ok(())
     }
 
@@ -299,6 +392,23 @@ mod tests {
         assert_eq!(got[1].prev_hash, got[0].hash);
         let again = audit_hash(&got[0].prev_hash, 1, got[0].at, ["p", "t", "r", "A"], "{}");
         assert_eq!(again, got[0].hash);
+    }
+
+    #[tokio::test]
+    async fn one_live_run_per_pipeline_and_tenant_and_stale_ones_are_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open_dir(dir.path()).await.unwrap();
+        l.start_run("r1", "p", "t", "h", 60_000).await.unwrap();
+        let err = l.start_run("r2", "p", "t", "h", 60_000).await.unwrap_err();
+        assert!(err.to_string().contains("run r1"), "{err}");
+        l.start_run("other-tenant", "p", "t2", "h", 60_000)
+            .await
+            .unwrap();
+        // r1 stops beating (killed): after the stale period a new run takes over.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        l.start_run("r3", "p", "t", "h", 10).await.unwrap();
+        l.finish_run("r3", "completed", "{}").await.unwrap();
+        l.start_run("r4", "p", "t", "h", 60_000).await.unwrap();
     }
 
     #[tokio::test]

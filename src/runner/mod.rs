@@ -35,8 +35,21 @@ use shared::{Emitted, RunShared};
 use summary::{Counters, Summary};
 use worker::{WorkItem, WorkMsg, Workers};
 
+/// How often a run proves it is alive, and when a silent one counts as dead (killed).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+const RUN_STALE_AFTER: Duration = Duration::from_secs(30);
+
 /// Emitted items admitted to the ledger in one statement at most.
 const ADMIT_BATCH: usize = 512;
+
+/// Stops a background task when the run ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Everything one run needs.
 pub struct RunRequest {
@@ -95,8 +108,25 @@ pub async fn run(req: RunRequest) -> Result<RunReport, RunError> {
     let pipeline: Arc<str> = req.script.name.as_str().into();
     let tenant: Arc<str> = req.tenant.as_str().into();
     req.ledger
-        .start_run(&run_id, &pipeline, &tenant, &req.script.hash)
+        .start_run(
+            &run_id,
+            &pipeline,
+            &tenant,
+            &req.script.hash,
+            RUN_STALE_AFTER.as_millis() as i64,
+        )
         .await?;
+    let _heartbeat = AbortOnDrop(tokio::spawn({
+        let (ledger, run_id) = (req.ledger.clone(), run_id.clone());
+        async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                if let Err(e) = ledger.heartbeat(&run_id).await {
+                    tracing::warn!(error = %e, "run heartbeat failed");
+                }
+            }
+        }
+    }));
     let committed = req.ledger.checkpoints(&pipeline, &tenant).await?;
     let writer = LedgerWriter::spawn(req.ledger.clone());
     let params = rhai::serde::to_dynamic(serde_json::Value::Object(req.params.clone()))

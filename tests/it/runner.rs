@@ -327,3 +327,40 @@ fn a_deferral_beyond_the_run_waits_in_the_ledger_until_due() {
         "{s}"
     );
 }
+
+#[tokio::test]
+async fn a_second_run_of_the_same_pipeline_is_refused_while_the_first_is_alive() {
+    let env = TestEnv::new();
+    let script = env.write(
+        "long.rhai",
+        "const OPTIONS = #{ concurrency: 1 };\n\
+         fn discover(ctx) { for i in 0..100000 { ctx.emit(`k${i}`, i); } }\n\
+         fn process(ctx, item) { let x = 0; for j in 0..2000 { x += j; } x }\n",
+    );
+    let state = env.state_dir();
+    let mut first = env
+        .command()
+        .args([
+            "run",
+            script.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(state.join("ledger.sqlite").exists() && env.item_counts().await.contains_key("done")) {
+        assert!(Instant::now() < deadline, "the first run made no progress");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = env.run(&script, &[]);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(second.code, 2, "{}", second.stdout);
+    assert!(
+        second.stderr.contains("is in progress"),
+        "{}",
+        second.stderr
+    );
+    // (A killed run is taken over at once: see the SIGKILL tests, which re-run right away.)
+}
