@@ -10,7 +10,7 @@ use rhai::Dynamic;
 
 use super::ledger_args::LedgerArgs;
 use crate::config::Config;
-use crate::engine::{EngineSettings, Script, check};
+use crate::engine::{EngineSettings, Script};
 use crate::ledger::Ledger;
 use crate::registry::build_engine;
 use crate::runner::{self, PipelineOptions, RunReport, RunRequest};
@@ -62,20 +62,14 @@ pub fn load_checked(
     engine: &rhai::Engine,
     path: &std::path::Path,
 ) -> anyhow::Result<(Script, PipelineOptions)> {
-    let problems = super::check::problems_of(engine, path);
-    if !problems.is_empty() {
-        bail!(
+    super::check::load_and_check(engine, path).map_err(|problems| {
+        anyhow::anyhow!(
             "{} has {} problem(s):\n{}",
             path.display(),
             problems.len(),
             problems.join("\n")
-        );
-    }
-    let script = Script::load(engine, path)?;
-    debug_assert!(check::check(engine, &script).is_empty());
-    let map = script.options(engine)?;
-    let options = PipelineOptions::from_map(&map).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
-    Ok((script, options))
+        )
+    })
 }
 
 /// Loads the config (if any), builds the engine with its keys, compiles and checks the

@@ -378,7 +378,7 @@ async fn a_run_killed_mid_way_then_rerun_stores_everything_once() {
         processing_share: 0.0,
         ..hostile(33)
     });
-    let env = TestEnv::new();
+    let env = std::sync::Arc::new(TestEnv::new());
     let config = write_config(
         &env,
         &sim.base_url,
@@ -421,22 +421,12 @@ async fn a_run_killed_mid_way_then_rerun_stores_everything_once() {
     child.wait().unwrap();
 
     let rerun = tokio::task::spawn_blocking({
-        let config = config.clone();
-        let env_path = env.path().to_path_buf();
+        let (env, config) = (env.clone(), config.clone());
         move || {
-            let mut cmd = std::process::Command::new(crate::harness::cxpipe_bin());
-            cmd.current_dir(&env_path).env("CXPIPE_LOG", "error");
-            cmd.args([
-                "run",
-                SCRIPT,
-                "--config",
-                config.to_str().unwrap(),
-                "--tenant",
-                "sim",
-                "--json",
-            ]);
-            cmd.args(["--state", env_path.join("state").to_str().unwrap()]);
-            crate::harness::Ran::from(cmd.output().unwrap())
+            env.run(
+                Path::new(SCRIPT),
+                &["--config", config.to_str().unwrap(), "--tenant", "sim"],
+            )
         }
     })
     .await

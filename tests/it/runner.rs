@@ -5,6 +5,17 @@ use std::time::{Duration, Instant};
 
 use crate::harness::TestEnv;
 
+/// The summary shows `done` items done and exactly one quarantined, whose error says `why`.
+fn assert_one_quarantined(s: &serde_json::Value, done: u64, why: &str) {
+    assert_eq!(
+        (s["done"].as_u64(), s["quarantined"].as_u64()),
+        (Some(done), Some(1)),
+        "{s}"
+    );
+    let error = s["failures"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains(why), "expected {why:?} in the failure: {s}");
+}
+
 const TEN_THOUSAND: &str = r#"
 const OPTIONS = #{ concurrency: 4 };
 fn discover(ctx) {
@@ -160,17 +171,7 @@ fn process(ctx, item) { if item == 3 { loop { } } item }
     let ran = env.run(&script, &[]);
     assert!(started.elapsed() < Duration::from_secs(30));
     let s = &ran.json()["summary"];
-    assert_eq!(
-        (s["done"].as_u64(), s["quarantined"].as_u64()),
-        (Some(49), Some(1))
-    );
-    assert!(
-        s["failures"][0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("deadline"),
-        "{s}"
-    );
+    assert_one_quarantined(s, 49, "deadline");
 }
 
 #[test]
@@ -288,18 +289,7 @@ fn emit_from_process_fails_the_item_instead_of_blocking_the_run() {
     );
     let ran = env.run(&script, &[]);
     let s = &ran.json()["summary"];
-    assert_eq!(
-        (s["done"].as_u64(), s["quarantined"].as_u64()),
-        (Some(4999), Some(1)),
-        "{s}"
-    );
-    assert!(
-        s["failures"][0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("only available in discover"),
-        "{s}"
-    );
+    assert_one_quarantined(s, 4999, "only available in discover");
 }
 
 #[test]
@@ -363,4 +353,35 @@ async fn a_second_run_of_the_same_pipeline_is_refused_while_the_first_is_alive()
         second.stderr
     );
     // (A killed run is taken over at once: see the SIGKILL tests, which re-run right away.)
+}
+
+#[test]
+fn print_and_debug_go_to_the_log_not_stdout() {
+    let env = TestEnv::new();
+    let script = env.write(
+        "talk.rhai",
+        "fn discover(ctx) { print(\"hello from discover\"); ctx.emit(\"a\", 1); }\n\
+         fn process(ctx, item) { debug(\"debugging item\"); item }\n",
+    );
+    let state = env.state_dir();
+    let ran: crate::harness::Ran = env
+        .command()
+        .env("CXPIPE_LOG", "cxpipe::script=debug")
+        .args([
+            "run",
+            script.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(
+        ran.json()["summary"]["done"].as_u64(),
+        Some(1),
+        "stdout stays pure JSON"
+    );
+    assert!(ran.stderr.contains("hello from discover"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("debugging item"), "{}", ran.stderr);
 }
