@@ -22,8 +22,9 @@ use crate::secret::{Secret, SecretRef};
 pub struct StorageConfig {
     /// Where objects live (see above).
     pub uri: String,
-    /// Service endpoint, e.g. `http://127.0.0.1:9010` (S3) or
-    /// `http://127.0.0.1:10000/devstoreaccount1` (Azure). Default: the public cloud.
+    /// Service endpoint, e.g. `http://127.0.0.1:9010` (S3),
+    /// `http://127.0.0.1:10000/devstoreaccount1` (Azure) or `http://127.0.0.1:4443` (a GCS
+    /// emulator). Default: the public cloud.
     pub endpoint: Option<String>,
     /// S3 region (default `AWS_REGION`, else `us-east-1`).
     pub region: Option<String>,
@@ -39,8 +40,14 @@ pub struct StorageConfig {
     pub account_name: Option<String>,
     /// Azure account key (default env `AZURE_STORAGE_KEY`).
     pub account_key: Option<SecretRef>,
-    /// GCS service-account JSON file (default env `GOOGLE_APPLICATION_CREDENTIALS`).
+    /// GCS service-account JSON file (default env `GOOGLE_APPLICATION_CREDENTIALS`, then
+    /// gcloud's application-default credentials, then the GCE metadata server).
     pub credential_path: Option<PathBuf>,
+    /// GCS OAuth2 access token (e.g. from `gcloud auth print-access-token`), used before any
+    /// other GCS credential.
+    pub token: Option<SecretRef>,
+    /// GCS without credentials: requests are not signed (public buckets, emulators).
+    pub anonymous: Option<bool>,
 }
 
 struct Parsed {
@@ -107,6 +114,41 @@ impl StorageConfig {
         }
     }
 
+    /// A field of another scheme is a mistake (a typo'd URI, a copied block): say which.
+    fn check_fields_apply(&self, p: &Parsed) -> Result<(), StorageError> {
+        let scheme = p.scheme.as_str();
+        let fields: [(&str, bool, &[&str]); 11] = [
+            (
+                "endpoint",
+                self.endpoint.is_some(),
+                &["s3", "azblob", "gcs"],
+            ),
+            ("region", self.region.is_some(), &["s3"]),
+            ("path_style", self.path_style.is_some(), &["s3"]),
+            ("access_key_id", self.access_key_id.is_some(), &["s3"]),
+            (
+                "secret_access_key",
+                self.secret_access_key.is_some(),
+                &["s3"],
+            ),
+            ("session_token", self.session_token.is_some(), &["s3"]),
+            ("account_name", self.account_name.is_some(), &["azblob"]),
+            ("account_key", self.account_key.is_some(), &["azblob"]),
+            ("credential_path", self.credential_path.is_some(), &["gcs"]),
+            ("token", self.token.is_some(), &["gcs"]),
+            ("anonymous", self.anonymous.is_some(), &["gcs"]),
+        ];
+        for (name, set, schemes) in fields {
+            if (set || p.query.contains_key(name)) && !schemes.contains(&scheme) {
+                return Err(self.err(format!(
+                    "{name} does not apply to {scheme}:// stores (it is for {})",
+                    schemes.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Builds the operator and a description without secrets.
     pub(crate) fn build(&self, dir: &Path) -> Result<(Operator, String), StorageError> {
         opendal::init_default_registry();
@@ -131,6 +173,7 @@ impl StorageConfig {
             Some(e) => format!("{base} (endpoint {e})"),
             None => base,
         };
+        self.check_fields_apply(&p)?;
         let map_err = |e: opendal::Error| self.err(e.to_string());
         let op = match p.scheme.as_str() {
             "fs" => {
@@ -222,6 +265,18 @@ impl StorageConfig {
                 if let Some(c) = cred {
                     b = b.credential_path(&c.to_string_lossy());
                 }
+                let token = match &self.token {
+                    Some(r) => Some(r.resolve(dir).map_err(|e| self.err(e.to_string()))?),
+                    None => None,
+                };
+                match (token, self.anonymous.unwrap_or(false)) {
+                    (Some(_), true) => {
+                        return Err(self.err("gcs: set either token or anonymous = true, not both"));
+                    }
+                    (Some(t), false) => b = b.token(t.expose().to_string()),
+                    (None, true) => b = b.skip_signature(),
+                    (None, false) => {}
+                }
                 Operator::new(b).map_err(map_err)?
             }
             other => {
@@ -287,6 +342,39 @@ mod tests {
             .build(dir.path())
             .unwrap();
         assert!(dir.path().join("out/rec").is_dir());
+    }
+
+    #[test]
+    fn fields_of_another_scheme_are_rejected() {
+        let cfg: StorageConfig =
+            toml::from_str("uri = \"fs:///tmp/x\"\nregion = \"eu-west-1\"").unwrap();
+        let e = cfg.build(Path::new(".")).unwrap_err().to_string();
+        assert!(
+            e.contains("region does not apply to fs:// stores (it is for s3)"),
+            "{e}"
+        );
+        let cfg: StorageConfig = toml::from_str("uri = \"s3://b/p\"\nanonymous = true").unwrap();
+        let e = cfg.build(Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("anonymous does not apply to s3://"), "{e}");
+    }
+
+    #[test]
+    fn gcs_takes_a_token_or_anonymous_but_not_both() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tok"), "ya29.secret-token").unwrap();
+        let cfg: StorageConfig = toml::from_str(
+            "uri = \"gcs://bucket/p\"\ntoken = { file = \"tok\" }\nanonymous = true",
+        )
+        .unwrap();
+        let e = cfg.build(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("either token or anonymous"), "{e}");
+        assert!(!e.contains("ya29"), "{e}");
+        let cfg: StorageConfig = toml::from_str(
+            "uri = \"gcs://bucket/p\"\nendpoint = \"http://127.0.0.1:9\"\ntoken = { file = \"tok\" }",
+        )
+        .unwrap();
+        let (_, desc) = cfg.build(dir.path()).unwrap();
+        assert_eq!(desc, "gcs://bucket/p (endpoint http://127.0.0.1:9)");
     }
 
     #[test]

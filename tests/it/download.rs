@@ -46,13 +46,27 @@ pub fn hostile(seed: u64) -> SimConfig {
     }
 }
 
-/// Writes a config for the simulator tenant; `extra` is appended to its params.
+/// Writes a config for the simulator tenant; `extra` is appended to its params. Objects go
+/// to `objects/` in the test folder.
 pub fn write_config(
     env: &TestEnv,
     base_url: &str,
     client_id: &str,
     secret: &str,
     extra: &str,
+) -> PathBuf {
+    let store = format!("uri = \"fs://{}\"", env.path().join("objects").display());
+    write_config_with_store(env, base_url, client_id, secret, extra, &store)
+}
+
+/// [`write_config`] with `store` as the body of `[storage.default]`.
+fn write_config_with_store(
+    env: &TestEnv,
+    base_url: &str,
+    client_id: &str,
+    secret: &str,
+    extra: &str,
+    store: &str,
 ) -> PathBuf {
     env.write("secrets/client_secret", secret);
     env.write("keys/k.key", &"ab".repeat(32));
@@ -67,11 +81,10 @@ auth = {{ kind = "client_credentials", token_url = "/api/v2/oauth/token", client
 processing_poll = "1s"
 {extra}
 [storage.default]
-uri = "fs://{objects}"
+{store}
 [keys.k]
 file = "keys/k.key"
-"#,
-            objects = env.path().join("objects").display()
+"#
         ),
     )
 }
@@ -142,14 +155,21 @@ fn sha256_file(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
-/// Checks storage against the truth: every eligible recording stored once and intact,
-/// nothing else in `recordings/`, every object with a manifest.
+/// Objects stored under `root` as key → SHA-256 of the stored bytes.
+fn fs_objects(root: &Path) -> BTreeMap<String, String> {
+    listing(root)
+        .into_iter()
+        .map(|(key, path)| (key, sha256_file(&path)))
+        .collect()
+}
+
+/// Checks stored objects (key → SHA-256) against the truth: every eligible recording
+/// stored once and intact, nothing else in `recordings/`, every object with a manifest.
 fn assert_stored_exactly(
-    objects: &Path,
+    files: &BTreeMap<String, String>,
     expected: &BTreeMap<String, Result<(String, String), String>>,
     plain: bool,
 ) {
-    let files = listing(objects);
     let stored: Vec<&String> = files
         .keys()
         .filter(|k| k.starts_with("recordings/") && !k.ends_with(".manifest.json"))
@@ -170,11 +190,7 @@ fn assert_stored_exactly(
             "{key} has no manifest"
         );
         if plain {
-            assert_eq!(
-                &sha256_file(&files[key]),
-                sha,
-                "{key} differs from the simulator's media"
-            );
+            assert_eq!(&files[key], sha, "{key} differs from the simulator's media");
         }
     }
 }
@@ -207,7 +223,7 @@ fn recordings_download_intact_under_faults_and_a_rerun_does_no_new_work() {
     let expected = expected(&sim, "");
     let eligible = expected.values().filter(|o| o.is_ok()).count() as u64;
     assert!(eligible >= 10, "the dataset should have work: {expected:?}");
-    assert_stored_exactly(&env.path().join("objects"), &expected, true);
+    assert_stored_exactly(&fs_objects(&env.path().join("objects")), &expected, true);
 
     // Every ineligible recording was skipped with its reason; the report agrees.
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
@@ -346,7 +362,7 @@ fn encrypted_and_compressed_downloads_verify_and_decrypt_to_the_original() {
     );
     assert_eq!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
     let expected = expected(&sim, ".gz.enc");
-    assert_stored_exactly(&env.path().join("objects"), &expected, false);
+    assert_stored_exactly(&fs_objects(&env.path().join("objects")), &expected, false);
 
     let objects = format!("fs://{}", env.path().join("objects").display());
     let verify = env.cxpipe(&["verify", &objects, "--config", config.to_str().unwrap()]);
@@ -439,7 +455,7 @@ async fn a_run_killed_mid_way_then_rerun_stores_everything_once() {
     })
     .await
     .unwrap();
-    assert_stored_exactly(&objects, &expected, true);
+    assert_stored_exactly(&fs_objects(&objects), &expected, true);
     let counts = env.item_counts().await;
     let eligible = expected.values().filter(|o| o.is_ok()).count() as i64;
     let finished =
@@ -453,4 +469,52 @@ async fn a_run_killed_mid_way_then_rerun_stores_everything_once() {
         counts.get("done").copied().unwrap_or(0) <= eligible,
         "{counts:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_land_intact_in_a_gcs_bucket_named_in_the_config() {
+    use crate::storage::gcs;
+    let (gcs, endpoint) = gcs::start().await;
+    let sim = Sim::start(SimConfig {
+        recordings: 12,
+        processing_share: 0.0,
+        ..hostile(8)
+    });
+    let env = std::sync::Arc::new(TestEnv::new());
+    env.write("secrets/gcs-token", gcs::TOKEN);
+    let store = format!(
+        "uri = \"gcs://{}/archive\"\nendpoint = \"{endpoint}\"\ntoken = {{ file = \"secrets/gcs-token\" }}",
+        gcs::BUCKET
+    );
+    let config = write_config_with_store(
+        &env,
+        &sim.base_url,
+        &sim.credentials.client_id,
+        &sim.credentials.client_secret,
+        "",
+        &store,
+    );
+    let (ran, verify, expected) = tokio::task::spawn_blocking({
+        let (env, config) = (env.clone(), config.clone());
+        move || {
+            let config = config.to_str().unwrap();
+            let ran = env.run(Path::new(SCRIPT), &["--config", config, "--tenant", "sim"]);
+            let verify = env.cxpipe(&["verify", "default", "--config", config]);
+            (ran, verify, expected(&sim, ""))
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
+    assert_stored_exactly(&gcs.objects_sha256("archive/"), &expected, true);
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+    let eligible = expected.values().filter(|o| o.is_ok()).count();
+    assert!(
+        verify
+            .stderr
+            .contains(&format!("{} ok, 0 problems", eligible + 1)),
+        "every recording and the run report verified: {}",
+        verify.stderr
+    );
+    assert!(!ran.stderr.contains(gcs::TOKEN) && !verify.stderr.contains(gcs::TOKEN));
 }

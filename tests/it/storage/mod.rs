@@ -1,7 +1,10 @@
-//! Storage backends (memory, fs, and S3/Azure test servers when running): round trips with
-//! encryption, `verify`, no overwrite, nothing partial after a failure, tamper detection.
-//! S3 and Azure tests skip with a notice when their server is absent, and fail under CI=true.
+//! Storage backends (memory, fs, GCS on an in-process JSON API server, and S3/Azure test
+//! servers when running): round trips with encryption, `verify`, no overwrite, nothing
+//! partial after a failure, tamper detection. S3 and Azure tests skip with a notice when
+//! their server is absent, and fail under CI=true.
 
+pub mod gcs;
+mod gcs_faults;
 mod servers;
 
 use std::sync::Arc;
@@ -26,6 +29,8 @@ async fn backends() -> Vec<(String, Store, Option<tempfile::TempDir>)> {
         ),
         ("fs".to_string(), fs, Some(dir)),
     ];
+    let (gcs, _, gcs_dir) = gcs::store().await;
+    all.push(("gcs".into(), gcs, Some(gcs_dir)));
     if let Some((s, d)) = servers::s3().await {
         all.push(("s3".into(), s, Some(d)));
     }
