@@ -160,30 +160,71 @@ async fn a_write_failing_midway_leaves_nothing_on_any_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_detects_a_changed_object_on_every_backend() {
+async fn verify_and_decrypt_detect_tampering_on_every_backend() {
+    use cxpipe::flow::crypt::{HEADER_LEN as HEADER, SEGMENT};
+    const SEG: usize = SEGMENT + 16;
+    type Edit = fn(&mut Vec<u8>);
+    let edits: [(&str, Edit); 4] = [
+        ("flipped", |b| b[HEADER + 5000] ^= 0x01),
+        ("truncated", |b| b.truncate(b.len() - 100)),
+        ("swapped", |b| {
+            let first = b[HEADER..HEADER + SEG].to_vec();
+            b.copy_within(HEADER + SEG..HEADER + 2 * SEG, HEADER);
+            b[HEADER + SEG..HEADER + 2 * SEG].copy_from_slice(&first);
+        }),
+        ("header", |b| b[30] ^= 0x10),
+    ];
     let keys = Arc::new(test_keys());
     for (name, store, _dir) in backends().await {
-        let data = noise(200_000, 24);
-        let (s, k) = (store.clone(), keys.clone());
-        blocking(move || write(&s, "t.enc", &data, vec![Stage::Encrypt("k".into())], &k).unwrap())
+        let data = noise(3 * SEGMENT + 999, 24);
+        for (what, edit) in edits {
+            let key = format!("t-{what}.enc");
+            let (s, k, d, kk) = (store.clone(), keys.clone(), data.clone(), key.clone());
+            blocking(move || write(&s, &kk, &d, vec![Stage::Encrypt("k".into())], &k).unwrap())
+                .await;
+            let mut bytes = store
+                .read_small(&key, 1 << 20)
+                .await
+                .unwrap()
+                .unwrap()
+                .to_vec();
+            edit(&mut bytes);
+            store.delete(&key).await.unwrap();
+            store.put(&key, bytes.into()).await.unwrap();
+
+            let (s, k, kk) = (store.clone(), keys.clone(), key.clone());
+            let decrypted = blocking(move || {
+                let back = Flow {
+                    stages: vec![Stage::Decrypt(Some("k".into()))],
+                    ..Flow::new(Source::Read { store: s, key: kk })
+                };
+                cxpipe::flow::sink::discard(&back, &k, None)
+            })
             .await;
-        let mut bytes = store
-            .read_small("t.enc", 1 << 20)
-            .await
-            .unwrap()
-            .unwrap()
-            .to_vec();
-        bytes[100] ^= 0xff;
-        store.delete("t.enc").await.unwrap();
-        store.put("t.enc", bytes.into()).await.unwrap();
-        let (s, k) = (store.clone(), keys.clone());
-        let report = blocking(move || cxpipe::flow::verify::verify(&s, "", &k).unwrap()).await;
-        assert_eq!(report.problems.len(), 1, "{name}: {:?}", report.problems);
-        assert!(
-            report.problems[0].starts_with("t.enc: "),
-            "{name}: {:?}",
-            report.problems
-        );
+            assert!(decrypted.is_err(), "{name}: decrypt accepted {what}");
+        }
+        for keys in [Arc::new(KeyRing::empty()), keys.clone()] {
+            let s = store.clone();
+            let report =
+                blocking(move || cxpipe::flow::verify::verify(&s, "", &keys).unwrap()).await;
+            let mut named: Vec<&str> = report
+                .problems
+                .iter()
+                .map(|p| p.split_once(": ").map_or(p.as_str(), |(k, _)| k))
+                .collect();
+            named.sort();
+            assert_eq!(
+                named,
+                [
+                    "t-flipped.enc",
+                    "t-header.enc",
+                    "t-swapped.enc",
+                    "t-truncated.enc"
+                ],
+                "{name}: {:?}",
+                report.problems
+            );
+        }
     }
 }
 
