@@ -1,6 +1,8 @@
 //! The sinks scripts call: [`write`] (a new object plus its manifest) and [`discard`]
 //! (checks only), each returning a [`receipt`] of what happened.
 
+use std::time::{Duration, Instant};
+
 use serde_json::{Map, Value, json};
 
 use super::error::FlowError;
@@ -14,21 +16,48 @@ use crate::storage::{Store, manifest_key};
 /// A fresh-URL function for `fetch(fn)` flows.
 pub type UrlFn<'a> = Option<&'a mut dyn FnMut() -> Result<String, FlowError>>;
 
+/// Attempts at writing one object: a retryable storage error (a failed part upload, a
+/// commit the server refused with 5xx) aborts the upload and runs the flow again from its
+/// source's first byte, this many times in all.
+pub const WRITE_ATTEMPTS: u32 = 3;
+/// Pause before the second attempt; doubled before each later one.
+const WRITE_RETRY_DELAY: Duration = Duration::from_millis(500);
+
 /// Runs `flow` into a new object `key` of `store` and writes its manifest. An existing key
-/// is left alone: the receipt says `existed: true` and nothing is fetched.
+/// is left alone: the receipt says `existed: true` and nothing is fetched. A retryable
+/// storage error restarts the whole flow (see [`WRITE_ATTEMPTS`]); nothing partial is
+/// ever visible.
 pub fn write(
     flow: &Flow,
     store: &Store,
     key: &str,
     keys: &KeyRing,
-    url_fn: UrlFn<'_>,
+    mut url_fn: UrlFn<'_>,
 ) -> Result<Map<String, Value>, FlowError> {
     crate::storage::check_key(key)?;
-    let sink = Sink::Store {
-        store: store.clone(),
-        key: key.to_string(),
+    let mut attempt = 1;
+    let outcome = loop {
+        let sink = Sink::Store {
+            store: store.clone(),
+            key: key.to_string(),
+        };
+        let url_fn = url_fn.as_mut().map(|f| &mut **f as &mut dyn FnMut() -> _);
+        match run::run(flow, sink, keys, url_fn, policy()) {
+            Err(FlowError::Storage(e)) if e.retryable() && attempt < WRITE_ATTEMPTS => {
+                let delay = WRITE_RETRY_DELAY * 2u32.pow(attempt - 1);
+                if crate::item_scope::deadline().is_some_and(|d| Instant::now() + delay >= d) {
+                    return Err(FlowError::Storage(e));
+                }
+                tracing::warn!(
+                    store = %store.describe(), key, attempt, error = %e,
+                    "storage write failed and was aborted; starting again from the first byte"
+                );
+                std::thread::sleep(delay);
+                attempt += 1;
+            }
+            other => break other?,
+        }
     };
-    let outcome = run::run(flow, sink, keys, url_fn, policy())?;
     if outcome.existed {
         tracing::info!(store = %store.describe(), key, "object exists; not overwritten");
         let size = tokio::runtime::Handle::current().block_on(store.size(key))?;
@@ -37,6 +66,7 @@ pub fn write(
         r.insert("existed".into(), true.into());
         r.insert("bytes_stored".into(), size.unwrap_or(0).into());
         r.insert("manifest".into(), manifest_key(key).into());
+        r.insert("write_attempts".into(), attempt.into());
         return Ok(r);
     }
     let manifest = Manifest::new(flow, key, &outcome);
@@ -47,7 +77,9 @@ pub fn write(
         ms = outcome.duration.as_millis() as u64,
         "object stored"
     );
-    Ok(receipt(Some(key), &outcome))
+    let mut r = receipt(Some(key), &outcome);
+    r.insert("write_attempts".into(), attempt.into());
+    Ok(r)
 }
 
 /// Runs `flow` for its checks and hashes only.

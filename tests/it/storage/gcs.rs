@@ -5,8 +5,8 @@
 //! resumable uploads (308 + `Range`, `Content-Range: bytes a-b/total`, status queries,
 //! cancel with 499), `ifGenerationMatch` preconditions (412 `conditionNotMet`, checked when
 //! a resumable session starts and again when it finalizes), object GET with `alt=media`
-//! and `Range`, metadata, paginated listing by prefix, and delete. Faults: fail the Nth
-//! resumable chunk, fail the next reads with 503.
+//! and `Range`, metadata, paginated listing by prefix, and delete. Faults: fail chosen
+//! resumable chunks, fail the next reads with 503.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -50,8 +50,8 @@ pub struct FakeGcs {
     sessions: Mutex<HashMap<String, Session>>,
     generation: AtomicU64,
     chunks: AtomicU32,
-    /// Resumable chunk number (1-based, counted over the server's life) that gets a 503.
-    pub fail_chunk: AtomicU32,
+    /// Resumable chunk numbers (1-based, counted over the server's life) that get a 503.
+    pub fail_chunks: Mutex<Vec<u32>>,
     /// This many next object reads (metadata or media) get a 503.
     pub fail_reads: AtomicU32,
 }
@@ -424,7 +424,7 @@ async fn upload_chunk(State(gcs): Shared, Query(q): Q, h: HeaderMap, body: Bytes
             "bad or missing Content-Range",
         );
     };
-    if n == gcs.fail_chunk.load(Ordering::SeqCst) {
+    if gcs.fail_chunks.lock().unwrap().contains(&n) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "backendError",

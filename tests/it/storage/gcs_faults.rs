@@ -1,6 +1,6 @@
 //! What only the `gcs://` backend does, on the GCS JSON API test server: a resumable upload
-//! that the server fails mid-way leaves nothing and cancels its session, reads retry past
-//! server errors, listings cross pages, and a rejected token is a clear error without the
+//! that the server fails mid-way is cancelled and written again from the first byte (and
+//! leaves nothing when it keeps failing), reads retry past server errors, listings cross pages, and a rejected token is a clear error without the
 //! token in it.
 
 use std::sync::Arc;
@@ -13,31 +13,49 @@ use super::{blocking, write};
 use crate::flow::{MB, noise, sha256_hex, test_keys};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_error_mid_upload_leaves_nothing_and_a_retry_stores_it_whole() {
+async fn a_server_error_mid_upload_restarts_the_write_from_the_first_byte() {
     let (store, gcs, _dir) = gcs::store().await;
     let keys = Arc::new(test_keys());
     // 20 MiB go up as 8 + 8 + 4 MiB chunks of one resumable session; the second fails.
-    gcs.fail_chunk.store(2, Ordering::SeqCst);
+    gcs.fail_chunks.lock().unwrap().push(2);
     let data = noise(20 * MB, 31);
-    let (s, k, d) = (store.clone(), keys.clone(), data.clone());
-    let err =
-        blocking(move || write(&s, "rec/big.wav", &d, vec![Stage::Sha256], &k).unwrap_err()).await;
-    assert!(err.retryable(), "a 503 is worth retrying: {err}");
-    assert_eq!(store.size("rec/big.wav").await.unwrap(), None);
-    assert!(store.list("").await.unwrap().is_empty());
-    assert_eq!(gcs.open_sessions(), 0, "the failed session was cancelled");
-
     let (s, k, d) = (store.clone(), keys.clone(), data.clone());
     let receipt =
         blocking(move || write(&s, "rec/big.wav", &d, vec![Stage::Sha256], &k).unwrap()).await;
+    assert_eq!(receipt["write_attempts"], 2);
     assert_eq!(receipt["sha256"], sha256_hex(&data));
     let stored = store.read_small("rec/big.wav", 1 << 30).await.unwrap();
-    assert_eq!(stored.unwrap(), data, "the retry starts from byte 0");
+    assert_eq!(
+        stored.unwrap(),
+        data,
+        "the second attempt stored every byte once"
+    );
     assert_eq!(
         gcs.chunks_received(),
         2 + 3,
         "two chunks failed, three stored"
     );
+    assert_eq!(gcs.open_sessions(), 0, "the failed session was cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_keeps_failing_leaves_nothing_after_the_last_attempt() {
+    let (store, gcs, _dir) = gcs::store().await;
+    let keys = Arc::new(test_keys());
+    gcs.fail_chunks.lock().unwrap().extend(1..=100);
+    let data = noise(20 * MB, 32);
+    let (s, k) = (store.clone(), keys.clone());
+    let err = blocking(move || write(&s, "rec/big.wav", &data, vec![], &k).unwrap_err()).await;
+    assert!(err.retryable(), "a 503 is worth retrying later: {err}");
+    assert!(err.to_string().contains("rec/big.wav"), "{err}");
+    assert_eq!(
+        gcs.chunks_received(),
+        cxpipe::flow::sink::WRITE_ATTEMPTS,
+        "each attempt failed at its first chunk"
+    );
+    assert_eq!(store.size("rec/big.wav").await.unwrap(), None);
+    assert!(store.list("").await.unwrap().is_empty());
+    assert_eq!(gcs.open_sessions(), 0, "every failed session was cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
