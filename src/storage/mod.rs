@@ -33,13 +33,14 @@ pub const MAX_JSON: u64 = 16 * 1024 * 1024;
 pub enum StorageError {
     #[error("storage {uri}: {message}")]
     Config { uri: String, message: String },
-    #[error("{action} {key:?} in {store}: {source}")]
+    /// The OpenDAL error is shown in full here (it carries its own causes), so it is not
+    /// also exposed as `source()`: error chains would print it twice.
+    #[error("{action} {key:?} in {store}: {cause}{}", hint(store, cause))]
     Op {
         action: &'static str,
         key: String,
         store: String,
-        #[source]
-        source: Box<opendal::Error>,
+        cause: Box<opendal::Error>,
     },
     #[error("{key:?} already exists in {store}")]
     Exists { key: String, store: String },
@@ -64,16 +65,38 @@ impl StorageError {
     /// Whether retrying the operation later may succeed.
     pub fn retryable(&self) -> bool {
         match self {
-            StorageError::Op { source, .. } => {
-                source.is_temporary()
-                    || matches!(
-                        source.kind(),
-                        opendal::ErrorKind::Unexpected | opendal::ErrorKind::RateLimited
-                    )
+            StorageError::Op { cause, .. } => {
+                !missing_credentials(cause)
+                    && (cause.is_temporary()
+                        || matches!(
+                            cause.kind(),
+                            opendal::ErrorKind::Unexpected | opendal::ErrorKind::RateLimited
+                        ))
             }
             _ => false,
         }
     }
+}
+
+/// No credential could be loaded for signing: a configuration problem, not a passing one.
+fn missing_credentials(e: &opendal::Error) -> bool {
+    e.to_string().contains("failed to load signing credential")
+}
+
+/// What to do about an error whose cause the user can fix in the config.
+fn hint(store: &str, e: &opendal::Error) -> String {
+    if !missing_credentials(e) {
+        return String::new();
+    }
+    let how = match store.split("://").next().unwrap_or("") {
+        "s3" => "access_key_id + secret_access_key, or AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY",
+        "azblob" => "account_key, or AZURE_STORAGE_KEY",
+        "gcs" => {
+            "credential_path or token, or GOOGLE_APPLICATION_CREDENTIALS, or anonymous = true for a public bucket or an emulator"
+        }
+        _ => "the scheme's credentials",
+    };
+    format!(" (no credentials found for this store: set {how}; see docs/CONFIG.md#stores)")
 }
 
 /// Attempts of a read-side operation on a temporary error.
@@ -156,7 +179,7 @@ impl Store {
             action,
             key: key.clone(),
             store: store.clone(),
-            source: Box::new(source),
+            cause: Box::new(source),
         }
     }
 
@@ -273,7 +296,7 @@ impl Store {
             action: "reading",
             key: key.clone(),
             store: store.clone(),
-            source: Box::new(opendal::Error::new(
+            cause: Box::new(opendal::Error::new(
                 opendal::ErrorKind::Unexpected,
                 e.to_string(),
             )),
@@ -333,6 +356,41 @@ pub fn manifest_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_credentials_are_a_config_error_with_a_hint() {
+        let op = |store: &str, cause: opendal::Error| StorageError::Op {
+            action: "listing",
+            key: String::new(),
+            store: store.into(),
+            cause: Box::new(cause),
+        };
+        let signing = || {
+            opendal::Error::new(opendal::ErrorKind::Unexpected, "signing http request")
+                .set_source(anyhow::anyhow!("failed to load signing credential"))
+        };
+        let e = op("gcs://b/p", signing());
+        assert!(!e.retryable(), "retrying cannot conjure credentials");
+        let text = e.to_string();
+        assert!(text.contains("set credential_path or token"), "{text}");
+        assert!(text.contains("docs/CONFIG.md#stores"), "{text}");
+        assert!(
+            op("s3://b/p", signing())
+                .to_string()
+                .contains("AWS_ACCESS_KEY_ID")
+        );
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "the cause is printed once, in the message"
+        );
+
+        let flaky = op(
+            "gcs://b/p",
+            opendal::Error::new(opendal::ErrorKind::Unexpected, "connection reset").set_temporary(),
+        );
+        assert!(flaky.retryable());
+        assert!(!flaky.to_string().contains("credentials"));
+    }
 
     #[test]
     fn keys_are_checked() {

@@ -45,7 +45,7 @@ impl ObjectWriter {
                     action: "creating",
                     key: key.to_string(),
                     store: store.describe(),
-                    source: Box::new(source),
+                    cause: Box::new(source),
                 });
             }
         };
@@ -62,7 +62,7 @@ impl ObjectWriter {
             action,
             key: self.key.clone(),
             store: self.store.clone(),
-            source: Box::new(source),
+            cause: Box::new(source),
         }
     }
 
