@@ -173,12 +173,21 @@ pub fn run(
     match finished {
         Ok((fetch, chain)) => {
             let mut existed = false;
-            if let Some((task, _, _)) = writer_task {
+            if let Some((task, store, key)) = writer_task {
                 drop(wr_tx);
                 let writer = join_writer(&handle, task)?;
-                match handle.block_on(writer.close())? {
-                    crate::storage::Closed::Stored(_) => {}
-                    crate::storage::Closed::Existed => existed = true,
+                match handle.block_on(writer.close()) {
+                    Ok(crate::storage::Closed::Stored(_)) => {}
+                    Ok(crate::storage::Closed::Existed) => existed = true,
+                    Err(e) => {
+                        if !handle.block_on(committed_anyway(&store, &key, &chain.stored)) {
+                            return Err(e.into());
+                        }
+                        tracing::warn!(
+                            store = %store.describe(), %key, error = %e,
+                            "the commit's reply was lost, but the object holds exactly these bytes"
+                        );
+                    }
                 }
             }
             Ok(Outcome {
@@ -208,6 +217,30 @@ pub fn run(
             Err(e)
         }
     }
+}
+
+/// Whether a commit that reported an error went through anyway (the server committed and
+/// the reply was lost): `key` now holds exactly the bytes this flow produced.
+async fn committed_anyway(store: &Store, key: &str, stored: &super::tap::TapResult) -> bool {
+    use futures::TryStreamExt;
+    use sha2::Digest;
+    let Some(want) = stored.sha256.as_deref() else {
+        return false;
+    };
+    if !matches!(store.size(key).await, Ok(Some(n)) if n == stored.size) {
+        return false;
+    }
+    let Ok(stream) = store.read_stream(key).await else {
+        return false;
+    };
+    let mut hasher = sha2::Sha256::new();
+    let hashed = stream
+        .try_for_each(|chunk| {
+            hasher.update(&chunk);
+            futures::future::ready(Ok(()))
+        })
+        .await;
+    hashed.is_ok() && hex::encode(hasher.finalize()) == want
 }
 
 /// The first `.expect_size(n)` before any transform: the size of the source bytes.

@@ -11,7 +11,7 @@ use super::manifest::Manifest;
 use super::run::{self, Outcome, Sink};
 use super::spec::Flow;
 use crate::keys::KeyRing;
-use crate::storage::{Store, manifest_key};
+use crate::storage::{StorageError, Store, manifest_key};
 
 /// A fresh-URL function for `fetch(fn)` flows.
 pub type UrlFn<'a> = Option<&'a mut dyn FnMut() -> Result<String, FlowError>>;
@@ -50,15 +50,17 @@ pub fn write(
                 }
                 tracing::warn!(
                     store = %store.describe(), key, attempt, error = %e,
-                    "storage write failed and was aborted; starting again from the first byte"
+                    "storage failed mid-flow; any upload was aborted, starting again from the first byte"
                 );
                 std::thread::sleep(delay);
                 attempt += 1;
             }
-            other => break other?,
+            // Someone else created the key while this flow was writing: theirs stays.
+            Err(FlowError::Storage(StorageError::Exists { .. })) => break None,
+            other => break Some(other?),
         }
     };
-    if outcome.existed {
+    let Some(outcome) = outcome.filter(|o| !o.existed) else {
         tracing::info!(store = %store.describe(), key, "object exists; not overwritten");
         let size = tokio::runtime::Handle::current().block_on(store.size(key))?;
         let mut r = Map::new();
@@ -68,7 +70,7 @@ pub fn write(
         r.insert("manifest".into(), manifest_key(key).into());
         r.insert("write_attempts".into(), attempt.into());
         return Ok(r);
-    }
+    };
     let manifest = Manifest::new(flow, key, &outcome);
     tokio::runtime::Handle::current().block_on(manifest.store(store))?;
     tracing::info!(

@@ -35,7 +35,9 @@ pub enum StorageError {
     Config { uri: String, message: String },
     /// The OpenDAL error is shown in full here (it carries its own causes), so it is not
     /// also exposed as `source()`: error chains would print it twice.
-    #[error("{action} {key:?} in {store}: {cause}{}", hint(store, cause))]
+    /// Capability-bearing query values (a resumable upload's `upload_id`, signatures) in the
+    /// request URIs OpenDAL attaches are redacted.
+    #[error("{action} {key:?} in {store}: {}{}", redact_query_secrets(&cause.to_string()), hint(store, cause))]
     Op {
         action: &'static str,
         key: String,
@@ -65,20 +67,48 @@ impl StorageError {
     /// Whether retrying the operation later may succeed.
     pub fn retryable(&self) -> bool {
         match self {
+            // Unexpected covers resets and 5xx after OpenDAL's own retries; it also covers
+            // "no credential could be loaded", which may be a metadata server's hiccup.
             StorageError::Op { cause, .. } => {
-                !missing_credentials(cause)
-                    && (cause.is_temporary()
-                        || matches!(
-                            cause.kind(),
-                            opendal::ErrorKind::Unexpected | opendal::ErrorKind::RateLimited
-                        ))
+                cause.is_temporary()
+                    || matches!(
+                        cause.kind(),
+                        opendal::ErrorKind::Unexpected | opendal::ErrorKind::RateLimited
+                    )
             }
             _ => false,
         }
     }
 }
 
-/// No credential could be loaded for signing: a configuration problem, not a passing one.
+/// Query parameters whose values let their holder act without credentials.
+const SECRET_PARAMS: [&str; 6] = [
+    "upload_id=",
+    "X-Amz-Signature=",
+    "X-Amz-Security-Token=",
+    "X-Goog-Signature=",
+    "sig=",
+    "access_token=",
+];
+
+/// `text` with the values of [`SECRET_PARAMS`] replaced by `REDACTED`.
+fn redact_query_secrets(text: &str) -> String {
+    let mut out = text.to_string();
+    for param in SECRET_PARAMS {
+        let mut from = 0;
+        while let Some(i) = out[from..].find(param) {
+            let start = from + i + param.len();
+            let len = out[start..]
+                .find(['&', ' ', ',', '}', '"', '\'', '\n'])
+                .unwrap_or(out.len() - start);
+            out.replace_range(start..start + len, "REDACTED");
+            from = start + "REDACTED".len();
+        }
+    }
+    out
+}
+
+/// No credential could be loaded for signing (none configured, or their source failed).
 fn missing_credentials(e: &opendal::Error) -> bool {
     e.to_string().contains("failed to load signing credential")
 }
@@ -96,7 +126,9 @@ fn hint(store: &str, e: &opendal::Error) -> String {
         }
         _ => "the scheme's credentials",
     };
-    format!(" (no credentials found for this store: set {how}; see docs/CONFIG.md#stores)")
+    format!(
+        " (no credentials could be loaded for this store; if none are configured, set {how}; see docs/CONFIG.md#stores)"
+    )
 }
 
 /// Attempts of a read-side operation on a temporary error.
@@ -358,7 +390,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn missing_credentials_are_a_config_error_with_a_hint() {
+    fn upload_ids_and_signatures_are_redacted_from_errors() {
+        let cause = opendal::Error::new(opendal::ErrorKind::Unexpected, "chunk failed")
+            .with_context(
+                "uri",
+                "http://h/upload/storage/v1/b/x/o?uploadType=resumable&upload_id=ABCsecret9",
+            )
+            .with_context("presigned", "https://s3/k?X-Amz-Signature=deadbeef&x=1");
+        let e = StorageError::Op {
+            action: "writing",
+            key: "k".into(),
+            store: "gcs://x".into(),
+            cause: Box::new(cause),
+        };
+        let text = e.to_string();
+        assert!(
+            !text.contains("ABCsecret9") && !text.contains("deadbeef"),
+            "{text}"
+        );
+        assert!(text.contains("upload_id=REDACTED"), "{text}");
+        assert!(text.contains("X-Amz-Signature=REDACTED&x=1"), "{text}");
+    }
+
+    #[test]
+    fn missing_credentials_get_a_hint() {
         let op = |store: &str, cause: opendal::Error| StorageError::Op {
             action: "listing",
             key: String::new(),
@@ -370,7 +425,6 @@ mod tests {
                 .set_source(anyhow::anyhow!("failed to load signing credential"))
         };
         let e = op("gcs://b/p", signing());
-        assert!(!e.retryable(), "retrying cannot conjure credentials");
         let text = e.to_string();
         assert!(text.contains("set credential_path or token"), "{text}");
         assert!(text.contains("docs/CONFIG.md#stores"), "{text}");

@@ -74,6 +74,14 @@ impl ObjectWriter {
         };
         if let Err(e) = w.write(data).await {
             self.abort().await;
+            // A store that checks `if_not_exists` when a multi-part upload starts (GCS may)
+            // reports a key created since `create` here rather than at close.
+            if e.kind() == opendal::ErrorKind::ConditionNotMatch {
+                return Err(StorageError::Exists {
+                    key: self.key.clone(),
+                    store: self.store.clone(),
+                });
+            }
             return Err(self.err("writing", e));
         }
         self.written += n;

@@ -4,12 +4,13 @@
 //! bearer token, and implements what a store needs: simple (`uploadType=media`) and
 //! resumable uploads (308 + `Range`, `Content-Range: bytes a-b/total`, status queries,
 //! cancel with 499), `ifGenerationMatch` preconditions (412 `conditionNotMet`, checked when
-//! a resumable session starts and again when it finalizes), object GET with `alt=media`
-//! and `Range`, metadata, paginated listing by prefix, and delete. Faults: fail chosen
-//! resumable chunks, fail the next reads with 503.
+//! a resumable upload finalizes, optionally also when it starts), object GET with
+//! `alt=media` and `Range`, metadata, paginated listing by prefix, and delete. Faults: fail
+//! chosen resumable chunks, fail the next reads with 503, lose the reply of a commit, let
+//! another writer create the object as an upload starts; a public-bucket mode.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -54,6 +55,18 @@ pub struct FakeGcs {
     pub fail_chunks: Mutex<Vec<u32>>,
     /// This many next object reads (metadata or media) get a 503.
     pub fail_reads: AtomicU32,
+    /// Check `ifGenerationMatch` when a resumable session starts, not only when it
+    /// finalizes (GCS documents the check at finalization; the fake can do both).
+    pub check_at_start: AtomicBool,
+    /// Commit the next finalized upload but answer 503, as if the reply were lost.
+    pub lose_final_reply: AtomicBool,
+    /// When a resumable session starts for this object name, another writer creates it
+    /// first (a deterministic race).
+    pub race_on_start: Mutex<Option<String>>,
+    /// Accept requests without an `Authorization` header (a public bucket).
+    pub anonymous: AtomicBool,
+    /// Signed-endpoint requests that came without `Authorization`.
+    pub unsigned: AtomicU32,
 }
 
 impl FakeGcs {
@@ -166,11 +179,15 @@ fn error(status: StatusCode, reason: &str, message: &str) -> Response {
 type Shared = State<Arc<FakeGcs>>;
 type Q = Query<HashMap<String, String>>;
 
-fn check(bucket: &str, headers: &HeaderMap) -> Result<(), Reject> {
+fn check(gcs: &FakeGcs, bucket: &str, headers: &HeaderMap) -> Result<(), Reject> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if auth != Some(&format!("Bearer {TOKEN}")) {
+    if auth.is_none() {
+        gcs.unsigned.fetch_add(1, Ordering::SeqCst);
+    }
+    let public = auth.is_none() && gcs.anonymous.load(Ordering::SeqCst);
+    if !public && auth != Some(&format!("Bearer {TOKEN}")) {
         return Err(Reject(
             StatusCode::UNAUTHORIZED,
             "required",
@@ -193,7 +210,7 @@ async fn list(
     Query(q): Q,
     h: HeaderMap,
 ) -> Response {
-    if let Err(r) = check(&bucket, &h) {
+    if let Err(r) = check(&gcs, &bucket, &h) {
         return r.into_response();
     }
     let prefix = q.get("prefix").cloned().unwrap_or_default();
@@ -245,7 +262,7 @@ async fn get_object(
     Query(q): Q,
     h: HeaderMap,
 ) -> Response {
-    if let Err(r) = check(&bucket, &h).and_then(|_| gcs.read_fault()) {
+    if let Err(r) = check(&gcs, &bucket, &h).and_then(|_| gcs.read_fault()) {
         return r.into_response();
     }
     if let Err(r) = gcs.precondition(&name, &q) {
@@ -320,7 +337,7 @@ async fn delete_object(
     Query(q): Q,
     h: HeaderMap,
 ) -> Response {
-    if let Err(r) = check(&bucket, &h).and_then(|_| gcs.precondition(&name, &q)) {
+    if let Err(r) = check(&gcs, &bucket, &h).and_then(|_| gcs.precondition(&name, &q)) {
         return r.into_response();
     }
     match gcs.objects.lock().unwrap().remove(&name) {
@@ -341,7 +358,7 @@ async fn insert(
     h: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check(&bucket, &h) {
+    if let Err(r) = check(&gcs, &bucket, &h) {
         return r.into_response();
     }
     let Some(name) = q.get("name").cloned() else {
@@ -351,12 +368,21 @@ async fn insert(
             "Required parameter: name",
         );
     };
-    if let Err(r) = gcs.precondition(&name, &q) {
-        return r.into_response();
-    }
     match q.get("uploadType").map(String::as_str) {
-        Some("media") => axum::Json(gcs.store(&name, body)).into_response(),
+        Some("media") => match gcs.precondition(&name, &q) {
+            Ok(()) => axum::Json(gcs.store(&name, body)).into_response(),
+            Err(r) => r.into_response(),
+        },
         Some("resumable") => {
+            let racer = gcs.race_on_start.lock().unwrap().take_if(|n| *n == name);
+            if racer.is_some() {
+                gcs.store(&name, Bytes::from_static(b"the other writer's object"));
+            }
+            if gcs.check_at_start.load(Ordering::SeqCst)
+                && let Err(r) = gcs.precondition(&name, &q)
+            {
+                return r.into_response();
+            }
             let id = uuid::Uuid::new_v4().simple().to_string();
             let host = h
                 .get(header::HOST)
@@ -473,6 +499,13 @@ async fn upload_chunk(State(gcs): Shared, Query(q): Q, h: HeaderMap, body: Bytes
     let data = Bytes::from(std::mem::take(&mut s.data));
     let resource = gcs.store(&name, data);
     s.done = Some(resource.clone());
+    if gcs.lose_final_reply.swap(false, Ordering::SeqCst) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backendError",
+            "injected lost reply",
+        );
+    }
     axum::Json(resource).into_response()
 }
 
@@ -505,6 +538,14 @@ pub async fn start() -> (Arc<FakeGcs>, String) {
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (gcs, endpoint)
+}
+
+/// The object-name prefix of a store made by [`store`] (`run-UUID/`).
+pub fn prefix_of(store: &Store) -> String {
+    let desc = store.describe();
+    let path = desc.split(" (").next().unwrap_or("");
+    let root = path.trim_start_matches(&format!("gcs://{BUCKET}/"));
+    format!("{root}/")
 }
 
 /// A store on a fresh server, configured the way a user would: endpoint and a token file.

@@ -107,3 +107,84 @@ async fn a_rejected_token_names_the_store_and_hides_the_token() {
     assert!(!err.contains("wrong-token"), "{err}");
     assert_eq!(gcs.open_sessions(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_reply_is_lost_is_recognised_and_gets_its_manifest() {
+    let (store, gcs, _dir) = gcs::store().await;
+    let keys = Arc::new(test_keys());
+    gcs.lose_final_reply.store(true, Ordering::SeqCst);
+    let data = noise(9 * MB, 33);
+    let (s, k, d) = (store.clone(), keys.clone(), data.clone());
+    let receipt = blocking(move || write(&s, "rec/a.wav", &d, vec![Stage::Md5], &k).unwrap()).await;
+    assert_eq!(receipt["existed"], false, "the object is this flow's own");
+    assert_eq!(receipt["write_attempts"], 1, "nothing was uploaded twice");
+    assert_eq!(receipt["sha256"], sha256_hex(&data));
+    let (s, k) = (store.clone(), keys.clone());
+    let report = blocking(move || cxpipe::flow::verify::verify(&s, "", &k).unwrap()).await;
+    assert_eq!(report.ok, ["rec/a.wav"], "{:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_created_while_uploading_wins_whenever_the_store_checks() {
+    for check_at_start in [false, true] {
+        let (store, gcs, _dir) = gcs::store().await;
+        let keys = Arc::new(test_keys());
+        gcs.check_at_start.store(check_at_start, Ordering::SeqCst);
+        // OpenDAL's GCS writer starts the session when its third 8 MiB chunk arrives: with
+        // 30 MiB that is mid-flow, before the writer is closed.
+        *gcs.race_on_start.lock().unwrap() = Some(format!("{}rec/a.wav", gcs::prefix_of(&store)));
+        let data = noise(30 * MB, 34);
+        let (s, k) = (store.clone(), keys.clone());
+        let receipt = blocking(move || write(&s, "rec/a.wav", &data, vec![], &k).unwrap()).await;
+        assert_eq!(receipt["existed"], true, "check_at_start={check_at_start}");
+        let now = store.read_small("rec/a.wav", 1024).await.unwrap().unwrap();
+        assert_eq!(&now[..], b"the other writer's object");
+        assert_eq!(store.size("rec/a.wav.manifest.json").await.unwrap(), None);
+        assert_eq!(gcs.open_sessions(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_store_sends_no_credentials() {
+    let (gcs, endpoint) = gcs::start().await;
+    gcs.anonymous.store(true, Ordering::SeqCst);
+    let cfg = cxpipe::storage::StorageConfig {
+        uri: format!("gcs://{}/public", gcs::BUCKET),
+        endpoint: Some(endpoint),
+        anonymous: Some(true),
+        ..Default::default()
+    };
+    let store = cxpipe::storage::Store::from_config(&cfg, std::path::Path::new(".")).unwrap();
+    store
+        .put("a.json", bytes::Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(store.list("").await.unwrap(), ["a.json"]);
+    assert!(gcs.unsigned.load(Ordering::SeqCst) >= 2);
+}
+
+#[test]
+fn a_gcs_store_without_credentials_says_what_to_configure() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_gcs, endpoint) = rt.block_on(gcs::start());
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::harness::cxpipe_bin())
+        .args([
+            "verify",
+            &format!("gcs://{}/p?endpoint={endpoint}", gcs::BUCKET),
+        ])
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env("HOME", home.path())
+        // No GCE metadata server either: a closed loopback port answers at once.
+        .env("GCE_METADATA_HOST", "127.0.0.1:1")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no credentials could be loaded for this store")
+            && stderr.contains("credential_path or token"),
+        "{stderr}"
+    );
+}
