@@ -465,6 +465,14 @@ async fn upload_chunk(State(gcs): Shared, Query(q): Q, h: HeaderMap, body: Bytes
         return axum::Json(done.clone()).into_response();
     }
     if let Some((a, b)) = range {
+        // GCS: every chunk but the last is a multiple of 256 KiB.
+        if total.is_none() && body.len() % (256 * 1024) != 0 {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "a non-final chunk must be a multiple of 256 KiB",
+            );
+        }
         let have = s.data.len() as u64;
         if a > have || b + 1 != a + body.len() as u64 {
             return error(
