@@ -1,13 +1,19 @@
 //! Resumable HTTP download of one URL into a channel of chunks: `Range` + `If-Range` after
 //! a reset or truncation, `Content-Range` and total length checked, restart from zero on a
-//! `200`, and a [`FetchOutcome::Refresh`] when the URL has expired (401/403/410) so the
-//! caller can get a fresh one. State survives URL changes, so no byte is fetched twice.
+//! `200` or when the object changed (its `ETag`/`Last-Modified` differs), and a
+//! [`FetchOutcome::Refresh`] when the URL was refused (400/401/403/410: expired or bad
+//! signature) so the caller can get a fresh one. State survives URL changes, so no byte is
+//! fetched twice. Without a validator a resume could splice two versions of an object, so
+//! the download restarts from zero instead, unless `.expect_sha256()` will catch a splice.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE, RETRY_AFTER};
+use reqwest::header::{
+    ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE,
+    RETRY_AFTER,
+};
 use tokio::sync::mpsc;
 
 use super::error::{FlowError, redact_url};
@@ -35,6 +41,9 @@ pub struct FetchPolicy {
     /// Size the flow expects (its first `.expect_size(n)`), used when the server does not
     /// say how long the body is, so a silently truncated body is still resumed.
     pub expected_total: Option<u64>,
+    /// The flow checks the source bytes' SHA-256 (`.expect_sha256()`), so resuming without
+    /// a validator is safe: a splice of two versions would fail that check.
+    pub hash_checked: bool,
 }
 
 impl Default for FetchPolicy {
@@ -45,13 +54,14 @@ impl Default for FetchPolicy {
             backoff: Duration::from_millis(200),
             deadline: None,
             expected_total: None,
+            hash_checked: false,
         }
     }
 }
 
 impl FetchPolicy {
     /// `wait`, shortened so no wait outlasts the deadline.
-    fn wait_limit(&self, wait: Duration) -> Duration {
+    pub fn wait_limit(&self, wait: Duration) -> Duration {
         match self.deadline {
             Some(d) => wait.min(d.saturating_duration_since(Instant::now())),
             None => wait,
@@ -70,6 +80,9 @@ pub struct FetchState {
     pub validator: Option<String>,
     /// Consecutive failures.
     pub failures: u32,
+    /// The furthest offset any attempt reached: only getting past it counts as progress, so
+    /// a server that keeps restarting the body cannot reset the failure count forever.
+    pub high_water: u64,
     /// Requests sent.
     pub attempts: u32,
     /// Times the body restarted from zero.
@@ -102,6 +115,11 @@ pub fn client() -> reqwest::Client {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
                 .pool_idle_timeout(Duration::from_secs(30))
+                // Offsets count stored bytes: never let a decoder change them.
+                .no_gzip()
+                .no_brotli()
+                .no_deflate()
+                .no_zstd()
                 .build()
                 .expect("static reqwest client configuration")
         })
@@ -158,9 +176,10 @@ pub async fn transfer(
                 progress,
                 wait,
             } => {
-                if progress {
+                if progress && state.offset > state.high_water {
                     state.failures = 0;
                 }
+                state.high_water = state.high_water.max(state.offset);
                 state.failures += 1;
                 tracing::debug!(url = %redact_url(url), offset = state.offset, failures = state.failures, %reason, "fetch attempt failed");
                 if state.failures >= policy.tries {
@@ -195,7 +214,8 @@ pub fn give_up(
     }
 }
 
-fn backoff(policy: &FetchPolicy, failures: u32) -> Duration {
+/// The pause before retry number `failures` (jittered, doubling, at most 5 s).
+pub fn backoff(policy: &FetchPolicy, failures: u32) -> Duration {
     let exp = policy
         .backoff
         .saturating_mul(1 << failures.saturating_sub(1).min(10));
@@ -211,7 +231,14 @@ async fn one_attempt(
     policy: &FetchPolicy,
     tx: &mpsc::Sender<SourceMsg>,
 ) -> Result<Attempt, FlowError> {
-    let mut req = client.get(url);
+    let mut req = client.get(url).header(ACCEPT_ENCODING, "identity");
+    // (The one probe after a length-less body only confirms its end.)
+    if state.offset > 0 && state.validator.is_none() && !policy.hash_checked && !state.probed {
+        tracing::info!(url = %redact_url(url), offset = state.offset, "the server sent no ETag or Last-Modified, so a resume could mix two versions; restarting from zero");
+        send(tx, Chunk::Restart).await?;
+        state.offset = 0;
+        state.restarts += 1;
+    }
     if state.offset > 0 {
         req = req.header(RANGE, format!("bytes={}-", state.offset));
         if let Some(v) = &state.validator {
@@ -223,7 +250,7 @@ async fn one_attempt(
         Err(_) => return Ok(retry("no response headers in time".into(), None, false)),
         Ok(Err(e)) => {
             return Ok(retry(
-                format!("request failed: {}", e.without_url()),
+                format!("request failed: {}", chain(e.without_url())),
                 None,
                 false,
             ));
@@ -232,6 +259,18 @@ async fn one_attempt(
     };
     let status = resp.status();
     let code = Some(status.as_u16());
+    if status.is_success()
+        && let Some(enc) = resp.headers().get(CONTENT_ENCODING)
+        && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Ok(fatal(
+            format!(
+                "the server encoded the body ({}) although identity was asked for; byte offsets would not match",
+                String::from_utf8_lossy(enc.as_bytes())
+            ),
+            code,
+        ));
+    }
     match status {
         StatusCode::OK if state.probed && state.total.is_none() => {
             tracing::warn!(url = %redact_url(url), bytes = state.offset, "server ignores Range and sends no length; the end cannot be confirmed");
@@ -253,8 +292,29 @@ async fn one_attempt(
                 .headers()
                 .get(CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok());
+            let now = validator(&resp);
+            let changed = match (&state.validator, &now) {
+                (Some(had), Some(now)) if had != now => {
+                    Some(format!("the object changed (validator {had} became {now})"))
+                }
+                _ => None,
+            };
+            if state.offset > 0
+                && let Some(reason) = changed
+            {
+                tracing::info!(url = %redact_url(url), offset = state.offset, "the object changed during the download; restarting from zero");
+                send(tx, Chunk::Restart).await?;
+                state.offset = 0;
+                state.restarts += 1;
+                state.validator = None;
+                state.total = None;
+                return Ok(retry(reason, code, false));
+            }
             match parse_content_range(range) {
                 Some((start, _, total)) if start == state.offset => {
+                    if state.validator.is_none() {
+                        state.validator = now;
+                    }
                     if let (Some(known), Some(t)) = (state.total, total)
                         && known != t
                     {
@@ -284,7 +344,12 @@ async fn one_attempt(
                 }
             }
         }
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::GONE => {
+        // Expired or badly signed presigned URLs: S3 answers 403 (or 400 for an expired
+        // STS token), GCS 400, other stores 401/410.
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNAUTHORIZED
+        | StatusCode::FORBIDDEN
+        | StatusCode::GONE => {
             return Ok(Attempt::Refresh(status.as_u16()));
         }
         StatusCode::RANGE_NOT_SATISFIABLE => {
@@ -296,6 +361,10 @@ async fn one_attempt(
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .or(state.total);
             if total == Some(state.offset) {
+                return Ok(Attempt::Done);
+            }
+            // The confirming probe of a body that came without a length: nothing is left.
+            if state.probed && total.is_none() && state.offset > 0 {
                 return Ok(Attempt::Done);
             }
             return Ok(fatal(
@@ -346,7 +415,7 @@ async fn one_attempt(
                     format!(
                         "connection failed at byte {}: {}",
                         state.offset,
-                        e.without_url()
+                        chain(e.without_url())
                     ),
                     code,
                     progress,
@@ -376,6 +445,21 @@ async fn one_attempt(
         None if state.lengthless && !state.probed && state.offset > 0 => Ok(Attempt::Probe),
         _ => Ok(Attempt::Done),
     }
+}
+
+/// An error with its causes, `a: b: c` (reqwest's own text leaves them out).
+fn chain(e: reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 fn retry(reason: String, status: Option<u16>, progress: bool) -> Attempt {

@@ -304,10 +304,28 @@ fn with_url_fn(
 fn check_url(url: String) -> Result<String, FlowError> {
     match reqwest::Url::parse(&url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(url),
-        _ => Err(FlowError::Invalid(format!(
-            "fetch needs an absolute http(s) URL, got {:?}",
-            url.split('?').next().unwrap_or("")
-        ))),
+        parsed => {
+            // Never the query (signatures) nor user:password.
+            let shown = match parsed {
+                Ok(_) => super::error::redact_url(&url),
+                Err(_) => {
+                    let base = url.split('?').next().unwrap_or("");
+                    match base.rsplit_once('@') {
+                        Some((before, host)) => {
+                            let scheme = before
+                                .split_once("://")
+                                .map(|(s, _)| format!("{s}://"))
+                                .unwrap_or_default();
+                            format!("{scheme}…@{host}")
+                        }
+                        None => base.to_string(),
+                    }
+                }
+            };
+            Err(FlowError::Invalid(format!(
+                "fetch needs an absolute http(s) URL, got {shown:?}"
+            )))
+        }
     }
 }
 
@@ -326,4 +344,23 @@ fn url_of(v: Dynamic) -> Result<String, FlowError> {
         "expected a URL string or a map with `url`, got {}",
         v.type_name()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_urls_are_named_without_credentials_or_signatures() {
+        for bad in [
+            "ftp://user:pa55word@host/rec.wav?X-Amz-Signature=abc",
+            "not a url user:pa55word@host?sig=abc",
+            "//user:pa55word@host/x",
+        ] {
+            let e = check_url(bad.to_string()).unwrap_err().to_string();
+            assert!(e.contains("absolute http(s) URL"), "{e}");
+            assert!(!e.contains("pa55word") && !e.contains("abc"), "{e}");
+        }
+        assert!(check_url("https://media.example/a.wav?sig=1".into()).is_ok());
+    }
 }

@@ -97,6 +97,11 @@ pub fn run(
             policy: FetchPolicy {
                 tries: flow.tries,
                 expected_total: expected_size(&flow.stages),
+                hash_checked: flow
+                    .stages
+                    .iter()
+                    .take_while(|s| !s.is_transform())
+                    .any(|s| matches!(s, super::spec::Stage::ExpectSha256(_))),
                 ..policy
             },
         },

@@ -126,11 +126,17 @@ async fn fetch_loop(
                         false,
                     ));
                 }
-                if state.offset == offset_at_start {
+                let stuck = state.offset == offset_at_start;
+                if stuck {
                     state.failures += 1;
                 }
                 if state.failures >= policy.tries {
                     return Err(fetch::give_up(&url, &state, reason, Some(status), true));
+                }
+                if stuck {
+                    // A fresh URL refused at once: do not ask the API again straight away.
+                    tokio::time::sleep(policy.wait_limit(fetch::backoff(&policy, state.failures)))
+                        .await;
                 }
                 tracing::info!(
                     offset = state.offset,

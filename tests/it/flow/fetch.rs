@@ -256,3 +256,163 @@ async fn the_item_deadline_stops_a_stalled_transfer() {
     assert!(err.contains("deadline"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_changed_mid_download_is_fetched_again_whole() {
+    let (v1, v2) = (noise(2 * MB, 50), noise(2 * MB, 52));
+    assert_ne!(v1, v2);
+    let server = MediaServer::start(
+        v1,
+        Faults {
+            truncate_first_at: Some(MB as u64 / 2),
+            replace_after_first: Some(v2.clone()),
+            // A cache that serves ranges of the new object despite the old If-Range.
+            ignore_if_range: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let uri = memory_uri();
+    let r = receipt(
+        engine(),
+        format!(
+            r#"fetch("{}").expect_size({}).write(storage("{uri}"), "rec.wav")"#,
+            server.sign(),
+            v2.len()
+        ),
+    )
+    .await;
+    assert_eq!(
+        get_str(&r, "sha256"),
+        sha256_hex(&v2),
+        "no splice of v1 and v2"
+    );
+    assert!(get_int(&r, "restarts") >= 1);
+    assert_eq!(stored(&uri, "rec.wav").await, v2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_validator_a_download_restarts_unless_its_hash_is_checked() {
+    let data = noise(2 * MB, 42);
+    for hash_checked in [false, true] {
+        let server = MediaServer::start(
+            data.clone(),
+            Faults {
+                truncate_first_at: Some(MB as u64 / 2),
+                no_validator: true,
+                ..Faults::default()
+            },
+        )
+        .await;
+        let check = if hash_checked {
+            format!(".expect_sha256(\"{}\")", sha256_hex(&data))
+        } else {
+            String::new()
+        };
+        let r = receipt(
+            engine(),
+            format!(
+                r#"fetch("{}").expect_size({}){check}.discard()"#,
+                server.sign(),
+                data.len()
+            ),
+        )
+        .await;
+        assert_eq!(get_str(&r, "sha256"), sha256_hex(&data));
+        let (ranges, restarts) = if hash_checked { (1, 0) } else { (0, 1) };
+        assert_eq!(
+            server.range_requests(),
+            ranges,
+            "hash_checked={hash_checked}"
+        );
+        assert_eq!(
+            get_int(&r, "restarts"),
+            restarts,
+            "hash_checked={hash_checked}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_honours_range_runs_out_of_tries() {
+    let server = MediaServer::start(
+        // (A reset much earlier than this is lost in the server's write buffer.)
+        noise(2 * MB, 43),
+        Faults {
+            reset_every: Some(700_000),
+            ignore_range_always: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let script = format!(r#"fetch("{}").tries(3).discard()"#, server.sign());
+    let err = tokio::time::timeout(Duration::from_secs(60), failure(engine(), script))
+        .await
+        .expect("the download kept restarting instead of giving up");
+    let msg = get_str(&err, "message");
+    assert!(msg.contains("gave up after 3 tries"), "{msg}");
+    assert!(msg.contains("connection failed at byte"), "{msg}");
+    assert!(server.requests() <= 6, "{}", server.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_expiring_with_400_is_refreshed_too() {
+    let data = noise(MB, 44);
+    let server = MediaServer::start(
+        data.clone(),
+        Faults {
+            url_ttl: Some(Duration::ZERO),
+            expired_status: Some(400),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let mut engine = engine();
+    let calls = Arc::new(AtomicU64::new(0));
+    let (s, c) = (server.clone(), calls.clone());
+    // The first URL is already stale; the second one is honoured (no TTL check on it).
+    engine.register_fn("presign", move || {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        let url = s.sign();
+        if n == 0 {
+            url
+        } else {
+            url.replace("signed=", "signed=9")
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let r = receipt(engine, "fetch(|| presign()).discard()".to_string()).await;
+    assert_eq!(get_str(&r, "sha256"), sha256_hex(&data));
+    assert_eq!(get_int(&r, "url_refreshes"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_416_without_content_range_confirms_a_lengthless_end() {
+    let whole = noise(300_000, 45);
+    let server = MediaServer::start(
+        whole.clone(),
+        Faults {
+            no_length: true,
+            bare_416: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let r = receipt(engine(), format!(r#"fetch("{}").discard()"#, server.sign())).await;
+    assert_eq!(get_str(&r, "sha256"), sha256_hex(&whole));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_body_is_refused_rather_than_miscounted() {
+    let server = MediaServer::start(
+        noise(1000, 46),
+        Faults {
+            content_encoding: Some("gzip"),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let err = failure(engine(), format!(r#"fetch("{}").discard()"#, server.sign())).await;
+    let msg = get_str(&err, "message");
+    assert!(msg.contains("encoded the body (gzip)"), "{msg}");
+}

@@ -30,10 +30,25 @@ pub struct Faults {
     pub chunk_delay: Option<Duration>,
     /// Answer every request with this status.
     pub always_status: Option<u16>,
+    /// Status of an expired URL (default 403; GCS says 400).
+    pub expired_status: Option<u16>,
+    /// After the first response, the object is replaced by these bytes (new ETag).
+    pub replace_after_first: Option<Bytes>,
+    /// Serve ranges even when `If-Range` no longer matches (a broken cache).
+    pub ignore_if_range: bool,
+    /// Send neither `ETag` nor `Last-Modified`.
+    pub no_validator: bool,
+    /// Every ranged request is answered with a full `200`.
+    pub ignore_range_always: bool,
+    /// `416` answers carry no `Content-Range`.
+    pub bare_416: bool,
+    /// Label bodies with this `Content-Encoding` (the bytes stay as they are).
+    pub content_encoding: Option<&'static str>,
 }
 
 struct Shared {
-    data: Bytes,
+    /// The object and its ETag (both change with `replace_after_first`).
+    data: Mutex<(Bytes, &'static str)>,
     faults: Faults,
     started: Instant,
     requests: AtomicU64,
@@ -54,7 +69,7 @@ pub struct MediaServer {
 impl MediaServer {
     pub async fn start(data: Bytes, faults: Faults) -> MediaServer {
         let shared = Arc::new(Shared {
-            data,
+            data: Mutex::new((data, ETAG)),
             faults,
             started: Instant::now(),
             requests: AtomicU64::new(0),
@@ -102,6 +117,7 @@ struct Signed {
 }
 
 const ETAG: &str = "\"v1-abc\"";
+const ETAG_V2: &str = "\"v2-def\"";
 
 async fn serve(
     State(s): State<Arc<Shared>>,
@@ -116,9 +132,20 @@ async fn serve(
         && s.started.elapsed().as_millis() as u64 > q.signed + ttl.as_millis() as u64
     {
         s.forbidden.fetch_add(1, Ordering::SeqCst);
-        return (StatusCode::FORBIDDEN, "Request has expired").into_response();
+        let status = StatusCode::from_u16(s.faults.expired_status.unwrap_or(403)).unwrap();
+        return (status, "Request has expired").into_response();
     }
-    let total = s.data.len() as u64;
+    let (data, etag) = {
+        let mut current = s.data.lock().unwrap();
+        let served = current.clone();
+        if let Some(next) = &s.faults.replace_after_first
+            && current.1 == ETAG
+        {
+            *current = (next.clone(), ETAG_V2);
+        }
+        served
+    };
+    let total = data.len() as u64;
     let mut start = 0u64;
     let mut partial = false;
     if let Some(r) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
@@ -126,13 +153,13 @@ async fn serve(
         let if_range_ok = match headers.get(header::IF_RANGE) {
             Some(v) => {
                 s.if_range_requests.fetch_add(1, Ordering::SeqCst);
-                v == ETAG
+                v == etag || s.faults.ignore_if_range
             }
             None => true,
         };
         let ignore = {
             let mut done = s.ignored_range.lock().unwrap();
-            let ignore = s.faults.ignore_range_once && !*done;
+            let ignore = (s.faults.ignore_range_once && !*done) || s.faults.ignore_range_always;
             *done |= ignore;
             ignore
         };
@@ -143,11 +170,11 @@ async fn serve(
         }
     }
     if start >= total {
-        return Response::builder()
-            .status(StatusCode::RANGE_NOT_SATISFIABLE)
-            .header(header::CONTENT_RANGE, format!("bytes */{total}"))
-            .body(Body::empty())
-            .unwrap();
+        let mut r = Response::builder().status(StatusCode::RANGE_NOT_SATISFIABLE);
+        if !s.faults.bare_416 {
+            r = r.header(header::CONTENT_RANGE, format!("bytes */{total}"));
+        }
+        return r.body(Body::empty()).unwrap();
     }
     let mut end = total;
     let mut send_length = !s.faults.no_length;
@@ -163,7 +190,6 @@ async fn serve(
     }
     let reset_at = s.faults.reset_every.map(|n| start + n);
     let delay = s.faults.chunk_delay;
-    let data = s.data.clone();
     let stream = futures::stream::unfold(start, move |pos| {
         let data = data.clone();
         async move {
@@ -188,9 +214,13 @@ async fn serve(
             ))
         }
     });
-    let mut resp = Response::builder()
-        .header(header::ETAG, ETAG)
-        .header(header::ACCEPT_RANGES, "bytes");
+    let mut resp = Response::builder().header(header::ACCEPT_RANGES, "bytes");
+    if !s.faults.no_validator {
+        resp = resp.header(header::ETAG, etag);
+    }
+    if let Some(enc) = s.faults.content_encoding {
+        resp = resp.header(header::CONTENT_ENCODING, enc);
+    }
     if send_length {
         resp = resp.header(header::CONTENT_LENGTH, total - start);
     }
