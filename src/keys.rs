@@ -16,6 +16,8 @@ use crate::secret::{Secret, SecretError, SecretRef};
 
 /// Default PBKDF2-SHA256 iteration count for passphrase keys.
 pub const DEFAULT_PASSPHRASE_ITERATIONS: u32 = 600_000;
+/// Fewer PBKDF2 iterations than this are refused: they make passphrase guessing cheap.
+pub const MIN_PASSPHRASE_ITERATIONS: u32 = 100_000;
 
 /// One `[keys.NAME]` table. Exactly one of `env`, `file` or `passphrase_env` is set.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -53,6 +55,10 @@ pub enum KeyError {
     },
     #[error("key {name}: passphrase is empty")]
     EmptyPassphrase { name: String },
+    #[error(
+        "key {name}: {what} (use at least {MIN_PASSPHRASE_ITERATIONS} iterations and a non-empty salt; the default is {DEFAULT_PASSPHRASE_ITERATIONS} iterations and salt \"cxpipe:NAME\")"
+    )]
+    WeakStretch { name: String, what: String },
     #[error("no key named {0:?} is configured (add a [keys.{0}] table)")]
     Unknown(String),
     #[error("{} keys are invalid: {}", .0.len(), .0.join("; "))]
@@ -213,6 +219,18 @@ fn load(name: &str, cfg: &KeyConfig, dir: &Path) -> Result<Kek, KeyError> {
             parse_raw(name, &format!("file:{}", path.display()), &bytes)
         }
         (None, None, Some(var)) => {
+            let salt = cfg.salt.clone().unwrap_or_else(|| format!("cxpipe:{name}"));
+            let iterations = cfg.iterations.unwrap_or(DEFAULT_PASSPHRASE_ITERATIONS);
+            let weak = |what: String| KeyError::WeakStretch {
+                name: name.to_string(),
+                what,
+            };
+            if iterations < MIN_PASSPHRASE_ITERATIONS {
+                return Err(weak(format!("iterations = {iterations} is too few")));
+            }
+            if salt.is_empty() {
+                return Err(weak("the salt is empty".into()));
+            }
             let value = SecretRef::Env(var.clone())
                 .resolve(dir)
                 .map_err(secret_err)?;
@@ -221,8 +239,6 @@ fn load(name: &str, cfg: &KeyConfig, dir: &Path) -> Result<Kek, KeyError> {
                     name: name.to_string(),
                 });
             }
-            let salt = cfg.salt.clone().unwrap_or_else(|| format!("cxpipe:{name}"));
-            let iterations = cfg.iterations.unwrap_or(DEFAULT_PASSPHRASE_ITERATIONS);
             let mut kek = Kek::from_bytes(stretch(&value, &salt, iterations));
             kek.passphrase = Some(value);
             Ok(kek)
@@ -264,10 +280,12 @@ pub fn parse_raw(name: &str, origin: &str, raw: &[u8]) -> Result<Kek, KeyError> 
 /// PBKDF2-HMAC-SHA256, memoized per process so a passphrase is stretched once.
 fn stretch(passphrase: &Secret, salt: &str, iterations: u32) -> [u8; 32] {
     static CACHE: OnceLock<Mutex<HashMap<[u8; 32], [u8; 32]>>> = OnceLock::new();
+    // Length-prefixed fields: no passphrase/salt pair can collide with another.
     let mut id = Sha256::new();
-    id.update(passphrase.expose().as_bytes());
-    id.update([0]);
-    id.update(salt.as_bytes());
+    for field in [passphrase.expose().as_bytes(), salt.as_bytes()] {
+        id.update((field.len() as u64).to_be_bytes());
+        id.update(field);
+    }
     id.update(iterations.to_be_bytes());
     let id: [u8; 32] = id.finalize().into();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
@@ -364,6 +382,38 @@ mod tests {
             err.contains("CXPIPE_KEYS_TEST_UNSET_1") && err.contains("key b"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn key_ids_and_stretching_match_known_answers() {
+        // Python: hmac.new(bytes(range(32)), b"cxpipe key id v1", sha256).digest()[:8]
+        let kek: [u8; 32] = std::array::from_fn(|i| i as u8);
+        assert_eq!(hex::encode(key_id(&kek)), "ff71f5a28d7c243e");
+        // PBKDF2-HMAC-SHA256("password", "salt", 1) from RFC 7914 §11.
+        assert_eq!(
+            hex::encode(stretch(&Secret::new("password"), "salt", 1)),
+            "120fb6cffcf8b32c43e7225256c4f837a86548c92ccc35480805987cb70be17b"
+        );
+    }
+
+    #[test]
+    fn weak_stretch_settings_are_refused() {
+        // Checked before the passphrase is read, so no variable needs to be set.
+        for (extra, want) in [
+            ("iterations = 1000", "iterations = 1000 is too few"),
+            ("salt = \"\"", "the salt is empty"),
+        ] {
+            let keys = table(&format!(
+                "[weak]\npassphrase_env = \"CXPIPE_KEYS_TEST_PASS_UNSET\"\n{extra}\n"
+            ));
+            let err = KeyRing::from_config(&keys, Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(want) && err.contains("at least 100000"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

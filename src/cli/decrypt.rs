@@ -19,14 +19,17 @@ use crate::storage::Store;
 pub struct DecryptArgs {
     /// Encrypted file, or object key when `--store` is given.
     pub input: String,
-    /// Where to write the plaintext (default: stdout). Written only if decryption succeeds.
+    /// Where to write the plaintext: it appears (mode 0600) only once every segment has been
+    /// authenticated. Default stdout, which receives plaintext segment by segment as each
+    /// is authenticated; a later failure (truncation, tampering) exits non-zero, so use
+    /// `-o` when a consumer must never see a partial result.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// Configuration file with `[keys.NAME]` tables (and `[storage.NAME]` for `--store`).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Key name from the configuration (default: the key whose id the header names).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["key_env", "key_file"])]
     pub key: Option<String>,
     /// Environment variable holding a raw 256-bit key (hex or base64).
     #[arg(long, conflicts_with = "key_file")]
@@ -68,12 +71,14 @@ pub async fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    // A name no `[keys.NAME]` table can have, so a configured key is never shadowed.
+    const CLI_KEY: &str = "(command line)";
     if let Some(k) = cli_key {
-        keys.insert_raw("cli", *k.bytes());
+        keys.insert_raw(CLI_KEY, *k.bytes());
     }
     let key_name = match (&args.key, args.key_env.is_some() || args.key_file.is_some()) {
         (Some(k), _) => Some(k.clone()),
-        (None, true) => Some("cli".to_string()),
+        (None, true) => Some(CLI_KEY.to_string()),
         (None, false) => None,
     };
     let source = match &args.store {
@@ -124,27 +129,45 @@ fn decrypt_stream(flow: &Flow, keys: &KeyRing, output: Option<&Path>) -> anyhow:
             run::run(flow, sink, keys, None, Default::default())?;
         }
         Some(path) => {
-            let partial = partial_path(path);
-            let file = std::fs::File::create(&partial)
-                .with_context(|| format!("creating {}", partial.display()))?;
+            let partial = partial_file(path)?;
+            let file = partial
+                .as_file()
+                .try_clone()
+                .with_context(|| format!("opening {}", partial.path().display()))?;
             let sink = Sink::Local(Box::new(std::io::BufWriter::with_capacity(1 << 20, file)));
-            match run::run(flow, sink, keys, None, Default::default()) {
-                Ok(_) => std::fs::rename(&partial, path)
-                    .with_context(|| format!("renaming to {}", path.display()))?,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&partial);
-                    return Err(e.into());
-                }
-            }
+            // On error the temporary file is removed when `partial` drops.
+            run::run(flow, sink, keys, None, Default::default())?;
+            publish(partial, path)?;
         }
     }
     Ok(())
 }
 
-fn partial_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    path.with_file_name(name)
+/// A new, private (0600) temporary file beside `path`, created exclusively (an existing
+/// file or symlink there is never followed or truncated); removed unless published.
+fn partial_file(path: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))
+}
+
+/// Syncs the finished temporary file to disk and renames it to `path`.
+fn publish(partial: tempfile::NamedTempFile, path: &Path) -> anyhow::Result<()> {
+    partial
+        .as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", partial.path().display()))?;
+    partial
+        .persist(path)
+        .with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
 }
 
 async fn read_head(source: &Source) -> anyhow::Result<Vec<u8>> {
@@ -221,10 +244,11 @@ fn write_output(path: Option<&Path>, data: &[u8]) -> anyhow::Result<()> {
     match path {
         None => std::io::stdout().write_all(data)?,
         Some(p) => {
-            let partial = partial_path(p);
-            std::fs::write(&partial, data)
-                .with_context(|| format!("writing {}", partial.display()))?;
-            std::fs::rename(&partial, p)?;
+            let mut partial = partial_file(p)?;
+            partial
+                .write_all(data)
+                .with_context(|| format!("writing {}", partial.path().display()))?;
+            publish(partial, p)?;
         }
     }
     Ok(())

@@ -168,6 +168,11 @@ pub fn run(
         let chain = state.chain.take().expect("chain present until finish");
         let res = chain.finish(&mut state.out)?;
         state.flush(true)?;
+        if let Some(w) = &mut state.local {
+            // A buffered writer's last bytes: its error must fail the flow, not be dropped.
+            w.flush()
+                .map_err(|e| FlowError::Internal(format!("writing output: {e}")))?;
+        }
         Ok((fetch, res))
     });
     drop(src_rx);

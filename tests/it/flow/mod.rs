@@ -3,6 +3,7 @@
 
 mod cli;
 mod fetch;
+mod kat;
 mod script;
 pub mod server;
 mod sim;
