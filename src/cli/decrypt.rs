@@ -175,9 +175,9 @@ async fn read_head(source: &Source) -> anyhow::Result<Vec<u8>> {
         Source::File(p) => {
             let mut f =
                 std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-            let mut head = vec![0u8; 64];
-            let n = f.read(&mut head)?;
-            head.truncate(n);
+            // Enough to see past leading blanks to an envelope's `{` or a header's magic.
+            let mut head = Vec::new();
+            f.take(64 * 1024).read_to_end(&mut head)?;
             head
         }
         Source::Read { store, key } => {

@@ -45,19 +45,24 @@ fn objects_made_from_the_spec_by_another_implementation_decrypt_exactly() {
 
 #[test]
 fn an_envelope_made_by_another_implementation_opens() {
-    let input = fixture("kat-envelope.json");
-    let out = Command::new(cxpipe_bin())
-        .args(["decrypt", "--passphrase-env", "CXPIPE_KAT_PASS"])
-        .arg(&input)
-        .env("CXPIPE_KAT_PASS", "kat passphrase")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout, b"{\"kat\":true}\n");
+    // Also after a long run of leading blanks (pretty-printers, editors).
+    let dir = tempfile::tempdir().unwrap();
+    let padded = dir.path().join("padded.json");
+    let mut text = vec![b' '; 300];
+    text.push(b'\n');
+    text.extend(std::fs::read(fixture("kat-envelope.json")).unwrap());
+    std::fs::write(&padded, text).unwrap();
+    for input in [fixture("kat-envelope.json"), padded] {
+        let out = Command::new(cxpipe_bin())
+            .args(["decrypt", "--passphrase-env", "CXPIPE_KAT_PASS"])
+            .arg(&input)
+            .env("CXPIPE_KAT_PASS", "kat passphrase")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {stderr}", input.display());
+        assert_eq!(out.stdout, b"{\"kat\":true}\n");
+    }
 }
 
 #[test]
