@@ -173,8 +173,7 @@ fn publish(partial: tempfile::NamedTempFile, path: &Path) -> anyhow::Result<()> 
 async fn read_head(source: &Source) -> anyhow::Result<Vec<u8>> {
     Ok(match source {
         Source::File(p) => {
-            let mut f =
-                std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+            let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
             // Enough to see past leading blanks to an envelope's `{` or a header's magic.
             let mut head = Vec::new();
             f.take(64 * 1024).read_to_end(&mut head)?;
