@@ -190,7 +190,7 @@ pub fn run(
                     Ok(crate::storage::Closed::Stored(_)) => {}
                     Ok(crate::storage::Closed::Existed) => existed = true,
                     Err(e) => {
-                        if !handle.block_on(committed_anyway(&store, &key, &chain.stored)) {
+                        if !committed_anyway(&store, &key, &chain.stored) {
                             return Err(e.into());
                         }
                         tracing::warn!(
@@ -230,27 +230,29 @@ pub fn run(
 }
 
 /// Whether a commit that reported an error went through anyway (the server committed and
-/// the reply was lost): `key` now holds exactly the bytes this flow produced.
-async fn committed_anyway(store: &Store, key: &str, stored: &super::tap::TapResult) -> bool {
-    use futures::TryStreamExt;
-    use sha2::Digest;
+/// the reply was lost): `key` now holds exactly the bytes this flow produced. Read back
+/// with a flow of its own, which hashes the source bytes.
+fn committed_anyway(store: &Store, key: &str, stored: &super::tap::TapResult) -> bool {
     let Some(want) = stored.sha256.as_deref() else {
         return false;
     };
-    if !matches!(store.size(key).await, Ok(Some(n)) if n == stored.size) {
-        return false;
+    let back = Flow::new(Source::Read {
+        store: store.clone(),
+        key: key.to_string(),
+    });
+    match run(
+        &back,
+        Sink::Discard,
+        &KeyRing::empty(),
+        None,
+        FetchPolicy::default(),
+    ) {
+        Ok(o) => {
+            o.chain.plaintext.size == stored.size
+                && o.chain.plaintext.sha256.as_deref() == Some(want)
+        }
+        Err(_) => false,
     }
-    let Ok(stream) = store.read_stream(key).await else {
-        return false;
-    };
-    let mut hasher = sha2::Sha256::new();
-    let hashed = stream
-        .try_for_each(|chunk| {
-            hasher.update(&chunk);
-            futures::future::ready(Ok(()))
-        })
-        .await;
-    hashed.is_ok() && hex::encode(hasher.finalize()) == want
 }
 
 /// The first `.expect_size(n)` before any transform: the size of the source bytes.
