@@ -222,8 +222,10 @@ async fn an_expired_fixed_url_asks_for_a_function() {
         },
     )
     .await;
+    // Signed first, used later: the URL is stale when it arrives.
+    let url = server.sign();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let err = failure(engine(), format!(r#"fetch("{}").discard()"#, server.sign())).await;
+    let err = failure(engine(), format!(r#"fetch("{url}").discard()"#)).await;
     let msg = get_str(&err, "message");
     assert!(msg.contains("fetch(|| ...)"), "{msg}");
     assert_eq!(get_int(&err, "status"), 403);
@@ -369,18 +371,15 @@ async fn a_url_expiring_with_400_is_refreshed_too() {
     .await;
     let mut engine = engine();
     let calls = Arc::new(AtomicU64::new(0));
-    let (s, c) = (server.clone(), calls.clone());
-    // The first URL is already stale; the second one is honoured (no TTL check on it).
-    engine.register_fn("presign", move || {
-        let n = c.fetch_add(1, Ordering::SeqCst);
-        let url = s.sign();
-        if n == 0 {
-            url
-        } else {
-            url.replace("signed=", "signed=9")
-        }
-    });
+    // The first URL is stale when used; the next is signed far in the future.
+    let stale = server.sign();
+    let fresh = stale.replace("signed=", "signed=9999999");
     tokio::time::sleep(Duration::from_millis(5)).await;
+    let c = calls.clone();
+    engine.register_fn("presign", move || match c.fetch_add(1, Ordering::SeqCst) {
+        0 => stale.clone(),
+        _ => fresh.clone(),
+    });
     let r = receipt(engine, "fetch(|| presign()).discard()".to_string()).await;
     assert_eq!(get_str(&r, "sha256"), sha256_hex(&data));
     assert_eq!(get_int(&r, "url_refreshes"), 1);
