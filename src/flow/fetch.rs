@@ -234,10 +234,8 @@ async fn one_attempt(
     let mut req = client.get(url).header(ACCEPT_ENCODING, "identity");
     // (The one probe after a length-less body only confirms its end.)
     if state.offset > 0 && state.validator.is_none() && !policy.hash_checked && !state.probed {
-        tracing::info!(url = %redact_url(url), offset = state.offset, "the server sent no ETag or Last-Modified, so a resume could mix two versions; restarting from zero");
-        send(tx, Chunk::Restart).await?;
-        state.offset = 0;
-        state.restarts += 1;
+        let why = "the server sent no ETag or Last-Modified, so a resume could mix two versions";
+        restart_from_zero(url, state, tx, why).await?;
     }
     if state.offset > 0 {
         req = req.header(RANGE, format!("bytes={}-", state.offset));
@@ -278,10 +276,8 @@ async fn one_attempt(
         }
         StatusCode::OK => {
             if state.offset > 0 {
-                tracing::info!(url = %redact_url(url), offset = state.offset, "server sent the whole body again; restarting from zero");
-                send(tx, Chunk::Restart).await?;
-                state.offset = 0;
-                state.restarts += 1;
+                let why = "the server sent the whole body again";
+                restart_from_zero(url, state, tx, why).await?;
             }
             state.total = resp.content_length().or(policy.expected_total);
             state.lengthless = state.total.is_none();
@@ -302,10 +298,8 @@ async fn one_attempt(
             if state.offset > 0
                 && let Some(reason) = changed
             {
-                tracing::info!(url = %redact_url(url), offset = state.offset, "the object changed during the download; restarting from zero");
-                send(tx, Chunk::Restart).await?;
-                state.offset = 0;
-                state.restarts += 1;
+                let why = "the object changed during the download";
+                restart_from_zero(url, state, tx, why).await?;
                 state.validator = None;
                 state.total = None;
                 return Ok(retry(reason, code, false));
@@ -473,6 +467,20 @@ fn retry(reason: String, status: Option<u16>, progress: bool) -> Attempt {
 
 fn fatal(reason: String, status: Option<u16>) -> Attempt {
     Attempt::Fatal { reason, status }
+}
+
+/// Tells the flow to drop what it has (hashes, transforms, the upload) and start over.
+async fn restart_from_zero(
+    url: &str,
+    state: &mut FetchState,
+    tx: &mpsc::Sender<SourceMsg>,
+    why: &str,
+) -> Result<(), FlowError> {
+    tracing::info!(url = %redact_url(url), offset = state.offset, "{why}; restarting from zero");
+    send(tx, Chunk::Restart).await?;
+    state.offset = 0;
+    state.restarts += 1;
+    Ok(())
 }
 
 async fn send(tx: &mpsc::Sender<SourceMsg>, chunk: Chunk) -> Result<(), FlowError> {

@@ -10,6 +10,7 @@
 //! another writer create the object as an upload starts; a public-bucket mode.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path as FsPath;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -556,16 +557,27 @@ pub fn prefix_of(store: &Store) -> String {
     format!("{root}/")
 }
 
-/// A store on a fresh server, configured the way a user would: endpoint and a token file.
+/// A store of the test bucket under `root`, configured the way a user would: the endpoint,
+/// and a token file in `dir` (or `anonymous = true` when `token` is `None`).
+pub fn open(endpoint: &str, root: &str, token: Option<&str>, dir: &FsPath) -> Store {
+    let token = token.map(|t| {
+        std::fs::write(dir.join("gcs-token"), t).unwrap();
+        SecretRef::File(dir.join("gcs-token"))
+    });
+    let cfg = StorageConfig {
+        uri: format!("gcs://{BUCKET}/{root}"),
+        endpoint: Some(endpoint.to_string()),
+        anonymous: token.is_none().then_some(true),
+        token,
+        ..StorageConfig::default()
+    };
+    Store::from_config(&cfg, dir).unwrap()
+}
+
+/// A store on a fresh server, under a fresh prefix, with the right token.
 pub async fn store() -> (Store, Arc<FakeGcs>, tempfile::TempDir) {
     let (gcs, endpoint) = start().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("gcs-token"), TOKEN).unwrap();
-    let cfg = StorageConfig {
-        uri: format!("gcs://{BUCKET}/run-{}", uuid::Uuid::new_v4()),
-        endpoint: Some(endpoint),
-        token: Some(SecretRef::File(dir.path().join("gcs-token"))),
-        ..StorageConfig::default()
-    };
-    (Store::from_config(&cfg, dir.path()).unwrap(), gcs, dir)
+    let root = format!("run-{}", uuid::Uuid::new_v4());
+    (open(&endpoint, &root, Some(TOKEN), dir.path()), gcs, dir)
 }

@@ -90,14 +90,7 @@ async fn reads_retry_server_errors_and_listings_cross_pages() {
 async fn a_rejected_token_names_the_store_and_hides_the_token() {
     let (_gcs, endpoint) = gcs::start().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("tok"), "ya29.wrong-token-value").unwrap();
-    let cfg = cxpipe::storage::StorageConfig {
-        uri: format!("gcs://{}/p", gcs::BUCKET),
-        endpoint: Some(endpoint),
-        token: Some(cxpipe::secret::SecretRef::File(dir.path().join("tok"))),
-        ..Default::default()
-    };
-    let store = cxpipe::storage::Store::from_config(&cfg, dir.path()).unwrap();
+    let store = gcs::open(&endpoint, "p", Some("ya29.wrong-token-value"), dir.path());
     let err = store.size("a.bin").await.unwrap_err().to_string();
     assert!(err.contains("gcs://cxpipe-test/p"), "{err}");
     assert!(
@@ -147,13 +140,8 @@ async fn a_key_created_while_uploading_wins_whenever_the_store_checks() {
 async fn an_anonymous_store_sends_no_credentials() {
     let (gcs, endpoint) = gcs::start().await;
     gcs.anonymous.store(true, Ordering::SeqCst);
-    let cfg = cxpipe::storage::StorageConfig {
-        uri: format!("gcs://{}/public", gcs::BUCKET),
-        endpoint: Some(endpoint),
-        anonymous: Some(true),
-        ..Default::default()
-    };
-    let store = cxpipe::storage::Store::from_config(&cfg, std::path::Path::new(".")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = gcs::open(&endpoint, "public", None, dir.path());
     store
         .put("a.json", bytes::Bytes::from_static(b"{}"))
         .await
