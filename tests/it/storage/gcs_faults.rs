@@ -175,3 +175,27 @@ fn a_gcs_store_without_credentials_says_what_to_configure() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_is_not_restarted_past_the_item_deadline() {
+    let (store, gcs, _dir) = gcs::store().await;
+    let keys = Arc::new(test_keys());
+    gcs.fail_chunks.lock().unwrap().extend(1..=100);
+    let data = noise(20 * MB, 36);
+    let (s, k) = (store.clone(), keys.clone());
+    let err = blocking(move || {
+        // Less time left than the 0.5 s pause before a second run.
+        let scope = cxpipe::item_scope::ItemScope {
+            deadline: Some(std::time::Instant::now() + std::time::Duration::from_millis(400)),
+            ..Default::default()
+        };
+        cxpipe::item_scope::with(scope, || write(&s, "rec/big.wav", &data, vec![], &k))
+    })
+    .await
+    .unwrap_err();
+    // The storage error itself, not a deadline hit after a pointless pause and rerun.
+    assert!(matches!(err, cxpipe::flow::FlowError::Storage(_)), "{err}");
+    assert!(err.to_string().contains("injected chunk fault"), "{err}");
+    assert_eq!(gcs.chunks_received(), 1, "one run, no restart: {err}");
+    assert_eq!(store.size("rec/big.wav").await.unwrap(), None);
+}
