@@ -415,3 +415,38 @@ async fn an_encoded_body_is_refused_rather_than_miscounted() {
     let msg = get_str(&err, "message");
     assert!(msg.contains("encoded the body (gzip)"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_fresh_urls_are_asked_for_with_a_backoff_and_a_limit() {
+    let server = MediaServer::start(
+        noise(1000, 47),
+        Faults {
+            url_ttl: Some(Duration::ZERO),
+            ..Faults::default()
+        },
+    )
+    .await;
+    // Every URL is stale by the time it is used.
+    let stale = server.sign();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let mut engine = engine();
+    let c = calls.clone();
+    engine.register_fn("presign", move || {
+        c.fetch_add(1, Ordering::SeqCst);
+        stale.clone()
+    });
+    let started = Instant::now();
+    let err = failure(engine, "fetch(|| presign()).tries(3).discard()".into()).await;
+    assert!(
+        get_str(&err, "message").contains("refused with 403"),
+        "{err:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "one call per try");
+    // Two pauses before the 2nd and 3rd URL: at least 100 ms + 200 ms (jitter halves 200/400).
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "asked again without a pause: {:?}",
+        started.elapsed()
+    );
+}
