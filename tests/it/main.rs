@@ -6,6 +6,7 @@ mod demo;
 mod download;
 mod flow;
 mod harness;
+mod hostile;
 mod other_server;
 mod runner;
 mod sim;
