@@ -6,6 +6,8 @@ mod demo;
 mod download;
 mod flow;
 mod harness;
+mod interrupt;
+mod ledger_load;
 mod other_server;
 mod runner;
 mod sim;
