@@ -271,7 +271,14 @@ mod parse {
         let start = v.span().start;
         let DeValue::Table(table) = v.into_inner() else {
             let msg = "must be a table of named entries";
-            errors.push(located(label, text, None, start, &format!("[{section}]"), msg));
+            errors.push(located(
+                label,
+                text,
+                None,
+                start,
+                &format!("[{section}]"),
+                msg,
+            ));
             return BTreeMap::new();
         };
         let mut out = BTreeMap::new();
@@ -471,7 +478,9 @@ surprise = 1
             "{text}"
         );
         assert!(
-            text.contains(&format!("{p}:15:1: [tenants.acme]: unknown field `surprise`")),
+            text.contains(&format!(
+                "{p}:15:1: [tenants.acme]: unknown field `surprise`"
+            )),
             "{text}"
         );
         assert_eq!(err.0.len(), 4, "{text}");

@@ -68,7 +68,10 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", crate::terminal::escape_lines(&format!("{err:#}"), ""));
+            eprintln!(
+                "error: {}",
+                crate::terminal::escape_lines(&format!("{err:#}"), "")
+            );
             ExitCode::from(2)
         }
     }

@@ -492,7 +492,12 @@ mod tests {
         let mut prev = String::new();
         for (i, r) in rows.iter().enumerate() {
             assert_eq!(r.get::<i64, _>(0), i as i64 + 1, "sequence has no gap");
-            assert_eq!(r.get::<String, _>(1), prev, "entry {} links to the one before", i + 1);
+            assert_eq!(
+                r.get::<String, _>(1),
+                prev,
+                "entry {} links to the one before",
+                i + 1
+            );
             prev = r.get(2);
         }
     }

@@ -43,7 +43,11 @@ struct WriterState {
 
 impl WriterState {
     fn error(&self) -> Option<LedgerError> {
-        let cause = self.cause.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+        let cause = self
+            .cause
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
         Some(LedgerError::WriteFailed {
             lost_updates: self.lost_updates.load(SeqCst),
             lost_audits: self.lost_audits.load(SeqCst),
@@ -60,7 +64,14 @@ impl WriterState {
             tracing::error!(item = %u.key, state = u.state.as_str(), "item state not written to the ledger");
         }
         for (pipeline, tenant, run_id, kind, data) in audits {
-            tracing::error!(pipeline, tenant, run_id, kind, data, "audit event not written to the ledger");
+            tracing::error!(
+                pipeline,
+                tenant,
+                run_id,
+                kind,
+                data,
+                "audit event not written to the ledger"
+            );
         }
     }
 }
@@ -268,7 +279,9 @@ mod tests {
         .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
-        w.flush().await.expect("the batch is written once the lock is free");
+        w.flush()
+            .await
+            .expect("the batch is written once the lock is free");
         assert_eq!(l.audit_of_run("r").await.unwrap().len(), 1);
     }
 

@@ -170,7 +170,10 @@ mod tests {
         let mut firsts = FirstEmitWins::default();
         let mut one = vec![emitted("a", 1), emitted("b", 2), emitted("a", 3)];
         assert_eq!(firsts.keep_first(&mut one), 1);
-        let kept: Vec<_> = one.iter().map(|e| (e.key.as_str(), e.payload.as_str())).collect();
+        let kept: Vec<_> = one
+            .iter()
+            .map(|e| (e.key.as_str(), e.payload.as_str()))
+            .collect();
         assert_eq!(kept, [("a", "1"), ("b", "2")]);
         let mut two = vec![emitted("b", 4), emitted("c", 5)];
         assert_eq!(firsts.keep_first(&mut two), 1);

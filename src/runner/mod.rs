@@ -386,7 +386,11 @@ fn build_summary(
         failed: c.failed.load(Relaxed),
         retries: c.retries.load(Relaxed),
         deferrals: c.deferrals.load(Relaxed),
-        skip_reasons: c.skip_reasons.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        skip_reasons: c
+            .skip_reasons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
         failures: c.failures.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         metrics: shared
             .metrics

@@ -11,11 +11,11 @@ use crate::ledger::{ItemFilter, ItemState};
 
 /// A run of `source` (named `t`) against the ledger in `dir`.
 async fn request(dir: &std::path::Path, source: &str) -> RunRequest {
-    let mut engine = crate::registry::build_engine(
-        &EngineSettings::default(),
-        Arc::new(KeyRing::empty()),
-    );
-    engine.register_fn("boom", || -> i64 { panic!("cannot convert float seconds to Duration") });
+    let mut engine =
+        crate::registry::build_engine(&EngineSettings::default(), Arc::new(KeyRing::empty()));
+    engine.register_fn("boom", || -> i64 {
+        panic!("cannot convert float seconds to Duration")
+    });
     let script = Script::compile(&engine, "t.rhai", "t", source, None).expect("script compiles");
     let options = PipelineOptions::from_map(&script.options(&engine).unwrap()).unwrap();
     RunRequest {
@@ -39,16 +39,42 @@ async fn run_bounded(req: RunRequest, stop: StopSignal) -> RunReport {
         .expect("the run returned a report")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_discover_that_panics_fails_the_run_instead_of_hanging_it() {
+/// Runs `source` on a runtime of its own thread and returns its report, or `None` when
+/// it did not end within a minute (the thread and its runtime are then left behind, so a
+/// hanging run fails the test instead of hanging it).
+fn run_on_own_runtime(dir: std::path::PathBuf, source: &'static str) -> Option<RunReport> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let report = rt.block_on(async {
+            let req = request(&dir, source).await;
+            let ledger = req.ledger.clone();
+            let report = run_until(req, StopSignal::new()).await.unwrap();
+            // The run lock is released: the next run starts at once.
+            ledger
+                .start_run("next", "t", "default", "h", 60_000)
+                .await
+                .unwrap();
+            report
+        });
+        let _ = tx.send(report);
+        rt.shutdown_background();
+    });
+    rx.recv_timeout(Duration::from_secs(60)).ok()
+}
+
+#[test]
+fn a_discover_that_panics_fails_the_run_instead_of_hanging_it() {
     let dir = tempfile::tempdir().unwrap();
-    let req = request(
-        dir.path(),
+    let report = run_on_own_runtime(
+        dir.path().to_path_buf(),
         "fn discover(ctx) { ctx.emit(\"a\", 1); boom(); }\nfn process(ctx, item) { item }\n",
     )
-    .await;
-    let ledger = req.ledger.clone();
-    let report = run_bounded(req, StopSignal::new()).await;
+    .expect("the run ended");
     let s = &report.summary;
     assert_eq!(s.status, "failed");
     let error = s.error.as_deref().unwrap_or_default();
@@ -57,8 +83,6 @@ async fn a_discover_that_panics_fails_the_run_instead_of_hanging_it() {
         "{error}"
     );
     assert_eq!(s.done, 1, "what was emitted before the panic is processed");
-    // The run lock is released: the next run starts at once.
-    ledger.start_run("next", "t", "default", "h", 60_000).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +137,11 @@ async fn the_first_emit_of_a_key_is_the_one_processed_and_the_rest_count_as_dupl
     };
     let row = ledger.list_items(&filter, 1).await.unwrap().remove(0);
     assert_eq!(row.payload.as_deref(), Some("\"first\""));
-    assert_eq!(row.result.as_deref(), Some("\"first\""), "process saw the first emit");
+    assert_eq!(
+        row.result.as_deref(),
+        Some("\"first\""),
+        "process saw the first emit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +172,10 @@ async fn an_interrupted_run_releases_its_items_commits_nothing_and_the_next_run_
         .unwrap()
         .into_iter()
         .collect();
-    assert!(!counts.contains_key(ItemState::Leased.as_str()), "{counts:?}");
+    assert!(
+        !counts.contains_key(ItemState::Leased.as_str()),
+        "{counts:?}"
+    );
     assert!(ledger.checkpoints("t", "default").await.unwrap().is_empty());
     let done_before = counts.get("done").copied().unwrap_or(0) as u64;
     assert!(done_before < 400, "interrupted too late: {counts:?}");

@@ -23,7 +23,11 @@ fn items_ls_without_a_ledger_says_so_and_creates_nothing() {
         "{}",
         ran.stderr
     );
-    assert!(ran.stderr.contains("cxpipe run SCRIPT --state"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("cxpipe run SCRIPT --state"),
+        "{}",
+        ran.stderr
+    );
     assert!(!missing.exists(), "nothing was created");
 }
 
@@ -47,7 +51,10 @@ fn ids_with_terminal_escapes_are_printed_escaped_by_items_and_the_summary() {
             .stdout,
     ];
     for out in &printed {
-        assert!(!out.contains('\u{1b}') && !out.contains('\0'), "raw escape: {out:?}");
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\0'),
+            "raw escape: {out:?}"
+        );
         assert!(!out.contains("\nFAKE LINE"), "forged line: {out:?}");
         assert!(out.contains("id\\u{1b}[2J\\nFAKE LINE\\0"), "{out:?}");
     }

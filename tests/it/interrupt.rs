@@ -43,7 +43,10 @@ async fn until_done_more_than(env: &TestEnv, child: &mut Child, n: i64) {
             return;
         }
         assert!(Instant::now() < deadline, "the run made no progress");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended too soon");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended too soon"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -119,7 +122,10 @@ fn process(ctx, item) { if item == 0 { loop { } } item }
     signal(&child, "TERM");
     let ran = exited_within(child, Duration::from_secs(60)).await;
     assert_eq!(ran.code, 143, "{}", ran.stderr);
-    assert!(started.elapsed() >= Duration::from_secs(1), "the grace was given");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the grace was given"
+    );
     assert_eq!(ran.json()["summary"]["status"], "interrupted");
     let counts = env.item_counts().await;
     assert!(!counts.contains_key("leased"), "{counts:?}");
@@ -130,5 +136,9 @@ fn process(ctx, item) { if item == 0 { loop { } } item }
         "show",
         "k0",
     ]);
-    assert!(show.stdout.contains(": pending"), "the stuck item is released: {}", show.stdout);
+    assert!(
+        show.stdout.contains(": pending"),
+        "the stuck item is released: {}",
+        show.stdout
+    );
 }

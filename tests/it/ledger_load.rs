@@ -37,7 +37,11 @@ async fn many_concurrent_writers_never_lock_the_ledger_and_no_audit_event_is_los
             .audit_of_run(s["run_id"].as_str().unwrap())
             .await
             .unwrap();
-        assert_eq!(audit.len(), 3000, "round {round}: every audit event is stored");
+        assert_eq!(
+            audit.len(),
+            3000,
+            "round {round}: every audit event is stored"
+        );
         for pair in audit.windows(2) {
             assert_eq!(pair[1].prev_hash, pair[0].hash, "round {round}: chain");
         }

@@ -386,8 +386,8 @@ fn print_and_debug_go_to_the_log_not_stdout() {
     assert!(ran.stderr.contains("debugging item"), "{}", ran.stderr);
 }
 
-#[test]
-fn a_discover_that_never_ends_is_stopped_by_its_own_deadline() {
+#[tokio::test]
+async fn a_discover_that_never_ends_is_stopped_by_its_own_deadline() {
     let env = TestEnv::new();
     let script = env.write(
         "endless.rhai",
@@ -401,9 +401,33 @@ fn discover(ctx) {
 fn process(ctx, item) { item }
 "#,
     );
-    let started = Instant::now();
-    let ran = env.run(&script, &[]);
-    assert!(started.elapsed() < Duration::from_secs(60));
+    let state = env.state_dir();
+    let child = env
+        .command()
+        .args([
+            "run",
+            script.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let waited = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await;
+    let Ok(output) = waited else {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        panic!("discover ran on past its deadline");
+    };
+    let ran: crate::harness::Ran = output.unwrap().unwrap().into();
     assert_eq!(ran.code, 1, "{}", ran.stderr);
     let s = &ran.json()["summary"];
     assert_eq!(s["status"], "failed", "{s}");
@@ -414,7 +438,11 @@ fn process(ctx, item) { item }
             .contains("discover did not finish within discover_timeout (500ms)"),
         "{s}"
     );
-    assert_eq!(s["done"].as_u64(), Some(1), "what it emitted is processed: {s}");
+    assert_eq!(
+        s["done"].as_u64(),
+        Some(1),
+        "what it emitted is processed: {s}"
+    );
 }
 
 #[test]
@@ -447,5 +475,9 @@ fn process(ctx, item) { item.v }
     let state = env.state_dir();
     let show = env.cxpipe(&["items", "--state", state.to_str().unwrap(), "show", "rec-1"]);
     assert!(show.stdout.contains("result: \"first\""), "{}", show.stdout);
-    assert!(show.stdout.contains("item: {\"v\":\"first\"}"), "{}", show.stdout);
+    assert!(
+        show.stdout.contains("item: {\"v\":\"first\"}"),
+        "{}",
+        show.stdout
+    );
 }
