@@ -77,13 +77,12 @@ pub struct RunSetup {
 pub struct ConfigError(pub Vec<String>);
 
 impl Config {
-    /// Reads and parses `path`; syntax errors name the line and column.
+    /// Reads and parses `path`, reporting every problem at once as `file:line:col: …`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError(vec![format!("cannot read config {}: {e}", path.display())])
         })?;
-        let file: ConfigFile = toml::from_str(&text)
-            .map_err(|e| ConfigError(vec![format!("{}: {e}", path.display())]))?;
+        let file = parse::config_file(&text, &path.display().to_string())?;
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -212,6 +211,155 @@ impl Config {
     }
 }
 
+/// Section-by-section parsing: a bad entry is reported with its position and parsing
+/// goes on, so one unknown field does not hide the next problem.
+mod parse {
+    use std::collections::BTreeMap;
+
+    use serde::de::DeserializeOwned;
+    use toml::Spanned;
+    use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+    use super::{ConfigError, ConfigFile};
+    use crate::api::TenantConfig;
+
+    const SECTIONS: &str = "params, tenants, storage, keys";
+
+    /// `line:col` (1-based) of byte `offset` in `text`.
+    fn line_col(text: &str, offset: usize) -> String {
+        let before = &text[..offset.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("{line}:{col}")
+    }
+
+    /// `label:line:col: what: message` for an error at `span` (or at `fallback`).
+    fn located(
+        label: &str,
+        text: &str,
+        span: Option<std::ops::Range<usize>>,
+        fallback: usize,
+        what: &str,
+        message: &str,
+    ) -> String {
+        let at = line_col(text, span.map_or(fallback, |s| s.start));
+        format!("{label}:{at}: {what}: {message}")
+    }
+
+    /// Deserializes one value, keeping its position for the error.
+    fn value<T: DeserializeOwned>(
+        label: &str,
+        text: &str,
+        what: &str,
+        v: Spanned<DeValue<'_>>,
+        errors: &mut Vec<String>,
+    ) -> Option<T> {
+        let start = v.span().start;
+        T::deserialize(ValueDeserializer::from(v))
+            .map_err(|e| errors.push(located(label, text, e.span(), start, what, e.message())))
+            .ok()
+    }
+
+    /// Deserializes every entry of a `[section.NAME]` table on its own.
+    fn entries<T: DeserializeOwned>(
+        label: &str,
+        text: &str,
+        section: &str,
+        v: Spanned<DeValue<'_>>,
+        errors: &mut Vec<String>,
+    ) -> BTreeMap<String, T> {
+        let start = v.span().start;
+        let DeValue::Table(table) = v.into_inner() else {
+            let msg = "must be a table of named entries";
+            errors.push(located(
+                label,
+                text,
+                None,
+                start,
+                &format!("[{section}]"),
+                msg,
+            ));
+            return BTreeMap::new();
+        };
+        let mut out = BTreeMap::new();
+        for (name, entry) in table {
+            let what = format!("[{section}.{}]", name.get_ref());
+            if let Some(parsed) = value(label, text, &what, entry, errors) {
+                out.insert(name.into_inner().into_owned(), parsed);
+            }
+        }
+        out
+    }
+
+    /// Checks each `[tenants.NAME]` (less its `params` table) as the API client will read it.
+    fn check_tenants(label: &str, text: &str, v: Spanned<DeValue<'_>>, errors: &mut Vec<String>) {
+        let DeValue::Table(tenants) = v.into_inner() else {
+            return;
+        };
+        for (name, tenant) in tenants {
+            let span = tenant.span();
+            let DeValue::Table(table) = tenant.into_inner() else {
+                continue;
+            };
+            let api: DeTable<'_> = table
+                .into_iter()
+                .filter(|(k, _)| k.get_ref() != "params")
+                .collect();
+            let what = format!("[tenants.{}]", name.get_ref());
+            let api = Spanned::new(span, DeValue::Table(api));
+            let _ = value::<TenantConfig>(label, text, &what, api, errors);
+        }
+    }
+
+    /// Parses `text` (the file `label`) into a [`ConfigFile`], reporting every problem.
+    pub fn config_file(text: &str, label: &str) -> Result<ConfigFile, ConfigError> {
+        let root = DeTable::parse(text).map_err(|e| {
+            let start = e.span().map_or(0, |s| s.start);
+            ConfigError(vec![format!(
+                "{label}:{}: {}",
+                line_col(text, start),
+                e.message()
+            )])
+        })?;
+        let mut errors = Vec::new();
+        let mut file = ConfigFile::default();
+        for (key, v) in root.into_inner() {
+            match key.get_ref().as_ref() {
+                "params" => {
+                    file.params = value(label, text, "[params]", v, &mut errors).unwrap_or_default()
+                }
+                "tenants" => {
+                    file.tenants = entries(label, text, "tenants", v.clone(), &mut errors);
+                    check_tenants(label, text, v, &mut errors);
+                }
+                "storage" => file.storage = entries(label, text, "storage", v, &mut errors),
+                "keys" => file.keys = entries(label, text, "keys", v, &mut errors),
+                other => errors.push(located(
+                    label,
+                    text,
+                    Some(key.span()),
+                    0,
+                    &format!("unknown section `{other}`"),
+                    &format!("expected one of {SECTIONS}"),
+                )),
+            }
+        }
+        if errors.is_empty() {
+            Ok(file)
+        } else {
+            // In file order.
+            errors.sort_by_key(|e| {
+                let at = e.strip_prefix(label).unwrap_or(e);
+                let mut parts = at.trim_start_matches(':').splitn(3, ':');
+                let line = parts.next().and_then(|l| l.parse::<usize>().ok());
+                let col = parts.next().and_then(|c| c.parse::<usize>().ok());
+                (line, col)
+            });
+            Err(ConfigError(errors))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +437,52 @@ env = "CXPIPE_TEST_UNSET_KEY"
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "[params]\nx = \n");
         let err = Config::load(&path).unwrap_err().to_string();
-        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("cxpipe.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn every_unknown_field_and_section_is_reported_together_with_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            r#"[storage.default]
+uri = "memory://x"
+urii = "typo"
+
+[storag.other]
+uri = "memory://y"
+
+[keys.archive]
+file = "k.key"
+colour = "blue"
+
+[tenants.acme]
+base_url = "http://127.0.0.1:9"
+auth = { kind = "bearer", token = { env = "T" } }
+surprise = 1
+"#,
+        );
+        let err = Config::load(&path).unwrap_err();
+        let text = err.to_string();
+        let p = path.display().to_string();
+        assert!(
+            text.contains(&format!("{p}:3:1: [storage.default]: unknown field `urii`")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{p}:5:2: unknown section `storag`")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{p}:10:1: [keys.archive]: unknown field `colour`")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "{p}:15:1: [tenants.acme]: unknown field `surprise`"
+            )),
+            "{text}"
+        );
+        assert_eq!(err.0.len(), 4, "{text}");
     }
 }

@@ -16,6 +16,7 @@
 //! - [`flow`]: streamed byte flows: fetch, hash, compress, encrypt, write.
 //! - [`storage`]: object stores (fs, memory, s3, azblob, gcs) and manifests.
 //! - [`keys`]: named encryption keys from configuration.
+//! - [`terminal`]: escaping of outside text printed to a terminal.
 
 pub mod api;
 pub mod cli;
@@ -31,3 +32,4 @@ pub mod runner;
 pub mod secret;
 pub mod sim;
 pub mod storage;
+pub mod terminal;

@@ -7,6 +7,7 @@ use clap::Subcommand;
 
 use super::ledger_args::LedgerArgs;
 use crate::ledger::{ItemFilter, ItemRow, ItemState};
+use crate::terminal::{escape, escape_lines};
 
 #[derive(Debug, clap::Args)]
 pub struct ItemsArgs {
@@ -73,7 +74,13 @@ fn filter_of(f: &FilterArgs, key: Option<String>) -> anyhow::Result<ItemFilter> 
 }
 
 fn print_row(row: &ItemRow) {
-    println!("{}/{}/{}: {}", row.pipeline, row.tenant, row.key, row.state);
+    println!(
+        "{}/{}/{}: {}",
+        escape(&row.pipeline),
+        escape(&row.tenant),
+        escape(&row.key),
+        escape(&row.state)
+    );
     println!("  attempts: {}", row.attempts);
     if let Some(at) = row.next_at {
         let t = chrono::DateTime::from_timestamp_millis(at)
@@ -82,21 +89,21 @@ fn print_row(row: &ItemRow) {
         println!("  next attempt: {t}");
     }
     if let Some(e) = &row.last_error {
-        println!("  last error: {}", e.replace('\n', "\n    "));
+        println!("  last error: {}", escape_lines(e, "    "));
     }
     if let Some(r) = &row.result {
-        println!("  result: {r}");
+        println!("  result: {}", escape(r));
     }
     if let Some(h) = &row.script_hash {
-        println!("  script: {h}");
+        println!("  script: {}", escape(h));
     }
     if let Some(p) = &row.payload {
-        println!("  item: {p}");
+        println!("  item: {}", escape(p));
     }
 }
 
 pub async fn run(args: ItemsArgs) -> anyhow::Result<ExitCode> {
-    let ledger = args.ledger.open().await?;
+    let ledger = args.ledger.open_existing().await?;
     match args.action {
         ItemsAction::Ls {
             filter,
@@ -111,7 +118,10 @@ pub async fn run(args: ItemsArgs) -> anyhow::Result<ExitCode> {
                 }
             } else {
                 let counts = ledger.count_items(&f).await?;
-                let line: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+                let line: Vec<String> = counts
+                    .iter()
+                    .map(|(s, n)| format!("{} {n}", escape(s)))
+                    .collect();
                 println!(
                     "{}",
                     if line.is_empty() {
@@ -128,7 +138,12 @@ pub async fn run(args: ItemsArgs) -> anyhow::Result<ExitCode> {
                         .unwrap_or("");
                     println!(
                         "{:<12} {:>3}  {}/{}/{}  {}",
-                        r.state, r.attempts, r.pipeline, r.tenant, r.key, err
+                        escape(&r.state),
+                        r.attempts,
+                        escape(&r.pipeline),
+                        escape(&r.tenant),
+                        escape(&r.key),
+                        escape(err)
                     );
                 }
             }
@@ -138,7 +153,10 @@ pub async fn run(args: ItemsArgs) -> anyhow::Result<ExitCode> {
                 .list_items(&filter_of(&filter, Some(key.clone()))?, 100)
                 .await?;
             if rows.is_empty() {
-                bail!("no item with key {key:?} in the ledger (try `cxpipe items ls`)");
+                bail!(
+                    "no item with key \"{}\" in the ledger (try `cxpipe items ls`)",
+                    escape(&key)
+                );
             }
             for r in &rows {
                 if json {

@@ -22,12 +22,26 @@ pub struct LedgerArgs {
 }
 
 impl LedgerArgs {
+    /// Opens the ledger, creating it if needed (for runs).
     pub async fn open(&self) -> anyhow::Result<Ledger> {
         match &self.ledger {
             Some(url) => Ledger::open_url(url)
                 .await
                 .with_context(|| format!("opening ledger {url}")),
             None => Ledger::open_dir(&self.state)
+                .await
+                .with_context(|| format!("opening ledger in {}", self.state.display())),
+        }
+    }
+
+    /// Opens an existing ledger; creates nothing, and says how to make one when there is
+    /// none (for commands that only look at or re-queue items).
+    pub async fn open_existing(&self) -> anyhow::Result<Ledger> {
+        match &self.ledger {
+            Some(url) => Ledger::open_existing_url(url)
+                .await
+                .with_context(|| format!("opening ledger {url}")),
+            None => Ledger::open_existing_dir(&self.state)
                 .await
                 .with_context(|| format!("opening ledger in {}", self.state.display())),
         }

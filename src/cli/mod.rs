@@ -62,14 +62,23 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(dispatch(cli.command));
+    // A worker or `discover` left behind by an interrupted run (stuck in a native call)
+    // must not keep the process alive: its item was released, and writes are atomic.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!(
+                "error: {}",
+                crate::terminal::escape_lines(&format!("{err:#}"), "")
+            );
             ExitCode::from(2)
         }
     }
 }
+
+/// How long blocking tasks still running at exit are waited for.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {

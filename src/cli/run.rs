@@ -1,9 +1,11 @@
 //! `cxpipe run SCRIPT`: checks the script, runs it once against the ledger, prints the
-//! report (human or `--json`), and exits non-zero when any item failed.
+//! report (human or `--json`), and exits non-zero when any item failed. Ctrl-C (SIGINT) or
+//! SIGTERM ends the run cleanly (see [`runner::StopSignal`]) with exit code 130 or 143; a
+//! second one exits at once.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context as _, bail};
 use rhai::Dynamic;
@@ -13,7 +15,12 @@ use crate::config::Config;
 use crate::engine::{EngineSettings, Script};
 use crate::ledger::Ledger;
 use crate::registry::build_engine;
-use crate::runner::{self, PipelineOptions, RunReport, RunRequest};
+use crate::runner::{self, PipelineOptions, RunReport, RunRequest, StopSignal};
+use crate::terminal::{escape, escape_lines};
+
+/// Exit codes of a run ended by SIGINT and SIGTERM (128 + the signal, as shells report).
+pub const EXIT_SIGINT: u8 = 130;
+pub const EXIT_SIGTERM: u8 = 143;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -114,13 +121,89 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ledger,
         !args.no_progress,
     )?;
-    let report = runner::run(request).await.context("running the pipeline")?;
+    let grace = request.options.interrupt_grace;
+    let exit_code = Arc::new(OnceLock::new());
+    let stop = StopSignal::new();
+    let signals = Signals::watch()?;
+    let listener = tokio::spawn(stop_on_signals(
+        signals,
+        stop.clone(),
+        exit_code.clone(),
+        grace,
+    ));
+    let result = runner::run_until(request, stop).await;
+    listener.abort();
+    let report = result.context("running the pipeline")?;
     print_report(&report, args.json)?;
-    Ok(if report.ok() {
+    Ok(if report.interrupted() {
+        ExitCode::from(exit_code.get().copied().unwrap_or(EXIT_SIGINT))
+    } else if report.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// SIGINT and SIGTERM, watched from before the run starts (so an early Ctrl-C is not
+/// lost to the default handler).
+struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn watch() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                int: signal(SignalKind::interrupt()).context("watching SIGINT")?,
+                term: signal(SignalKind::terminate()).context("watching SIGTERM")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The next signal's name and the exit code it asks for.
+    async fn next(&mut self) -> (&'static str, u8) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.int.recv() => ("SIGINT", EXIT_SIGINT),
+                _ = self.term.recv() => ("SIGTERM", EXIT_SIGTERM),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            ("Ctrl-C", EXIT_SIGINT)
+        }
+    }
+}
+
+/// Fires `stop` on the first signal (recording the exit code it asks for); exits the
+/// process at once on a second one.
+async fn stop_on_signals(
+    mut signals: Signals,
+    stop: StopSignal,
+    code: Arc<OnceLock<u8>>,
+    grace: std::time::Duration,
+) {
+    let (name, exit) = signals.next().await;
+    let _ = code.set(exit);
+    tracing::warn!(
+        signal = name,
+        grace_s = grace.as_secs_f64(),
+        "stopping: no new items start; items in flight may finish within the grace, the \
+         rest are released for the next run (signal again to exit now)"
+    );
+    stop.stop(format!("interrupted by {name}"));
+    let (name, exit) = signals.next().await;
+    tracing::error!(signal = name, "second signal: exiting now");
+    std::process::exit(i32::from(exit));
 }
 
 /// Prints the run report: JSON (`{summary, report}`) or a few human lines.
@@ -133,33 +216,38 @@ pub fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
     }
     println!(
         "run {} of {} for tenant {}: {}",
-        s.run_id, s.pipeline, s.tenant, s.status
+        escape(&s.run_id),
+        escape(&s.pipeline),
+        escape(&s.tenant),
+        escape(&s.status)
     );
     println!(
-        "  emitted {} (already done {}), resumed {}, done {}, skipped {}, deferred {}, quarantined {}, retries {} in {:.1}s",
+        "  emitted {} (already done {}, duplicates {}), resumed {}, done {}, skipped {}, deferred {}, quarantined {}, failed {}, retries {} in {:.1}s",
         s.emitted,
         s.already_done,
+        s.duplicates,
         s.resumed,
         s.done,
         s.skipped,
         s.deferred,
         s.quarantined,
+        s.failed,
         s.retries,
         s.duration_ms as f64 / 1000.0
     );
     for (reason, n) in &s.skip_reasons {
-        println!("  skipped {n}: {reason}");
+        println!("  skipped {n}: {}", escape(reason));
     }
     for f in &s.failures {
         println!(
-            "  quarantined {} after {} attempt(s): {}",
-            f.key,
+            "  failed {} after {} attempt(s): {}",
+            escape(&f.key),
             f.attempts,
-            f.error.lines().next().unwrap_or("")
+            escape(f.error.lines().next().unwrap_or(""))
         );
     }
     if let Some(e) = &s.error {
-        println!("  error: {e}");
+        println!("  error: {}", escape_lines(e, "    "));
     }
     if report.report != serde_json::to_value(s)? {
         println!("report:\n{}", serde_json::to_string_pretty(&report.report)?);

@@ -118,6 +118,39 @@ impl ItemFilter {
     }
 }
 
+/// Writes `updates` inside the caller's write transaction.
+pub(crate) async fn apply_in(
+    conn: &mut sqlx::SqliteConnection,
+    updates: &[ItemUpdate],
+) -> Result<(), LedgerError> {
+    let now = now_ms();
+    for u in updates {
+        // A deferred or failed item stays leased by its run (which re-queues it itself);
+        // later runs take it over because they lease only what another run owns.
+        let lease_owner_kept = !u.state.is_final();
+        sqlx::query(
+            "UPDATE items SET state = $4, attempts = $5, next_at = $6, \
+             result = COALESCE($7, result), last_error = $8, updated_at = $9, \
+             lease_owner = CASE WHEN $10 = 1 THEN lease_owner ELSE NULL END \
+             WHERE pipeline = $1 AND tenant = $2 AND item_key = $3",
+        )
+        .bind(&*u.pipeline)
+        .bind(&*u.tenant)
+        .bind(&u.key)
+        .bind(u.state.as_str())
+        .bind(u.attempts)
+        .bind(u.next_at)
+        .bind(&u.result)
+        .bind(&u.last_error)
+        .bind(now)
+        .bind(lease_owner_kept as i64)
+        .execute(&mut *conn)
+        .await
+        .doing(|| format!("updating item {}", u.key))?;
+    }
+    Ok(())
+}
+
 impl Ledger {
     /// Admits emitted items for `run_id`: inserts new keys and re-leases existing keys that
     /// are not final, not already leased by this run, and not waiting (deferred or backing
@@ -235,39 +268,36 @@ impl Ledger {
 
     /// Writes a batch of state changes in one transaction.
     pub async fn apply(&self, updates: &[ItemUpdate]) -> Result<(), LedgerError> {
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .doing(|| "starting item update".into())?;
-        let now = now_ms();
-        for u in updates {
-            // A deferred or failed item stays leased by its run (which re-queues it itself);
-            // later runs take it over because they lease only what another run owns.
-            let lease_owner_kept = !u.state.is_final();
-            sqlx::query(
-                "UPDATE items SET state = $4, attempts = $5, next_at = $6, \
-                 result = COALESCE($7, result), last_error = $8, updated_at = $9, \
-                 lease_owner = CASE WHEN $10 = 1 THEN lease_owner ELSE NULL END \
-                 WHERE pipeline = $1 AND tenant = $2 AND item_key = $3",
-            )
-            .bind(&*u.pipeline)
-            .bind(&*u.tenant)
-            .bind(&u.key)
-            .bind(u.state.as_str())
-            .bind(u.attempts)
-            .bind(u.next_at)
-            .bind(&u.result)
-            .bind(&u.last_error)
-            .bind(now)
-            .bind(lease_owner_kept as i64)
-            .execute(&mut *tx)
-            .await
-            .doing(|| format!("updating item {}", u.key))?;
-        }
+        let mut tx = self.begin_write("starting item update").await?;
+        apply_in(&mut tx, updates).await?;
         tx.commit()
             .await
             .doing(|| format!("committing {} item updates", updates.len()))
+    }
+
+    /// Hands every item this run still holds back for the next run: leased ones become
+    /// pending, and failed or deferred ones keep their due time but lose their owner.
+    /// Returns how many were released. Used when a run is interrupted.
+    pub async fn release_run(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<u64, LedgerError> {
+        let done = sqlx::query(
+            "UPDATE items SET state = CASE WHEN state = 'leased' THEN 'pending' ELSE state END, \
+             lease_owner = NULL, updated_at = $4 \
+             WHERE pipeline = $1 AND tenant = $2 AND lease_owner = $3 \
+             AND state IN ('pending', 'leased', 'failed', 'deferred')",
+        )
+        .bind(pipeline)
+        .bind(tenant)
+        .bind(run_id)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await
+        .doing(|| format!("releasing the items of run {run_id}"))?;
+        Ok(done.rows_affected())
     }
 
     /// Lists items matching `filter`, newest first, at most `limit`.

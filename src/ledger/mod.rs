@@ -14,10 +14,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 pub use items::{AdmitItem, Admitted, ItemFilter, ItemRow, ItemUpdate, ResumableItem};
-pub use state::AuditEntry;
+pub use state::{AuditEntry, AuditEvent};
 
 /// The state of an item in the ledger.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -87,6 +87,24 @@ pub enum LedgerError {
     #[error("ledger: the writer has stopped (an earlier write failed)")]
     WriterGone,
     #[error(
+        "ledger: {lost_updates} item update(s) and {lost_audits} audit event(s) could not be \
+         written: {cause}"
+    )]
+    WriteFailed {
+        lost_updates: usize,
+        lost_audits: usize,
+        cause: String,
+    },
+    #[error(
+        "no ledger in {}: {} does not exist (a ledger is created by the first \
+         `cxpipe run SCRIPT --state {}`; check --state or --ledger)",
+        .dir.display(), .file.display(), .dir.display()
+    )]
+    Missing {
+        dir: std::path::PathBuf,
+        file: std::path::PathBuf,
+    },
+    #[error(
         "another run of {pipeline} for tenant {tenant} is in progress (run {run_id}); \
          wait for it to finish (a killed run is taken over {stale_secs}s after its last heartbeat)"
     )]
@@ -96,6 +114,28 @@ pub enum LedgerError {
         run_id: String,
         stale_secs: i64,
     },
+}
+
+/// SQLite's primary result codes that mean "another connection holds the lock".
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+
+impl LedgerError {
+    /// True when the database was busy (locked by another writer): the same write may
+    /// succeed if tried again a little later. Decided here, once.
+    pub fn is_busy(&self) -> bool {
+        let LedgerError::Db { source, .. } = self else {
+            return false;
+        };
+        match source {
+            sqlx::Error::Database(e) => e
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED)),
+            sqlx::Error::PoolTimedOut => true,
+            _ => false,
+        }
+    }
 }
 
 pub(crate) trait DbContext<T> {
@@ -116,6 +156,9 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// How long a statement waits for another connection's write lock before failing busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A handle to the ledger database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Ledger {
@@ -134,26 +177,49 @@ impl Ledger {
         Self::open_file(&state_dir.join("ledger.sqlite")).await
     }
 
+    /// Opens the ledger in `state_dir/ledger.sqlite` only if it exists: creates nothing
+    /// (for commands that look at a ledger, such as `cxpipe items`).
+    pub async fn open_existing_dir(state_dir: &Path) -> Result<Ledger, LedgerError> {
+        let file = state_dir.join("ledger.sqlite");
+        if !file.is_file() {
+            return Err(LedgerError::Missing {
+                dir: state_dir.to_path_buf(),
+                file,
+            });
+        }
+        Self::open_file(&file).await
+    }
+
     /// Opens a ledger from a URL: `sqlite://PATH` (or a bare path).
     pub async fn open_url(url: &str) -> Result<Ledger, LedgerError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(LedgerError::Invalid(
-                "the PostgreSQL ledger is not available in this build yet; use --state DIR or \
-                 --ledger sqlite://PATH"
-                    .into(),
-            ));
+        Self::open_file(&sqlite_path(url)?).await
+    }
+
+    /// Opens a ledger from a URL only if it exists: creates nothing.
+    pub async fn open_existing_url(url: &str) -> Result<Ledger, LedgerError> {
+        let file = sqlite_path(url)?;
+        if !file.is_file() {
+            let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+            return Err(LedgerError::Missing { dir, file });
         }
-        let path = url.strip_prefix("sqlite://").unwrap_or(url);
-        Self::open_file(Path::new(path)).await
+        Self::open_file(&file).await
     }
 
     async fn open_file(path: &Path) -> Result<Ledger, LedgerError> {
+        Self::open_file_with(path, BUSY_TIMEOUT).await
+    }
+
+    /// Opens `path` with a given busy timeout (tests use a short one to see contention).
+    pub(crate) async fn open_file_with(
+        path: &Path,
+        busy_timeout: Duration,
+    ) -> Result<Ledger, LedgerError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(busy_timeout);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -184,11 +250,17 @@ impl Ledger {
             .iter()
             .filter(|m| !applied.contains(&m.version))
         {
-            let mut tx = self
-                .pool
-                .begin()
-                .await
-                .doing(|| "starting migration".into())?;
+            let mut tx = self.begin_write("starting migration").await?;
+            // Another process may have applied it since the read above.
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(m.version)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .doing(|| format!("checking migration {}", m.version))?;
+            if done.is_some() {
+                continue;
+            }
             for stmt in m.statements {
                 sqlx::query(*stmt)
                     .execute(&mut *tx)
@@ -214,6 +286,32 @@ impl Ledger {
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// Starts a write transaction that holds the write lock from its first statement
+    /// (`BEGIN IMMEDIATE`), waiting up to the busy timeout for it. Every transaction that
+    /// writes starts here: a deferred transaction that reads first and then writes cannot
+    /// wait for the lock and fails at once with "database is locked".
+    pub(crate) async fn begin_write(
+        &self,
+        doing: &str,
+    ) -> Result<Transaction<'static, Sqlite>, LedgerError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .doing(|| doing.to_string())
+    }
+}
+
+/// The file of a `sqlite://PATH` (or bare path) ledger URL.
+fn sqlite_path(url: &str) -> Result<std::path::PathBuf, LedgerError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(LedgerError::Invalid(
+            "the PostgreSQL ledger is not available in this build yet; use --state DIR or \
+             --ledger sqlite://PATH"
+                .into(),
+        ));
+    }
+    Ok(Path::new(url.strip_prefix("sqlite://").unwrap_or(url)).to_path_buf())
 }
 
 #[cfg(test)]
@@ -231,6 +329,36 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(n, schema::MIGRATIONS.len() as i64);
+    }
+
+    /// A deferred transaction that reads and then writes cannot wait for the lock; every
+    /// transaction in the ledger starts through `begin_write` (`BEGIN IMMEDIATE`).
+    #[test]
+    fn no_ledger_transaction_is_begun_deferred() {
+        let deferred = concat!(".begin", "()");
+        for (file, source) in [
+            ("mod.rs", include_str!("mod.rs")),
+            ("items.rs", include_str!("items.rs")),
+            ("state.rs", include_str!("state.rs")),
+            ("writer.rs", include_str!("writer.rs")),
+        ] {
+            assert!(
+                !source.contains(deferred),
+                "src/ledger/{file} begins a deferred transaction; use begin_write"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_ledger_is_reported_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("nowhere");
+        let err = Ledger::open_existing_dir(&state).await.unwrap_err();
+        assert!(matches!(err, LedgerError::Missing { .. }), "{err}");
+        assert!(!state.exists());
+        let url = format!("sqlite://{}", state.join("l.sqlite").display());
+        assert!(Ledger::open_existing_url(&url).await.is_err());
+        assert!(!state.exists());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::{DbContext, Ledger, LedgerError, now_ms};
+use super::{DbContext, ItemUpdate, Ledger, LedgerError, now_ms};
 
 /// One audit event as stored: `hash = SHA-256(prev_hash ‖ canonical JSON of the entry)`.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -57,6 +57,50 @@ fn owner_is_dead(owner: &str) -> bool {
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// An audit event waiting to be chained: pipeline, tenant, run id, kind, data (JSON).
+pub type AuditEvent = (String, String, String, String, String);
+
+/// Chains `events` after the current head inside the caller's write transaction (which
+/// holds the write lock, so no other writer can take the same sequence number).
+async fn append_audit_in(
+    conn: &mut sqlx::SqliteConnection,
+    events: &[AuditEvent],
+) -> Result<(), LedgerError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await
+        .doing(|| "reading audit head".into())?;
+    let (mut seq, mut prev) = last
+        .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+        .unwrap_or((0, String::new()));
+    for (pipeline, tenant, run_id, kind, data) in events {
+        seq += 1;
+        let at = now_ms();
+        let hash = audit_hash(&prev, seq, at, [pipeline, tenant, run_id, kind], data);
+        sqlx::query(
+            "INSERT INTO audit (seq, at, pipeline, tenant, run_id, kind, data, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(seq)
+        .bind(at)
+        .bind(pipeline)
+        .bind(tenant)
+        .bind(run_id)
+        .bind(kind)
+        .bind(data)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await
+        .doing(|| format!("appending audit event {kind}"))?;
+        prev = hash;
+    }
+    Ok(())
+}
+
 impl Ledger {
     /// Records the start of a run, refusing while another run of the same pipeline × tenant
     /// is alive (heartbeat newer than `stale_ms`); a run whose heartbeat is older (its process
@@ -71,11 +115,7 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         let now = now_ms();
         let me = process_owner();
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .doing(|| "starting run claim".into())?;
+        let mut tx = self.begin_write("starting run claim").await?;
         let running = sqlx::query(
             "SELECT run_id, COALESCE(heartbeat_at, started_at), owner FROM runs \
              WHERE pipeline = $1 AND tenant = $2 AND status = 'running'",
@@ -195,11 +235,7 @@ impl Ledger {
         run_id: &str,
         values: &BTreeMap<String, String>,
     ) -> Result<(), LedgerError> {
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .doing(|| "starting checkpoint commit".into())?;
+        let mut tx = self.begin_write("starting checkpoint commit").await?;
         for (name, value) in values {
             sqlx::query(
                 "INSERT INTO checkpoints (pipeline, tenant, name, value, run_id, updated_at) \
@@ -300,45 +336,28 @@ impl Ledger {
     }
 
     /// Appends audit events to the hash chain in one transaction.
-    pub async fn append_audit(
-        &self,
-        events: &[(String, String, String, String, String)],
-    ) -> Result<(), LedgerError> {
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .doing(|| "starting audit append".into())?;
-        let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await
-            .doing(|| "reading audit head".into())?;
-        let (mut seq, mut prev) = last
-            .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
-            .unwrap_or((0, String::new()));
-        for (pipeline, tenant, run_id, kind, data) in events {
-            seq += 1;
-            let at = now_ms();
-            let hash = audit_hash(&prev, seq, at, [pipeline, tenant, run_id, kind], data);
-            sqlx::query(
-                "INSERT INTO audit (seq, at, pipeline, tenant, run_id, kind, data, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(seq)
-            .bind(at)
-            .bind(pipeline)
-            .bind(tenant)
-            .bind(run_id)
-            .bind(kind)
-            .bind(data)
-            .bind(&prev)
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await
-            .doing(|| format!("appending audit event {kind}"))?;
-            prev = hash;
-        }
+    pub async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), LedgerError> {
+        let mut tx = self.begin_write("starting audit append").await?;
+        append_audit_in(&mut tx, events).await?;
         tx.commit().await.doing(|| "committing audit events".into())
+    }
+
+    /// Writes item updates and audit events together in one transaction: both or neither.
+    pub async fn write_batch(
+        &self,
+        updates: &[ItemUpdate],
+        events: &[AuditEvent],
+    ) -> Result<(), LedgerError> {
+        let mut tx = self.begin_write("starting a ledger write").await?;
+        super::items::apply_in(&mut tx, updates).await?;
+        append_audit_in(&mut tx, events).await?;
+        tx.commit().await.doing(|| {
+            format!(
+                "committing {} item update(s) and {} audit event(s)",
+                updates.len(),
+                events.len()
+            )
+        })
     }
 
     /// Audit events of a run, in order.
@@ -428,5 +447,58 @@ mod tests {
             l.kv_get("p", "t", "seg/2").await.unwrap().as_deref(),
             Some("2")
         );
+    }
+
+    /// Several writers on two handles (as two processes would) append audit events, claim
+    /// runs and write kv at once: none may fail with "database is locked", and the chain
+    /// has every event exactly once, linked in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_never_see_a_locked_database_and_the_chain_holds() {
+        const WRITERS: usize = 8;
+        const BATCHES: usize = 25;
+        let dir = tempfile::tempdir().unwrap();
+        let a = Ledger::open_dir(dir.path()).await.unwrap();
+        let b = Ledger::open_dir(dir.path()).await.unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let l = if w % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                let pipeline = format!("p{w}");
+                for i in 0..BATCHES {
+                    let run = format!("run-{w}-{i}");
+                    l.start_run(&run, &pipeline, "t", "h", 60_000).await?;
+                    let events: Vec<AuditEvent> = (0..4)
+                        .map(|n| {
+                            let data = format!("{{\"n\":{n}}}");
+                            (pipeline.clone(), "t".into(), run.clone(), "E".into(), data)
+                        })
+                        .collect();
+                    l.append_audit(&events).await?;
+                    l.kv_set(&pipeline, "t", &format!("k{i}"), "1").await?;
+                    l.write_batch(&[], &events[..1]).await?;
+                    l.finish_run(&run, "completed", "{}").await?;
+                }
+                Ok::<_, LedgerError>(())
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().expect("a concurrent write failed");
+        }
+        let rows = sqlx::query("SELECT seq, prev_hash, hash FROM audit ORDER BY seq")
+            .fetch_all(a.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), WRITERS * BATCHES * 5);
+        let mut prev = String::new();
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(r.get::<i64, _>(0), i as i64 + 1, "sequence has no gap");
+            assert_eq!(
+                r.get::<String, _>(1),
+                prev,
+                "entry {} links to the one before",
+                i + 1
+            );
+            prev = r.get(2);
+        }
     }
 }

@@ -1,23 +1,33 @@
 //! Runs a pipeline once: resumes unfinished items, calls `discover` on a blocking thread
 //! while admission (through the ledger) feeds a bounded pool of `process` workers, retries
 //! and quarantines failures, commits checkpoints only after a clean run, then `finish`.
+//! A halted run (interrupted, or its ledger writes failing) stops starting items, lets the
+//! ones in flight finish within `interrupt_grace`, releases the rest for the next run and
+//! ends without committing its checkpoints.
 //!
 //! # Layout
 //! - [`options`]: `const OPTIONS` → [`PipelineOptions`].
 //! - [`ctx`]: the `ctx` object of the scripts.
-//! - [`worker`]: one `process` call and what its outcome does to the item.
+//! - `discover`: the `discover` call under its deadline.
+//! - `admission`: emitted items → ledger → work queue (the first emit of a key wins).
+//! - `worker`: one `process` call and what its outcome does to the item.
+//! - [`stop`]: [`StopSignal`], how a run is asked to end early.
 //! - [`summary`], [`progress`], [`backoff`], [`outcome`], [`shared`].
 
+mod admission;
 pub mod backoff;
 pub mod ctx;
+mod discover;
 pub mod options;
 pub mod outcome;
 pub mod progress;
 pub mod shared;
+pub mod stop;
 pub mod summary;
+#[cfg(test)]
+mod tests;
 mod worker;
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,19 +38,20 @@ use tokio::sync::mpsc;
 use crate::engine::{Script, format_eval_error};
 use crate::item_scope::{self, ItemScope};
 use crate::ledger::writer::LedgerWriter;
-use crate::ledger::{AdmitItem, Ledger, LedgerError, now_ms};
+use crate::ledger::{Ledger, LedgerError};
 
 pub use options::PipelineOptions;
 use shared::{Emitted, RunShared};
+pub use stop::StopSignal;
 use summary::{Counters, Summary};
-use worker::{WorkItem, WorkMsg, Workers};
+use worker::Workers;
 
 /// How often a run proves it is alive, and when a silent one counts as dead (killed).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 const RUN_STALE_AFTER: Duration = Duration::from_secs(30);
 
-/// Emitted items admitted to the ledger in one statement at most.
-const ADMIT_BATCH: usize = 512;
+/// The status of a run that was interrupted.
+pub const STATUS_INTERRUPTED: &str = "interrupted";
 
 /// Stops a background task when the run ends, however it ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -80,6 +91,11 @@ impl RunReport {
     pub fn ok(&self) -> bool {
         self.summary.status == "completed"
     }
+
+    /// True when the run was interrupted (its unfinished items were released).
+    pub fn interrupted(&self) -> bool {
+        self.summary.status == STATUS_INTERRUPTED
+    }
 }
 
 /// Errors that stop a run before or outside the scripts.
@@ -103,6 +119,11 @@ pub(crate) fn call_hook(
 
 /// Runs the pipeline to completion.
 pub async fn run(req: RunRequest) -> Result<RunReport, RunError> {
+    run_until(req, StopSignal::new()).await
+}
+
+/// Runs the pipeline to completion, or until `interrupt` fires (see the module docs).
+pub async fn run_until(req: RunRequest, interrupt: StopSignal) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let run_id = uuid::Uuid::new_v4().to_string();
     let pipeline: Arc<str> = req.script.name.as_str().into();
@@ -116,7 +137,7 @@ pub async fn run(req: RunRequest) -> Result<RunReport, RunError> {
             RUN_STALE_AFTER.as_millis() as i64,
         )
         .await?;
-    let _heartbeat = AbortOnDrop(tokio::spawn({
+    let heartbeat = AbortOnDrop(tokio::spawn({
         let (ledger, run_id) = (req.ledger.clone(), run_id.clone());
         async move {
             loop {
@@ -129,6 +150,19 @@ pub async fn run(req: RunRequest) -> Result<RunReport, RunError> {
     }));
     let committed = req.ledger.checkpoints(&pipeline, &tenant).await?;
     let writer = LedgerWriter::spawn(req.ledger.clone());
+    // Halts the run's work: an interrupt, or a ledger that can no longer be written.
+    let halt = StopSignal::new();
+    let _halter = AbortOnDrop(tokio::spawn({
+        let (halt, interrupt, failed) = (halt.clone(), interrupt.clone(), writer.failed());
+        async move {
+            tokio::select! {
+                _ = interrupt.stopped() => {
+                    halt.stop(interrupt.reason().unwrap_or_else(|| "interrupted".into()));
+                }
+                _ = failed.cancelled() => halt.stop("the ledger could not be written"),
+            }
+        }
+    }));
     let params = rhai::serde::to_dynamic(serde_json::Value::Object(req.params.clone()))
         .map_err(|e| RunError::Task(format!("params: {e}")))?;
     let (emit_tx, emit_rx) = mpsc::channel::<Emitted>(1024);
@@ -153,30 +187,69 @@ pub async fn run(req: RunRequest) -> Result<RunReport, RunError> {
     let progress = progress::Progress::start(req.progress, pipeline.to_string(), counters.clone());
     tracing::info!(run_id, %pipeline, %tenant, "run started");
 
-    let workers = Workers::start(&req, shared.clone(), counters.clone());
-    let admission = tokio::spawn(admit_loop(
+    let workers = Workers::start(&req, shared.clone(), counters.clone(), halt.clone());
+    let admission = tokio::spawn(admission::admit_loop(
         shared.clone(),
         emit_rx,
         workers.sender(),
         counters.clone(),
         req.options.defer_max_wait,
+        halt.clone(),
     ));
-    let discover_error = run_discover(&req, shared.clone()).await;
-    let admission_result = admission.await.map_err(|e| RunError::Task(e.to_string()))?;
-    if let Err(err) = &admission_result {
+    let discover_error = discover::run_discover(&req, shared.clone(), &halt).await;
+    let admission_error = match admission.await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("admission failed: {e}")),
+        Err(e) => Some(format!(
+            "admission failed: {}",
+            discover::join_error_text(e)
+        )),
+    };
+    if let Some(err) = &admission_error {
         tracing::error!(error = %err, "admission failed");
+        halt.stop(err.clone());
     }
-    while counters.outstanding.load(Relaxed) > 0 && admission_result.is_ok() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let grace = req.options.interrupt_grace;
+    let workers_error = wait_for_items(&counters, || workers.alive(), &halt, grace).await;
+    if let Some(err) = &workers_error {
+        tracing::error!(error = %err, "workers failed");
+        halt.stop(err.clone());
     }
-    workers.stop().await;
-    writer.flush().await?;
+    // Idle workers stop at once; after a halt, ones still busy are left behind.
+    let linger = if halt.is_stopped() {
+        Duration::from_secs(1)
+    } else {
+        Duration::MAX
+    };
+    workers.stop(linger).await;
+    let flushed = writer.flush().await;
     progress.finish();
 
-    let error = discover_error.or(admission_result.err().map(|e| e.to_string()));
-    let quarantined = counters.quarantined.load(Relaxed);
-    let clean = error.is_none() && quarantined == 0;
-    let pending = std::mem::take(&mut *shared.pending_checkpoints.lock().expect("checkpoint lock"));
+    let interrupted = interrupt.is_stopped();
+    let error = if interrupted {
+        interrupt.reason()
+    } else {
+        (flushed.as_ref().err().map(|e| e.to_string()))
+            .or(workers_error)
+            .or(admission_error)
+            .or(discover_error)
+    };
+    if halt.is_stopped() {
+        let released = req.ledger.release_run(&pipeline, &tenant, &run_id).await?;
+        tracing::warn!(
+            released,
+            reason = halt.reason().unwrap_or_default(),
+            "run halted; unfinished items released for the next run"
+        );
+    }
+    let failed = counters.quarantined.load(Relaxed) + counters.failed.load(Relaxed);
+    let clean = error.is_none() && failed == 0;
+    let pending = std::mem::take(
+        &mut *shared
+            .pending_checkpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
     if clean && !pending.is_empty() {
         req.ledger
             .commit_checkpoints(&pipeline, &tenant, &run_id, &pending)
@@ -190,46 +263,57 @@ pub async fn run(req: RunRequest) -> Result<RunReport, RunError> {
         clean && !pending.is_empty(),
         error,
     );
-    if !clean && summary.error.is_none() {
+    if interrupted {
+        summary.status = STATUS_INTERRUPTED.into();
+    } else if !clean && summary.error.is_none() {
         summary.status = "completed_with_failures".into();
     }
-    let report = run_finish(&req, shared.clone(), &mut summary).await;
-    writer.flush().await?;
+    // An interrupted run ends now; `finish` reports the others.
+    let report = if interrupted {
+        serde_json::to_value(&summary).unwrap_or_default()
+    } else {
+        run_finish(&req, shared.clone(), &mut summary).await
+    };
+    let flushed_after_finish = writer.flush().await;
+    drop(heartbeat);
     let summary_json = serde_json::to_string(&summary).unwrap_or_default();
     req.ledger
         .finish_run(&run_id, &summary.status, &summary_json)
         .await?;
+    // A ledger write that failed for good fails the run (what it lost was logged in full).
+    flushed.and(flushed_after_finish)?;
     tracing::info!(run_id, status = %summary.status, done = summary.done, "run finished");
     Ok(RunReport { summary, report })
 }
 
-/// Calls `discover` on a blocking thread; returns its error, formatted, if any.
-async fn run_discover(req: &RunRequest, shared: Arc<RunShared>) -> Option<String> {
-    if !req.script.has_fn("discover", 1) {
-        shared.emitter.lock().expect("emitter lock").take();
-        return None;
-    }
-    let (engine, script) = (req.engine.clone(), req.script.clone());
-    let scope = item_scope_for(&shared, "", None, None);
-    let ctx = ctx::Ctx {
-        shared: shared.clone(),
-        item_key: None,
-        attempt: 0,
-        deferrals: 0,
-    };
-    let result = tokio::task::spawn_blocking(move || {
-        let out = item_scope::with(scope, || call_hook(&engine, &script, "discover", (ctx,)));
-        shared.emitter.lock().expect("emitter lock").take();
-        out.map_err(|e| format_eval_error(&e, &script.label))
-    })
-    .await;
-    match result {
-        Ok(Ok(_)) => None,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "discover failed");
-            Some(format!("discover failed: {e}"))
+/// Waits until every item this run took on is finished. Once the run is halted, waits
+/// only for the items in flight, at most `grace`. Fails instead of hanging when no worker
+/// is left alive to finish the rest.
+async fn wait_for_items(
+    c: &Counters,
+    alive: impl Fn() -> usize,
+    halt: &StopSignal,
+    grace: Duration,
+) -> Option<String> {
+    let mut halted_at: Option<Instant> = None;
+    loop {
+        let outstanding = c.outstanding.load(Relaxed);
+        if outstanding == 0 {
+            return None;
         }
-        Err(e) => Some(format!("discover panicked: {e}")),
+        if halt.is_stopped() {
+            let since = *halted_at.get_or_insert_with(Instant::now);
+            if c.in_flight.load(Relaxed) == 0 || since.elapsed() >= grace {
+                return None;
+            }
+        }
+        if alive() == 0 {
+            return Some(format!(
+                "every worker stopped with {outstanding} item(s) unfinished; they are released \
+                 for the next run"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -250,104 +334,13 @@ pub(crate) fn item_scope_for(
     }
 }
 
-/// Leases unfinished items of earlier runs, then admits emitted items in batches, and
-/// hands everything this run must process to the workers.
-async fn admit_loop(
-    shared: Arc<RunShared>,
-    mut rx: mpsc::Receiver<Emitted>,
-    work: mpsc::Sender<WorkMsg>,
-    counters: Arc<Counters>,
-    defer_max_wait: Duration,
-) -> Result<(), LedgerError> {
-    let (ledger, p, t, run) = (
-        &shared.ledger,
-        &*shared.pipeline,
-        &*shared.tenant,
-        &shared.run_id,
-    );
-    let due_before = now_ms() + defer_max_wait.as_millis() as i64;
-    loop {
-        let batch = ledger.lease_unfinished(p, t, run, due_before, 500).await?;
-        if batch.is_empty() {
-            break;
-        }
-        for item in batch {
-            let json: serde_json::Value =
-                serde_json::from_str(&item.payload).unwrap_or(serde_json::Value::Null);
-            let value = rhai::serde::to_dynamic(json).unwrap_or(Dynamic::UNIT);
-            counters.resumed.fetch_add(1, Relaxed);
-            counters.outstanding.fetch_add(1, Relaxed);
-            let wait = item
-                .next_at
-                .map(|at| (at - now_ms()).max(0) as u64)
-                .unwrap_or(0);
-            let w = WorkItem {
-                key: item.key,
-                value,
-                attempts: item.attempts,
-                defers: 0,
-            };
-            worker::send_after(&work, w, Duration::from_millis(wait)).await;
-        }
-    }
-    let mut buf: Vec<Emitted> = Vec::with_capacity(ADMIT_BATCH);
-    while let Some(first) = rx.recv().await {
-        buf.push(first);
-        while buf.len() < ADMIT_BATCH {
-            match rx.try_recv() {
-                Ok(e) => buf.push(e),
-                Err(_) => break,
-            }
-        }
-        counters.emitted.fetch_add(buf.len() as u64, Relaxed);
-        let items: Vec<AdmitItem> = buf
-            .iter()
-            .map(|e| AdmitItem {
-                key: e.key.clone(),
-                payload: e.payload.clone(),
-            })
-            .collect();
-        let due_before = now_ms().saturating_add(defer_max_wait.as_millis() as i64);
-        let admitted = ledger
-            .admit(p, t, run, &shared.script_hash, due_before, &items)
-            .await?;
-        let mut values: HashMap<String, Dynamic> =
-            buf.drain(..).map(|e| (e.key, e.value)).collect();
-        counters.admitted.fetch_add(admitted.len() as u64, Relaxed);
-        counters
-            .outstanding
-            .fetch_add(admitted.len() as u64, Relaxed);
-        for item in admitted {
-            let value = values.remove(&item.key).unwrap_or(Dynamic::UNIT);
-            // An item an earlier run deferred (or was backing off) waits until it is due.
-            let wait = item
-                .next_at
-                .map(|at| (at - now_ms()).max(0) as u64)
-                .unwrap_or(0);
-            let w = WorkItem {
-                key: item.key,
-                value,
-                attempts: item.attempts,
-                defers: 0,
-            };
-            if work.is_closed() {
-                return Err(LedgerError::Invalid(
-                    "workers stopped before the queue drained".into(),
-                ));
-            }
-            worker::send_after(&work, w, Duration::from_millis(wait)).await;
-        }
-    }
-    Ok(())
-}
-
 /// Adds the tenant client's request counters to the run's metrics (`api.requests`, ...).
 fn record_api_stats(shared: &RunShared) {
     let Some(api) = shared.api.clone().try_cast::<crate::api::Api>() else {
         return;
     };
     let stats = api.stats();
-    let mut metrics = shared.metrics.lock().expect("metrics lock");
+    let mut metrics = shared.metrics.lock().unwrap_or_else(|e| e.into_inner());
     for (name, value) in [
         ("api.requests", stats.requests),
         ("api.retries", stats.retries),
@@ -367,6 +360,7 @@ fn build_summary(
     error: Option<String>,
 ) -> Summary {
     let emitted = c.emitted.load(Relaxed);
+    let duplicates = c.duplicates.load(Relaxed);
     let admitted = c.admitted.load(Relaxed);
     Summary {
         run_id: shared.run_id.clone(),
@@ -381,21 +375,27 @@ fn build_summary(
             "completed".into()
         },
         emitted,
+        duplicates,
         admitted,
-        already_done: emitted.saturating_sub(admitted),
+        already_done: emitted.saturating_sub(duplicates + admitted),
         resumed: c.resumed.load(Relaxed),
         done: c.done.load(Relaxed),
         skipped: c.skipped.load(Relaxed),
         deferred: c.deferred.load(Relaxed),
         quarantined: c.quarantined.load(Relaxed),
+        failed: c.failed.load(Relaxed),
         retries: c.retries.load(Relaxed),
         deferrals: c.deferrals.load(Relaxed),
-        skip_reasons: c.skip_reasons.lock().expect("skip lock").clone(),
-        failures: c.failures.lock().expect("failures lock").clone(),
+        skip_reasons: c
+            .skip_reasons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        failures: c.failures.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         metrics: shared
             .metrics
             .lock()
-            .expect("metrics lock")
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(k, v)| (k.clone(), summary::metric_value(*v)))
             .collect(),

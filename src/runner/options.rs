@@ -16,6 +16,11 @@ pub struct PipelineOptions {
     pub retry_backoff_max: Duration,
     /// Deadline of one `process` call.
     pub item_timeout: Duration,
+    /// Deadline of the `discover` call (a loop there fails the run instead of running on).
+    pub discover_timeout: Duration,
+    /// On Ctrl-C or SIGTERM, how long items already running may take to finish before
+    /// the run ends anyway (their items are released for the next run).
+    pub interrupt_grace: Duration,
     /// Most Rhai operations one `process` call may run (a runaway loop fails the item).
     pub max_operations: u64,
     /// A deferred item is re-tried within the run when its delay ends within this long of
@@ -33,6 +38,8 @@ impl Default for PipelineOptions {
             retry_backoff: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(300),
             item_timeout: Duration::from_secs(600),
+            discover_timeout: Duration::from_secs(3600),
+            interrupt_grace: Duration::from_secs(10),
             max_operations: 500_000_000,
             defer_max_wait: Duration::from_secs(300),
             max_defers: 50,
@@ -75,10 +82,13 @@ impl PipelineOptions {
                 "retry_backoff" => parse_duration(value).map(|d| o.retry_backoff = d),
                 "retry_backoff_max" => parse_duration(value).map(|d| o.retry_backoff_max = d),
                 "item_timeout" => parse_duration(value).map(|d| o.item_timeout = d),
+                "discover_timeout" => parse_duration(value).map(|d| o.discover_timeout = d),
+                "interrupt_grace" => parse_duration(value).map(|d| o.interrupt_grace = d),
                 "defer_max_wait" => parse_duration(value).map(|d| o.defer_max_wait = d),
                 other => Err(format!(
                     "unknown option `{other}` (known: concurrency, max_attempts, retry_backoff, \
-                     retry_backoff_max, item_timeout, max_operations, defer_max_wait, max_defers)"
+                     retry_backoff_max, item_timeout, discover_timeout, interrupt_grace, \
+                     max_operations, defer_max_wait, max_defers)"
                 )),
             };
             if let Err(e) = result {
@@ -101,12 +111,19 @@ mod tests {
     fn options_parse_and_report_every_error() {
         let engine = rhai::Engine::new();
         let map: Map = engine
-            .eval("#{ concurrency: 8, item_timeout: \"2s\", retry_backoff: \"10ms\" }")
+            .eval(
+                "#{ concurrency: 8, item_timeout: \"2s\", retry_backoff: \"10ms\", \
+                 discover_timeout: \"90s\", interrupt_grace: 3 }",
+            )
             .unwrap();
         let o = PipelineOptions::from_map(&map).unwrap();
         assert_eq!(
             (o.concurrency, o.item_timeout, o.retry_backoff),
             (8, Duration::from_secs(2), Duration::from_millis(10))
+        );
+        assert_eq!(
+            (o.discover_timeout, o.interrupt_grace),
+            (Duration::from_secs(90), Duration::from_secs(3))
         );
         let bad: Map = engine.eval("#{ concurrency: 0, speed: 1 }").unwrap();
         assert_eq!(PipelineOptions::from_map(&bad).unwrap_err().len(), 2);

@@ -30,7 +30,7 @@ impl Progress {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style.progress_chars("=> "));
-        bar.set_prefix(label);
+        bar.set_prefix(crate::terminal::escape(&label).into_owned());
         let b = bar.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -43,7 +43,7 @@ impl Progress {
                     counters.emitted.load(Relaxed),
                     counters.done.load(Relaxed),
                     counters.skipped.load(Relaxed),
-                    counters.quarantined.load(Relaxed),
+                    counters.quarantined.load(Relaxed) + counters.failed.load(Relaxed),
                     counters.retries.load(Relaxed),
                 ));
                 tokio::time::sleep(Duration::from_millis(100)).await;

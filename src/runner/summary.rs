@@ -22,21 +22,27 @@ pub fn metric_value(sum: f64) -> serde_json::Value {
 #[derive(Default)]
 pub struct Counters {
     pub emitted: AtomicU64,
+    /// Emits of a key already emitted in this discovery (the first emit wins).
+    pub duplicates: AtomicU64,
     pub admitted: AtomicU64,
     pub resumed: AtomicU64,
     pub done: AtomicU64,
     pub skipped: AtomicU64,
     pub deferred: AtomicU64,
     pub quarantined: AtomicU64,
+    /// Attempts that failed inside cxpipe itself (a panic); the items are left failed.
+    pub failed: AtomicU64,
     pub retries: AtomicU64,
     pub deferrals: AtomicU64,
     /// Items admitted or resumed and not yet in a state this run leaves them in.
     pub outstanding: AtomicU64,
+    /// Items a worker is handling right now.
+    pub in_flight: AtomicU64,
     pub failures: Mutex<Vec<Failure>>,
     pub skip_reasons: Mutex<BTreeMap<String, u64>>,
 }
 
-/// A quarantined item, as listed in a summary.
+/// A quarantined (or internally failed) item, as listed in a summary.
 #[derive(Clone, Debug, Serialize)]
 pub struct Failure {
     pub key: String,
@@ -66,6 +72,7 @@ impl Counters {
         self.done.load(Relaxed)
             + self.skipped.load(Relaxed)
             + self.quarantined.load(Relaxed)
+            + self.failed.load(Relaxed)
             + self.deferred.load(Relaxed)
     }
 }
@@ -80,12 +87,18 @@ pub struct Summary {
     pub started_at: String,
     pub duration_ms: u64,
     /// `completed` (every item done, skipped or deferred), `completed_with_failures`
-    /// (some quarantined), or `failed` (discover or the run itself failed).
+    /// (some quarantined or failed), `failed` (discover, the ledger or the run itself
+    /// failed), or `interrupted` (Ctrl-C or SIGTERM; unfinished items were released).
     pub status: String,
-    /// Items `discover` emitted (including ones already done).
+    /// Emits by `discover` (including ones already done, and repeated keys).
     pub emitted: u64,
-    /// Emitted items this run took on (the rest were already done or skipped earlier).
+    /// Emits of a key this discovery had already emitted: the first emit wins, these are
+    /// dropped.
+    pub duplicates: u64,
+    /// Emitted keys this run took on.
     pub admitted: u64,
+    /// Emitted keys not taken on: done, skipped or quarantined by an earlier run, waiting
+    /// until due, or already taken on as resumed.
     pub already_done: u64,
     /// Unfinished items from earlier runs taken on by this one.
     pub resumed: u64,
@@ -94,6 +107,8 @@ pub struct Summary {
     /// Items left deferred in the ledger for a later run.
     pub deferred: u64,
     pub quarantined: u64,
+    /// Items whose attempt failed inside cxpipe (a panic); left failed for the next run.
+    pub failed: u64,
     pub retries: u64,
     pub deferrals: u64,
     pub skip_reasons: BTreeMap<String, u64>,

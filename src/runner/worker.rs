@@ -1,7 +1,9 @@
 //! The worker pool: `concurrency` blocking threads, each taking items from one bounded
 //! queue, calling `process` under the item deadline, and recording what came of it:
 //! done, skipped, deferred (re-queued later), failed (re-queued with backoff) or
-//! quarantined after the last attempt.
+//! quarantined after the last attempt. A panic anywhere in handling an item fails that
+//! attempt and the worker goes on; once the run is halted, queued items are not started
+//! (they stay leased and the run releases them).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use super::backoff::retry_delay;
 use super::ctx::Ctx;
 use super::outcome::Outcome;
 use super::shared::RunShared;
+use super::stop::StopSignal;
 use super::summary::{Counters, Failure};
 use super::{PipelineOptions, RunRequest, call_hook, item_scope_for};
 use crate::engine::{Script, format_eval_error};
@@ -65,12 +68,18 @@ struct WorkerEnv {
     options: PipelineOptions,
     shared: Arc<RunShared>,
     counters: Arc<Counters>,
+    halt: StopSignal,
     tx: mpsc::Sender<WorkMsg>,
     rx: Mutex<mpsc::Receiver<WorkMsg>>,
 }
 
 impl Workers {
-    pub fn start(req: &RunRequest, shared: Arc<RunShared>, counters: Arc<Counters>) -> Workers {
+    pub fn start(
+        req: &RunRequest,
+        shared: Arc<RunShared>,
+        counters: Arc<Counters>,
+        halt: StopSignal,
+    ) -> Workers {
         let n = req.options.concurrency.max(1);
         let (tx, rx) = mpsc::channel(n * 4);
         let env = Arc::new(WorkerEnv {
@@ -79,6 +88,7 @@ impl Workers {
             options: req.options.clone(),
             shared,
             counters,
+            halt,
             tx: tx.clone(),
             rx: Mutex::new(rx),
         });
@@ -95,25 +105,77 @@ impl Workers {
         self.tx.clone()
     }
 
-    /// Tells every worker to stop after its current item and waits for them.
-    pub async fn stop(self) {
-        for _ in &self.threads {
-            let _ = self.tx.send(WorkMsg::Stop).await;
+    /// Worker threads still running (a thread that died is not).
+    pub fn alive(&self) -> usize {
+        self.threads.iter().filter(|t| !t.is_finished()).count()
+    }
+
+    /// Tells every worker to stop after its current item and waits for them, at most
+    /// `limit` (a worker stuck in a native call is left behind rather than waited for).
+    pub async fn stop(self, limit: Duration) {
+        let stopping = async {
+            for _ in &self.threads {
+                let _ = self.tx.send(WorkMsg::Stop).await;
+            }
+            for t in self.threads {
+                if let Err(e) = t.await {
+                    tracing::error!(error = %e, "a worker thread died");
+                }
+            }
+        };
+        if tokio::time::timeout(limit, stopping).await.is_err() {
+            tracing::warn!(
+                waited_s = limit.as_secs(),
+                "workers still busy after the grace; leaving them behind"
+            );
         }
-        for t in self.threads {
-            let _ = t.await;
-        }
+    }
+}
+
+/// Counts an item as in flight while alive, even if handling it panics.
+struct InFlight<'a>(&'a Counters);
+
+impl<'a> InFlight<'a> {
+    fn enter(c: &'a Counters) -> Self {
+        c.in_flight.fetch_add(1, Relaxed);
+        InFlight(c)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
     }
 }
 
 fn worker_loop(env: &WorkerEnv) {
     loop {
-        let msg = env.rx.lock().expect("work queue lock").blocking_recv();
+        let msg = env
+            .rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .blocking_recv();
         match msg {
-            Some(WorkMsg::Item(item)) => handle(env, item),
+            Some(WorkMsg::Item(_)) if env.halt.is_stopped() => {
+                // Not started: it stays leased by this run, which releases it at the end.
+                env.counters.outstanding.fetch_sub(1, Relaxed);
+            }
+            Some(WorkMsg::Item(item)) => {
+                let _in_flight = InFlight::enter(&env.counters);
+                handle(env, item);
+            }
             Some(WorkMsg::Stop) | None => return,
         }
     }
+}
+
+/// The message of a panic payload.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Whether a thrown error asks not to be retried (`#{ retryable: false, .. }`).
@@ -133,7 +195,69 @@ fn is_retryable(err: &EvalAltResult) -> bool {
     }
 }
 
+/// What handling an item decided: the state to write and whether to queue it again.
+struct Step {
+    update: ItemUpdate,
+    requeue: Option<Duration>,
+}
+
 fn handle(env: &WorkerEnv, mut item: WorkItem) {
+    let (key, attempts) = (item.key.clone(), item.attempts);
+    // A panic outside the script call (bookkeeping) must not kill the worker or leave the
+    // item unaccounted for: it fails the attempt like a thrown error would.
+    let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(env, &mut item)))
+        .unwrap_or_else(|panic| failed_by_panic(env, &key, attempts, &panic_text(&*panic)));
+    record(env, item, step);
+}
+
+/// The attempt failed because handling it panicked: the item is left failed (leased by
+/// this run, so the next run takes it) and listed among the run's failures.
+fn failed_by_panic(env: &WorkerEnv, key: &str, attempts: i64, what: &str) -> Step {
+    let error = format!("internal error while handling the item (please report): {what}");
+    tracing::error!(item = %key, error = %error, "worker failed");
+    let c = &env.counters;
+    c.failed.fetch_add(1, Relaxed);
+    c.add_failure(Failure {
+        key: key.to_string(),
+        attempts: attempts + 1,
+        error: error.clone(),
+    });
+    Step {
+        update: ItemUpdate {
+            pipeline: env.shared.pipeline.clone(),
+            tenant: env.shared.tenant.clone(),
+            key: key.to_string(),
+            state: ItemState::Failed,
+            attempts: attempts + 1,
+            next_at: None,
+            result: None,
+            last_error: Some(error),
+        },
+        requeue: None,
+    }
+}
+
+/// Writes the step's state and queues the item again or counts it as finished.
+fn record(env: &WorkerEnv, item: WorkItem, step: Step) {
+    let shared = &env.shared;
+    if let Err(e) = shared.writer.update_blocking(step.update) {
+        // The writer has stopped the run (and logged what it could not write).
+        tracing::error!(item = %item.key, error = %e, "item state not recorded");
+    }
+    match step.requeue {
+        Some(delay) if !env.halt.is_stopped() => {
+            let tx = env.tx.clone();
+            shared
+                .handle
+                .spawn(async move { send_after(&tx, item, delay).await });
+        }
+        _ => {
+            env.counters.outstanding.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+fn decide(env: &WorkerEnv, item: &mut WorkItem) -> Step {
     let shared = &env.shared;
     let attempt = item.attempts + 1;
     let deadline = Instant::now() + env.options.item_timeout;
@@ -163,11 +287,7 @@ fn handle(env: &WorkerEnv, mut item: WorkItem) {
         item_scope::with(scope, call)
     }))
     .unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
+        let what = panic_text(&*panic);
         Err(format!("internal error while processing (please report): {what}").into())
     });
     let c = &env.counters;
@@ -238,18 +358,5 @@ fn handle(env: &WorkerEnv, mut item: WorkItem) {
             }
         }
     }
-    if shared.writer.update_blocking(update).is_err() {
-        tracing::error!(item = %item.key, "ledger writer stopped; item state not recorded");
-    }
-    match requeue {
-        Some(delay) => {
-            let tx = env.tx.clone();
-            shared
-                .handle
-                .spawn(async move { send_after(&tx, item, delay).await });
-        }
-        None => {
-            c.outstanding.fetch_sub(1, Relaxed);
-        }
-    }
+    Step { update, requeue }
 }

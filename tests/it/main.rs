@@ -7,6 +7,8 @@ mod download;
 mod flow;
 mod harness;
 mod hostile;
+mod interrupt;
+mod ledger_load;
 mod other_server;
 mod runner;
 mod sim;

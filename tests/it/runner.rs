@@ -385,3 +385,99 @@ fn print_and_debug_go_to_the_log_not_stdout() {
     assert!(ran.stderr.contains("hello from discover"), "{}", ran.stderr);
     assert!(ran.stderr.contains("debugging item"), "{}", ran.stderr);
 }
+
+#[tokio::test]
+async fn a_discover_that_never_ends_is_stopped_by_its_own_deadline() {
+    let env = TestEnv::new();
+    let script = env.write(
+        "endless.rhai",
+        r#"
+const OPTIONS = #{ discover_timeout: "500ms" };
+fn discover(ctx) {
+    ctx.emit("a", 1);
+    let page = 0;
+    loop { page += 1; }
+}
+fn process(ctx, item) { item }
+"#,
+    );
+    let state = env.state_dir();
+    let child = env
+        .command()
+        .args([
+            "run",
+            script.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let waited = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await;
+    let Ok(output) = waited else {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        panic!("discover ran on past its deadline");
+    };
+    let ran: crate::harness::Ran = output.unwrap().unwrap().into();
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    let s = &ran.json()["summary"];
+    assert_eq!(s["status"], "failed", "{s}");
+    assert!(
+        s["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("discover did not finish within discover_timeout (500ms)"),
+        "{s}"
+    );
+    assert_eq!(
+        s["done"].as_u64(),
+        Some(1),
+        "what it emitted is processed: {s}"
+    );
+}
+
+#[test]
+fn a_key_emitted_twice_is_processed_once_with_its_first_payload() {
+    let env = TestEnv::new();
+    let script = env.write(
+        "twice.rhai",
+        r#"
+fn discover(ctx) {
+    ctx.emit("rec-1", #{ v: "first" });
+    ctx.emit("rec-2", #{ v: "other" });
+    ctx.emit("rec-1", #{ v: "second" });
+}
+fn process(ctx, item) { item.v }
+"#,
+    );
+    let ran = env.run(&script, &[]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let s = &ran.json()["summary"];
+    assert_eq!(
+        (
+            s["emitted"].as_u64(),
+            s["duplicates"].as_u64(),
+            s["already_done"].as_u64(),
+            s["done"].as_u64()
+        ),
+        (Some(3), Some(1), Some(0), Some(2)),
+        "{s}"
+    );
+    let state = env.state_dir();
+    let show = env.cxpipe(&["items", "--state", state.to_str().unwrap(), "show", "rec-1"]);
+    assert!(show.stdout.contains("result: \"first\""), "{}", show.stdout);
+    assert!(
+        show.stdout.contains("item: {\"v\":\"first\"}"),
+        "{}",
+        show.stdout
+    );
+}
