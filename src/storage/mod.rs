@@ -505,6 +505,35 @@ mod tests {
         assert!(!flaky.to_string().contains("credentials"));
     }
 
+    #[tokio::test]
+    async fn local_errors_that_would_recur_are_permanent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::from_uri(&format!("fs://{}", dir.path().display())).unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let long = "x".repeat(5000);
+        // The raw operator: `check_key` would refuse these names before any call.
+        for bad in ["a\0b", long.as_str(), "file/under-a-file"] {
+            let cause = store.operator().stat(bad).await.unwrap_err();
+            let e = StorageError::Op {
+                action: "checking",
+                key: bad.chars().take(20).collect(),
+                store: store.describe(),
+                cause: Box::new(cause),
+            };
+            assert!(!e.retryable(), "{e}");
+        }
+        let reset = opendal::Error::new(opendal::ErrorKind::Unexpected, "reset")
+            .set_source(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+            .set_temporary();
+        let e = StorageError::Op {
+            action: "reading",
+            key: "k".into(),
+            store: "s3://b".into(),
+            cause: Box::new(reset),
+        };
+        assert!(e.retryable(), "network errors stay retryable");
+    }
+
     #[test]
     fn object_stores_write_8_mib_chunks_and_local_stores_1_mib() {
         let s3 = Store::from_uri("s3://bucket/p?endpoint=http://127.0.0.1:9").unwrap();
