@@ -69,8 +69,13 @@ pub fn run(
     let mut target = None;
     match sink {
         Sink::Store { store, key } => {
-            let created =
-                crate::storage::block_within(&handle, &store, "creating", &key, store.create(&key));
+            let created = crate::storage::block_within(
+                &handle,
+                &store,
+                "creating",
+                &key,
+                |s, k| async move { s.create(&k).await },
+            );
             let writer = match created? {
                 Some(w) => w,
                 None => {

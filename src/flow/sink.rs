@@ -63,7 +63,10 @@ pub fn write(
     let Some(outcome) = outcome.filter(|o| !o.existed) else {
         tracing::info!(store = %store.describe(), key, "object exists; not overwritten");
         let handle = tokio::runtime::Handle::current();
-        let size = crate::storage::block_within(&handle, store, "checking", key, store.size(key))?;
+        let size =
+            crate::storage::block_within(&handle, store, "checking", key, |s, k| async move {
+                s.size(&k).await
+            })?;
         let mut r = Map::new();
         r.insert("key".into(), key.into());
         r.insert("existed".into(), true.into());

@@ -130,7 +130,12 @@ fn register_methods(engine: &mut Engine) {
     /// if store.size(key) == rec.sizeBytes { return ctx.skip("already archived"); }
     /// ```
     fn size(store: &mut Store, key: &str) -> RhaiResult<i64> {
-        let size = within(store, "checking", key, store.size(key))?;
+        let size = within(
+            store,
+            "checking",
+            key,
+            |s, k| async move { s.size(&k).await },
+        )?;
         Ok(size.map(|s| s as i64).unwrap_or(-1))
     }
     engine.register_fn("size", size);
@@ -140,7 +145,13 @@ fn register_methods(engine: &mut Engine) {
     /// if !store.exists("index.json") { store.write_json("index.json", #{}); }
     /// ```
     fn exists(store: &mut Store, key: &str) -> RhaiResult<bool> {
-        Ok(within(store, "checking", key, store.size(key))?.is_some())
+        Ok(within(
+            store,
+            "checking",
+            key,
+            |s, k| async move { s.size(&k).await },
+        )?
+        .is_some())
     }
     engine.register_fn("exists", exists);
 
@@ -149,7 +160,12 @@ fn register_methods(engine: &mut Engine) {
     /// for key in store.list("recordings/") { print(key); }
     /// ```
     fn list(store: &mut Store, prefix: &str) -> RhaiResult<Array> {
-        let keys = within(store, "listing", prefix, store.list(prefix))?;
+        let keys = within(
+            store,
+            "listing",
+            prefix,
+            |s, p| async move { s.list(&p).await },
+        )?;
         Ok(keys.into_iter().map(Dynamic::from).collect())
     }
     engine.register_fn("list", list);
@@ -159,7 +175,8 @@ fn register_methods(engine: &mut Engine) {
     /// let index = store.read_json("index.json") ?? #{};
     /// ```
     fn read_json(store: &mut Store, key: &str) -> RhaiResult<Dynamic> {
-        let Some(bytes) = within(store, "reading", key, store.read_small(key, MAX_JSON))? else {
+        let read = |s: Store, k: String| async move { s.read_small(&k, MAX_JSON).await };
+        let Some(bytes) = within(store, "reading", key, read)? else {
             return Ok(Dynamic::UNIT);
         };
         let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -186,7 +203,9 @@ fn register_methods(engine: &mut Engine) {
                 message: e.to_string(),
             })
         })?;
-        within(store, "writing", key, store.put(key, bytes.into()))
+        within(store, "writing", key, move |s, k| async move {
+            s.put(&k, bytes.into()).await
+        })
     }
     engine.register_fn("write_json", write_json);
 
@@ -212,17 +231,17 @@ pub fn to_rhai(err: StorageError) -> Box<EvalAltResult> {
 }
 
 /// Runs a store call to completion, but no later than the item's deadline.
-fn within<T>(
-    store: &Store,
-    action: &'static str,
-    key: &str,
-    fut: impl Future<Output = Result<T, StorageError>>,
-) -> RhaiResult<T> {
+fn within<T, F, Fut>(store: &Store, action: &'static str, key: &str, call: F) -> RhaiResult<T>
+where
+    F: FnOnce(Store, String) -> Fut,
+    Fut: Future<Output = Result<T, StorageError>> + Send + 'static,
+    T: Send + 'static,
+{
     let handle = tokio::runtime::Handle::try_current().map_err(|_| {
         to_rhai(StorageError::Config {
             uri: String::new(),
             message: "storage calls run only inside the cxpipe runtime".into(),
         })
     })?;
-    super::block_within(&handle, store, action, key, fut).map_err(to_rhai)
+    super::block_within(&handle, store, action, key, call).map_err(to_rhai)
 }

@@ -244,6 +244,56 @@ async fn a_store_call_after_the_item_deadline_fails_with_a_deadline_error() {
     assert_eq!(size.as_int().unwrap(), -1);
 }
 
+#[test]
+fn a_store_call_still_running_at_the_deadline_is_cut() {
+    // A server that takes connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (env, script) = pipeline(
+        "ctx.store.size(\"rec/1.wav\")",
+        "max_attempts: 1, item_timeout: \"3s\"",
+    );
+    env.write(
+        "cxpipe.toml",
+        &format!(
+            "[storage.default]\nuri = \"s3://bucket/p\"\nendpoint = \"http://127.0.0.1:{port}\"\n\
+             access_key_id = {{ env = \"CXPIPE_TEST_AK\" }}\nsecret_access_key = {{ env = \"CXPIPE_TEST_SK\" }}\n"
+        ),
+    );
+    let (script, state) = (
+        script.display().to_string(),
+        env.state_dir().display().to_string(),
+    );
+    let started = Instant::now();
+    let mut cmd = env.command();
+    cmd.args(run_args(&script, &state))
+        .env("CXPIPE_TEST_AK", "AKIDEXAMPLE")
+        .env("CXPIPE_TEST_SK", "secret");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the store call was not cut at the item's deadline");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ran: Ran = child.wait_with_output().unwrap().into();
+    drop(silent);
+    assert_eq!(ran.code, 1, "{}\n{}", ran.stdout, ran.stderr);
+    let error = ran.json()["summary"]["failures"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("checking \"rec/1.wav\"") && error.contains("deadline passed"),
+        "{error}"
+    );
+}
+
 /// Writes a plain object and an encrypted one with the test key `k` into `root`.
 async fn write_two(root: &Path) -> Store {
     let store = Store::from_uri(&format!("fs://{}", root.display())).unwrap();
