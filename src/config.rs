@@ -53,6 +53,9 @@ pub struct ConfigFile {
     /// Encryption keys by name.
     #[serde(default)]
     pub keys: BTreeMap<String, KeyConfig>,
+    /// What scripts may reach beyond their run's stores (`allow_storage_uri`).
+    #[serde(default)]
+    pub scripts: crate::engine::ScriptsConfig,
 }
 
 /// A loaded configuration: the parsed file and its folder (relative paths start there).

@@ -97,7 +97,22 @@ impl Kek {
     pub fn passphrase(&self) -> Option<&Secret> {
         self.passphrase.as_ref()
     }
+
+    /// The key that authenticates manifests (docs/FORMAT.md §3.1):
+    /// `HKDF-SHA256(salt = none, IKM = KEK, info = MANIFEST_MAC_INFO, L = 32)`. A different
+    /// `info` from per-object encryption keys, so neither key says anything of the other.
+    pub fn manifest_mac_key(&self) -> [u8; 32] {
+        let mut okm = [0u8; 32];
+        hkdf::Hkdf::<Sha256>::new(None, &self.bytes)
+            .expand(MANIFEST_MAC_INFO, &mut okm)
+            .expect("32 bytes is a valid HKDF length");
+        okm
+    }
 }
+
+/// HKDF `info` of the manifest MAC key (per-object encryption keys use
+/// `cxpipe object key v1`).
+pub const MANIFEST_MAC_INFO: &[u8] = b"cxpipe manifest mac v1";
 
 impl fmt::Debug for Kek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

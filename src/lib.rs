@@ -12,6 +12,7 @@
 //! - [`ledger`]: the SQLite ledger of runs, items, checkpoints, kv and audit.
 //! - [`secret`]: secrets referenced from configuration; never printed.
 //! - [`item_scope`]: the item a script call works on, for native stages on that thread.
+//! - [`log_limit`]: folds floods of identical log lines into one summary line.
 //! - [`sim`]: the CXone simulator (`cxpipe sim`, tests, demo).
 //! - [`flow`]: streamed byte flows: fetch, hash, compress, encrypt, write.
 //! - [`storage`]: object stores (fs, memory, s3, azblob, gcs) and manifests.
@@ -26,6 +27,7 @@ pub mod flow;
 pub mod item_scope;
 pub mod keys;
 pub mod ledger;
+pub mod log_limit;
 pub mod natives;
 pub mod registry;
 pub mod runner;

@@ -15,7 +15,12 @@ pub fn build_engine(settings: &EngineSettings, keys: Arc<KeyRing>) -> Engine {
     crate::runner::ctx::register(&mut engine);
     crate::natives::time::register(&mut engine);
     crate::api::register(&mut engine);
-    crate::storage::rhai::register(&mut engine);
+    let stores = if settings.scripts.allow_storage_uri {
+        crate::storage::rhai::ScriptStores::Allowed
+    } else {
+        crate::storage::rhai::ScriptStores::Refused
+    };
+    crate::storage::rhai::register(&mut engine, stores);
     crate::flow::rhai::register(&mut engine, keys);
     engine
 }

@@ -104,15 +104,21 @@ fn restore_sigpipe() {
     }
 }
 
+/// Logs to stderr through the filter, with floods of identical lines folded
+/// ([`crate::log_limit`]).
 fn init_tracing(filter: &str) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(
             std::env::var_os("NO_COLOR").is_none()
                 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        )
+        );
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(crate::log_limit::RateLimit::new(lines))
         .try_init();
 }

@@ -95,7 +95,10 @@ pub fn prepare(
         None => Config::default(),
     };
     let setup = config.setup(tenant, store, params)?;
-    let engine = build_engine(&EngineSettings::default(), setup.keys.clone());
+    let engine = build_engine(
+        &EngineSettings::with_scripts(&config.file.scripts),
+        setup.keys.clone(),
+    );
     let (script, options) = load_checked(&engine, script)?;
     Ok(RunRequest {
         engine: Arc::new(engine),

@@ -1,6 +1,7 @@
 //! `cxpipe verify STORE [PREFIX]`: re-reads stored objects, decrypts and decompresses them
-//! when the keys are loaded, recomputes hashes and compares them with the manifests.
-//! Prints one line per problem on stdout; exits 1 when there is any.
+//! when the keys are loaded, recomputes hashes and compares them with the manifests, and
+//! (keys loaded) authenticates each manifest's MAC. Prints one line per problem on stdout;
+//! exits 1 when there is any.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +22,10 @@ pub struct VerifyArgs {
     /// Print machine-readable JSON instead of lines.
     #[arg(long)]
     pub json: bool,
+    /// With keys loaded, let manifests without a MAC (written before manifests were
+    /// authenticated) pass with a note instead of a problem.
+    #[arg(long)]
+    pub accept_unauthenticated: bool,
 }
 
 pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -30,9 +35,13 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     let store = open_store(&args.store, args.config.as_deref())?;
     let prefix = args.prefix.clone();
-    let report =
-        tokio::task::spawn_blocking(move || crate::flow::verify::verify(&store, &prefix, &keys))
-            .await??;
+    let options = crate::flow::verify::VerifyOptions {
+        accept_unauthenticated: args.accept_unauthenticated,
+    };
+    let report = tokio::task::spawn_blocking(move || {
+        crate::flow::verify::verify_with(&store, &prefix, &keys, options)
+    })
+    .await??;
     if args.json {
         let v = serde_json::json!({
             "ok": report.ok,

@@ -118,6 +118,19 @@ pub fn check(engine: &Engine, script: &Script) -> Vec<Diagnostic> {
 
     let natives = native_functions(engine);
     let mut visited = HashSet::new();
+    // Imports are looked up again to check the modules' calls: from the script's folder,
+    // as when it was compiled.
+    let dir = std::path::Path::new(file)
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                p
+            }
+        })
+        .map(std::path::Path::to_path_buf);
+    let previous = super::script::set_script_dir(dir);
     check_calls(
         engine,
         &natives,
@@ -126,6 +139,7 @@ pub fn check(engine: &Engine, script: &Script) -> Vec<Diagnostic> {
         &mut problems,
         &mut visited,
     );
+    super::script::set_script_dir(previous);
     problems
 }
 
@@ -290,7 +304,7 @@ fn imported_modules(engine: &Engine, ast: &AST, file: &str) -> BTreeMap<String, 
                 alias,
                 Imported {
                     functions,
-                    source: finder.find(Some(file), &path),
+                    source: finder.find(Some(file), &path).ok().flatten(),
                 },
             )
         })

@@ -6,6 +6,7 @@ pub mod check;
 pub mod diagnostics;
 pub mod embedded;
 pub mod resolver;
+pub mod sandbox;
 pub mod script;
 
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use std::time::Instant;
 use rhai::{Dynamic, Engine};
 
 pub use diagnostics::{Diagnostic, format_eval_error};
+pub use sandbox::ScriptsConfig;
 pub use script::{Script, ScriptError};
 
 /// How often (in Rhai operations) the deadline is checked.
@@ -24,6 +26,8 @@ const DEADLINE_CHECK_EVERY: u64 = 1024;
 pub struct EngineSettings {
     /// Extra folders searched for imports after the script's folder (and its `../stdlib`).
     pub stdlib_dirs: Vec<PathBuf>,
+    /// What scripts may reach beyond what their run hands them (`[scripts]`).
+    pub scripts: ScriptsConfig,
 }
 
 impl Default for EngineSettings {
@@ -31,7 +35,20 @@ impl Default for EngineSettings {
         let stdlib_dirs = std::env::var_os("CXPIPE_STDLIB")
             .map(|v| std::env::split_paths(&v).collect())
             .unwrap_or_default();
-        EngineSettings { stdlib_dirs }
+        EngineSettings {
+            stdlib_dirs,
+            scripts: ScriptsConfig::default(),
+        }
+    }
+}
+
+impl EngineSettings {
+    /// The default settings with the configuration's `[scripts]` table.
+    pub fn with_scripts(scripts: &ScriptsConfig) -> EngineSettings {
+        EngineSettings {
+            scripts: scripts.clone(),
+            ..EngineSettings::default()
+        }
     }
 }
 

@@ -19,6 +19,12 @@ pub fn current_script_dir() -> Option<PathBuf> {
     SCRIPT_DIR.with(|d| d.borrow().clone())
 }
 
+/// Sets the folder of the script being compiled or checked on this thread; returns the
+/// previous one, to be restored.
+pub fn set_script_dir(dir: Option<PathBuf>) -> Option<PathBuf> {
+    SCRIPT_DIR.with(|d| d.replace(dir))
+}
+
 /// Why a script could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ScriptError {
@@ -74,9 +80,9 @@ impl Script {
         source: &str,
         dir: Option<&Path>,
     ) -> Result<Script, ScriptError> {
-        let previous = SCRIPT_DIR.with(|d| d.replace(dir.map(Path::to_path_buf)));
+        let previous = set_script_dir(dir.map(Path::to_path_buf));
         let compiled = engine.compile_into_self_contained(&Scope::new(), source);
-        SCRIPT_DIR.with(|d| *d.borrow_mut() = previous);
+        set_script_dir(previous);
         let mut ast =
             compiled.map_err(|e| ScriptError::Invalid(diagnostic_from_eval(&e, label)))?;
         ast.set_source(label);

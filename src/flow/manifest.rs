@@ -4,8 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::manifest_mac::{self, Authenticity, ManifestMac};
 use super::run::Outcome;
 use super::spec::{Flow, Stage};
+use crate::keys::KeyRing;
 use crate::storage::{StorageError, Store, manifest_key};
 
 /// Identifies the manifest format.
@@ -53,6 +55,16 @@ pub struct Manifest {
     pub script_hash: Option<String>,
     pub written_at: String,
     pub cxpipe_version: String,
+    /// HMAC of every other member when a key is configured (docs/FORMAT.md §3.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<ManifestMac>,
+}
+
+/// A manifest as loaded: its fields, and whether its MAC holds under the loaded keys.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub manifest: Manifest,
+    pub authenticity: Authenticity,
 }
 
 impl Manifest {
@@ -104,13 +116,52 @@ impl Manifest {
             script_hash: pick(|s| &s.script_hash),
             written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             cxpipe_version: env!("CARGO_PKG_VERSION").into(),
+            mac: None,
         }
+    }
+
+    /// Adds the MAC when `keys` holds a key: the encryption key of the object, else the
+    /// first configured key. It covers the manifest exactly as `verify` will parse it back
+    /// from its stored text.
+    pub fn seal(&mut self, keys: &KeyRing) {
+        self.mac = None;
+        let name = self.encryption.as_ref().map(|e| e.key_name.as_str());
+        let Some(kek) = manifest_mac::signing_key(keys, name) else {
+            return;
+        };
+        let text = serde_json::to_string(self).expect("manifest serializes");
+        let parsed: serde_json::Value = serde_json::from_str(&text).expect("own JSON parses");
+        self.mac = Some(manifest_mac::sign(&parsed, kek));
     }
 
     /// Writes the sidecar.
     pub async fn store(&self, store: &Store) -> Result<(), StorageError> {
         let json = serde_json::to_vec_pretty(self).expect("manifest serializes");
-        store.put(&manifest_key(&self.key), json.into()).await
+        store.put_manifest(&self.key, json.into()).await
+    }
+
+    /// Reads the sidecar of `key` and checks its MAC against `keys`; `None` when absent.
+    pub async fn load_checked(
+        store: &Store,
+        key: &str,
+        keys: &KeyRing,
+    ) -> Result<Option<Loaded>, StorageError> {
+        let mk = manifest_key(key);
+        let Some(bytes) = store.read_small(&mk, crate::storage::MAX_JSON).await? else {
+            return Ok(None);
+        };
+        let json_err = |e: serde_json::Error| StorageError::Json {
+            key: mk.clone(),
+            store: store.describe(),
+            message: e.to_string(),
+        };
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(json_err)?;
+        let authenticity = manifest_mac::check(&value, keys);
+        let manifest = serde_json::from_value(value).map_err(json_err)?;
+        Ok(Some(Loaded {
+            manifest,
+            authenticity,
+        }))
     }
 
     /// Reads the sidecar of `key`; `None` when absent.

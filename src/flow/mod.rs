@@ -8,7 +8,8 @@
 //!   [`md5_thread`] (MD5 of source bytes beside the flow's thread).
 //! - [`error`]: the `FlowError` type.
 //! - [`fetch`]: resumable HTTP download; [`source`]: async producers for every source.
-//! - [`run`]: runs a flow into a sink (store, discard, local writer); [`sink`]: `write`/`discard` with receipts; [`manifest`]: sidecars.
+//! - [`run`]: runs a flow into a sink (store, discard, local writer); [`sink`]: `write`/`discard` with receipts; [`manifest`]: sidecars;
+//!   [`manifest_mac`]: their MACs.
 //! - [`rhai`]: the script surface; [`verify`]: re-check stored objects; [`envelope`]: seed-004 envelopes.
 
 pub mod audio;
@@ -19,6 +20,7 @@ pub mod envelope;
 pub mod error;
 pub mod fetch;
 pub mod manifest;
+pub mod manifest_mac;
 pub mod md5_thread;
 pub mod rhai;
 pub mod run;

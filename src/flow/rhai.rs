@@ -19,10 +19,9 @@ use crate::storage::Store;
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
-/// Registers flows, stages, sinks and storage (`storage(...)`, `Store` methods).
+/// Registers flows, stages and sinks (stores come from [`crate::storage::rhai::register`]).
 pub fn register(engine: &mut Engine, keys: Arc<KeyRing>) {
     engine.register_type_with_name::<Flow>("Flow");
-    crate::storage::rhai::register(engine);
     register_sources(engine);
     register_stages(engine, keys.clone());
     register_sinks(engine, keys);

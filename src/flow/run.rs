@@ -69,7 +69,14 @@ pub fn run(
     let mut target = None;
     match sink {
         Sink::Store { store, key } => {
-            let writer = match handle.block_on(store.create(&key))? {
+            let created = crate::storage::block_within(
+                &handle,
+                &store,
+                "creating",
+                &key,
+                |s, k| async move { s.create(&k).await },
+            );
+            let writer = match created? {
                 Some(w) => w,
                 None => {
                     return Ok(Outcome {
@@ -186,6 +193,8 @@ pub fn run(
             if let Some((task, store, key)) = writer_task {
                 drop(wr_tx);
                 let writer = join_writer(&handle, task)?;
+                // Not cut at the deadline: every byte is sent, and an object cut between
+                // its commit and its manifest would stay without one.
                 match handle.block_on(writer.close()) {
                     Ok(crate::storage::Closed::Stored(_)) => {}
                     Ok(crate::storage::Closed::Existed) => existed = true,

@@ -62,7 +62,11 @@ pub fn write(
     };
     let Some(outcome) = outcome.filter(|o| !o.existed) else {
         tracing::info!(store = %store.describe(), key, "object exists; not overwritten");
-        let size = tokio::runtime::Handle::current().block_on(store.size(key))?;
+        let handle = tokio::runtime::Handle::current();
+        let size =
+            crate::storage::block_within(&handle, store, "checking", key, |s, k| async move {
+                s.size(&k).await
+            })?;
         let mut r = Map::new();
         r.insert("key".into(), key.into());
         r.insert("existed".into(), true.into());
@@ -71,7 +75,9 @@ pub fn write(
         r.insert("write_attempts".into(), attempt.into());
         return Ok(r);
     };
-    let manifest = Manifest::new(flow, key, &outcome);
+    let mut manifest = Manifest::new(flow, key, &outcome);
+    manifest.seal(keys);
+    // Not cut at the deadline: the object is committed and must get its manifest.
     tokio::runtime::Handle::current().block_on(manifest.store(store))?;
     tracing::info!(
         store = %store.describe(), key,

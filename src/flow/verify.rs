@@ -1,11 +1,13 @@
 //! `verify`: re-reads stored objects, undoes their transforms (decrypt, decompress) when the
-//! keys are loaded, recomputes hashes and compares them with the manifests. One problem
-//! per line; runs on a blocking thread like every flow.
+//! keys are loaded, recomputes hashes and compares them with the manifests, and checks
+//! each manifest's MAC when keys are loaded. One problem per line; runs on a blocking
+//! thread like every flow.
 
 use tokio::runtime::Handle;
 
 use super::codec::Codec;
-use super::manifest::Manifest;
+use super::manifest::{Loaded, Manifest};
+use super::manifest_mac::Authenticity;
 use super::run::{self, Sink};
 use super::spec::{Flow, Source, Stage};
 use crate::keys::KeyRing;
@@ -22,8 +24,26 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
+/// How strict `verify` is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VerifyOptions {
+    /// With keys loaded, a manifest without a MAC (written before manifests were
+    /// authenticated, or without a key) is a note rather than a problem.
+    pub accept_unauthenticated: bool,
+}
+
 /// Verifies every object under `prefix`.
 pub fn verify(store: &Store, prefix: &str, keys: &KeyRing) -> Result<Report, StorageError> {
+    verify_with(store, prefix, keys, VerifyOptions::default())
+}
+
+/// Verifies every object under `prefix` with `options`.
+pub fn verify_with(
+    store: &Store,
+    prefix: &str,
+    keys: &KeyRing,
+    options: VerifyOptions,
+) -> Result<Report, StorageError> {
     let handle = Handle::current();
     let objects = handle.block_on(store.list(prefix))?;
     let manifested = handle.block_on(store.manifested(prefix))?;
@@ -37,8 +57,12 @@ pub fn verify(store: &Store, prefix: &str, keys: &KeyRing) -> Result<Report, Sto
             .push(format!("{key}: manifest without object"));
     }
     for key in &objects {
-        match handle.block_on(Manifest::load(store, key)) {
-            Ok(Some(m)) => check_object(store, key, &m, keys, &mut report),
+        match handle.block_on(Manifest::load_checked(store, key, keys)) {
+            Ok(Some(loaded)) => {
+                if authentic(key, &loaded, keys, options, &mut report) {
+                    check_object(store, key, &loaded.manifest, keys, &mut report);
+                }
+            }
             Ok(None) => report.problems.push(format!("{key}: no manifest")),
             Err(e) => report
                 .problems
@@ -46,6 +70,58 @@ pub fn verify(store: &Store, prefix: &str, keys: &KeyRing) -> Result<Report, Sto
         }
     }
     Ok(report)
+}
+
+/// Records what the manifest's MAC says; false when the manifest cannot be trusted at all
+/// (its hashes would compare a forged object with forged values).
+fn authentic(
+    key: &str,
+    loaded: &Loaded,
+    keys: &KeyRing,
+    options: VerifyOptions,
+    report: &mut Report,
+) -> bool {
+    let no_keys = keys.names().is_empty();
+    match &loaded.authenticity {
+        Authenticity::Valid => true,
+        Authenticity::Missing if no_keys => true,
+        Authenticity::Missing if options.accept_unauthenticated => {
+            report.notes.push(format!(
+                "{key}: unauthenticated manifest (no MAC), accepted"
+            ));
+            true
+        }
+        Authenticity::Missing => {
+            report.problems.push(format!(
+                "{key}: unauthenticated manifest: it has no MAC, though keys are loaded (written without a key or by an older cxpipe; --accept-unauthenticated lets it pass)"
+            ));
+            false
+        }
+        Authenticity::UnknownKey(id) if no_keys => {
+            report.notes.push(format!(
+                "{key}: manifest MAC not checked: key id {id} is not loaded (give --config with its [keys.NAME])"
+            ));
+            true
+        }
+        Authenticity::UnknownKey(id) => {
+            report.problems.push(format!(
+                "{key}: manifest MAC is by key id {id}, which is not loaded: cannot authenticate it"
+            ));
+            false
+        }
+        Authenticity::Forged => {
+            report.problems.push(format!(
+                "{key}: forged manifest: its MAC does not match its contents (edited after it was written)"
+            ));
+            false
+        }
+        Authenticity::Malformed => {
+            report
+                .problems
+                .push(format!("{key}: manifest has a malformed MAC"));
+            false
+        }
+    }
 }
 
 /// The stages undoing `transforms`, or why they cannot be undone.

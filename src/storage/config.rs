@@ -48,6 +48,10 @@ pub struct StorageConfig {
     pub token: Option<SecretRef>,
     /// GCS without credentials: requests are not signed (public buckets, emulators).
     pub anonymous: Option<bool>,
+    /// `fs` only: partial files (in `ROOT/.cxpipe-partial/`) untouched for longer than this
+    /// are left by killed processes and removed before the store's first write, e.g.
+    /// `"6h"` (default `"24h"`; keep it far above the longest `item_timeout`).
+    pub partial_max_age: Option<String>,
 }
 
 struct Parsed {
@@ -117,7 +121,7 @@ impl StorageConfig {
     /// A field of another scheme is a mistake (a typo'd URI, a copied block): say which.
     fn check_fields_apply(&self, p: &Parsed) -> Result<(), StorageError> {
         let scheme = p.scheme.as_str();
-        let fields: [(&str, bool, &[&str]); 11] = [
+        let fields: [(&str, bool, &[&str]); 12] = [
             (
                 "endpoint",
                 self.endpoint.is_some(),
@@ -137,6 +141,7 @@ impl StorageConfig {
             ("credential_path", self.credential_path.is_some(), &["gcs"]),
             ("token", self.token.is_some(), &["gcs"]),
             ("anonymous", self.anonymous.is_some(), &["gcs"]),
+            ("partial_max_age", self.partial_max_age.is_some(), &["fs"]),
         ];
         for (name, set, schemes) in fields {
             if (set || p.query.contains_key(name)) && !schemes.contains(&scheme) {
@@ -147,6 +152,30 @@ impl StorageConfig {
             }
         }
         Ok(())
+    }
+
+    /// An `fs` store's partial-file folder and how old a file there may grow before it is
+    /// taken for a killed writer's leftover; `None` for other schemes.
+    pub(crate) fn partial_dir(
+        &self,
+        dir: &Path,
+    ) -> Result<Option<(PathBuf, std::time::Duration)>, StorageError> {
+        let p = self.parse()?;
+        if p.scheme != "fs" {
+            return Ok(None);
+        }
+        let max_age = match &self.partial_max_age {
+            None => super::DEFAULT_PARTIAL_MAX_AGE,
+            Some(text) => humantime::parse_duration(text)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    self.err(format!(
+                        "partial_max_age = {text:?}: expected a duration such as \"24h\" or \"90m\""
+                    ))
+                })?,
+        };
+        Ok(Some((dir.join(&p.root).join(PARTIAL_DIR), max_age)))
     }
 
     /// Builds the operator and a description without secrets.

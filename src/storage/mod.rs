@@ -4,6 +4,9 @@
 //! (`KEY.manifest.json`) that listings hide.
 
 mod config;
+mod deadline;
+mod names;
+mod partials;
 pub mod rhai;
 mod writer;
 
@@ -14,6 +17,9 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 
 pub use config::StorageConfig;
+pub use deadline::block_within;
+pub use names::{MAX_KEY_BYTES, MAX_SEGMENT_BYTES, check_key, check_prefix, check_read_key};
+pub use partials::DEFAULT_PARTIAL_MAX_AGE;
 pub use writer::{Closed, ObjectWriter};
 
 /// Chunk size of multi-part writes to object stores (S3 parts, Azure blocks, GCS 256 KiB
@@ -48,6 +54,12 @@ pub enum StorageError {
     Exists { key: String, store: String },
     #[error("invalid key {key:?}: {reason}")]
     Key { key: String, reason: &'static str },
+    #[error("{action} {key:?} in {store}: the item's deadline passed (item_timeout)")]
+    Deadline {
+        action: &'static str,
+        key: String,
+        store: String,
+    },
     #[error("{key:?} in {store} is not valid JSON: {message}")]
     Json {
         key: String,
@@ -67,6 +79,10 @@ impl StorageError {
     /// Whether retrying the operation later may succeed.
     pub fn retryable(&self) -> bool {
         match self {
+            // A local I/O error that no retry can fix (an invalid or over-long file name, a
+            // NUL byte, a file where a folder should be, denied): OpenDAL marks every
+            // unclassified I/O error temporary, so it is decided here from the cause.
+            StorageError::Op { cause, .. } if io_cause(cause).is_some_and(io_permanent) => false,
             // Unexpected covers resets and 5xx after OpenDAL's own retries; it also covers
             // "no credential could be loaded", which may be a metadata server's hiccup.
             StorageError::Op { cause, .. } => {
@@ -76,9 +92,43 @@ impl StorageError {
                         opendal::ErrorKind::Unexpected | opendal::ErrorKind::RateLimited
                     )
             }
+            StorageError::Deadline { .. } => true,
             _ => false,
         }
     }
+}
+
+/// The `std::io::Error` behind an OpenDAL error (local file systems), if any.
+fn io_cause(e: &opendal::Error) -> Option<&std::io::Error> {
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cur = c.source();
+    }
+    None
+}
+
+/// I/O errors that the same call would meet again: the name, the path or the permissions
+/// are wrong, not the moment. Network kinds (refused, reset) are not listed: a server
+/// may come back.
+fn io_permanent(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        InvalidInput
+            | InvalidFilename
+            | NotADirectory
+            | IsADirectory
+            | DirectoryNotEmpty
+            | PermissionDenied
+            | ReadOnlyFilesystem
+            | FileTooLarge
+            | TooManyLinks
+            | CrossesDevices
+            | Unsupported
+    )
 }
 
 /// Query parameters whose values let their holder act without credentials.
@@ -150,6 +200,8 @@ pub struct Store {
     ops: Arc<Operators>,
     desc: Arc<str>,
     chunk: usize,
+    /// `fs` only: stale partial files to remove before the first write.
+    partials: Option<Arc<partials::PartialSweep>>,
 }
 
 impl fmt::Debug for Store {
@@ -184,11 +236,21 @@ impl Store {
             );
             op.with_context(opendal::OperationContext::new().with_http_transport(transport))
         };
-        let reads = op.clone().layer(
-            opendal::layers::RetryLayer::new()
-                .with_jitter()
-                .with_max_times(READ_RETRIES),
-        );
+        // Local file systems have no transient network errors to ride out, and OpenDAL
+        // marks every unclassified I/O error temporary (an invalid file name would be tried
+        // again and again), so only remote stores get the retry layer.
+        let reads = if local {
+            op.clone()
+        } else {
+            op.clone().layer(
+                opendal::layers::RetryLayer::new()
+                    .with_jitter()
+                    .with_max_times(READ_RETRIES),
+            )
+        };
+        let partials = cfg
+            .partial_dir(config_dir)?
+            .map(|(dir, max_age)| Arc::new(partials::PartialSweep::new(dir, max_age)));
         Ok(Store {
             ops: Arc::new(Operators {
                 write: op,
@@ -196,6 +258,7 @@ impl Store {
             }),
             desc: desc.into(),
             chunk: if local { LOCAL_CHUNK } else { CHUNK },
+            partials,
         })
     }
 
@@ -217,7 +280,7 @@ impl Store {
 
     /// Size of `key` in bytes, or `None` when it does not exist.
     pub async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
-        check_key(key)?;
+        check_read_key(key)?;
         match self.ops.read.stat(key).await {
             Ok(meta) => Ok(Some(meta.content_length())),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
@@ -227,6 +290,7 @@ impl Store {
 
     /// Every object key under `prefix` (recursive), without manifests or partial files.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        check_prefix(prefix)?;
         let entries = self
             .ops
             .read
@@ -246,6 +310,7 @@ impl Store {
 
     /// Keys under `prefix` that have a manifest (the manifest's object may be missing).
     pub async fn manifested(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        check_prefix(prefix)?;
         let entries = self
             .ops
             .read
@@ -284,9 +349,20 @@ impl Store {
         Ok(Some(buf.to_bytes()))
     }
 
-    /// Replaces `key` with `data` in one atomic write (small documents and manifests).
+    /// Replaces `key` with `data` in one atomic write (small documents such as reports).
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         check_key(key)?;
+        self.put_unchecked(key, data).await
+    }
+
+    /// Replaces the manifest sidecar of the object `key` with `data`.
+    pub async fn put_manifest(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        check_key(key)?;
+        self.put_unchecked(&manifest_key(key), data).await
+    }
+
+    async fn put_unchecked(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.sweep_partials().await;
         self.ops
             .write
             .write(key, data)
@@ -295,8 +371,16 @@ impl Store {
         Ok(())
     }
 
+    /// Removes stale partial files once per store, before its first write (`fs` only).
+    async fn sweep_partials(&self) {
+        if let Some(sweep) = &self.partials {
+            sweep.run_once().await;
+        }
+    }
+
     /// Deletes `key` (absent is fine).
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        check_read_key(key)?;
         self.ops
             .read
             .delete(key)
@@ -310,7 +394,7 @@ impl Store {
         key: &str,
     ) -> Result<impl futures::Stream<Item = Result<Bytes, StorageError>> + Send + use<>, StorageError>
     {
-        check_key(key)?;
+        check_read_key(key)?;
         let reader = self
             .ops
             .read
@@ -341,6 +425,7 @@ impl Store {
         if self.size(key).await?.is_some() {
             return Ok(None);
         }
+        self.sweep_partials().await;
         ObjectWriter::open(self, key).await
     }
 
@@ -352,32 +437,6 @@ impl Store {
     pub fn chunk_size(&self) -> usize {
         self.chunk
     }
-}
-
-/// Rejects keys that are empty, absolute, climb out of the root or name a manifest.
-pub fn check_key(key: &str) -> Result<(), StorageError> {
-    let bad = |reason| {
-        Err(StorageError::Key {
-            key: key.to_string(),
-            reason,
-        })
-    };
-    if key.is_empty() || key.ends_with('/') {
-        return bad("keys name an object, not a folder");
-    }
-    if key.starts_with('/') {
-        return bad("keys are relative to the store");
-    }
-    if key
-        .split('/')
-        .any(|s| s == ".." || s == "." || s.is_empty())
-    {
-        return bad("keys cannot contain empty, `.` or `..` segments");
-    }
-    if key.starts_with(PARTIAL_DIR) {
-        return bad("the partial-file folder is reserved");
-    }
-    Ok(())
 }
 
 /// The manifest key of `key`.
@@ -446,12 +505,33 @@ mod tests {
         assert!(!flaky.to_string().contains("credentials"));
     }
 
-    #[test]
-    fn keys_are_checked() {
-        assert!(check_key("recordings/a.wav").is_ok());
-        for bad in ["", "/abs", "a/../b", "a//b", "dir/", ".cxpipe-partial/x"] {
-            assert!(check_key(bad).is_err(), "{bad}");
+    #[tokio::test]
+    async fn local_errors_that_would_recur_are_permanent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::from_uri(&format!("fs://{}", dir.path().display())).unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let long = "x".repeat(5000);
+        // The raw operator: `check_key` would refuse these names before any call.
+        for bad in ["a\0b", long.as_str(), "file/under-a-file"] {
+            let cause = store.operator().stat(bad).await.unwrap_err();
+            let e = StorageError::Op {
+                action: "checking",
+                key: bad.chars().take(20).collect(),
+                store: store.describe(),
+                cause: Box::new(cause),
+            };
+            assert!(!e.retryable(), "{e}");
         }
+        let reset = opendal::Error::new(opendal::ErrorKind::Unexpected, "reset")
+            .set_source(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+            .set_temporary();
+        let e = StorageError::Op {
+            action: "reading",
+            key: "k".into(),
+            store: "s3://b".into(),
+            cause: Box::new(reset),
+        };
+        assert!(e.retryable(), "network errors stay retryable");
     }
 
     #[test]
@@ -478,7 +558,7 @@ mod tests {
             .await
             .unwrap();
         store
-            .put("a/1.wav.manifest.json", Bytes::from_static(b"{}"))
+            .put_manifest("a/1.wav", Bytes::from_static(b"{}"))
             .await
             .unwrap();
         store.put("b/2.wav", Bytes::from_static(b"")).await.unwrap();

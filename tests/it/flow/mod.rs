@@ -4,6 +4,7 @@
 mod cli;
 mod fetch;
 mod kat;
+mod sandbox;
 mod script;
 pub mod server;
 mod sim;
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use cxpipe::keys::KeyRing;
+use cxpipe::storage::rhai::ScriptStores;
 use rhai::{Dynamic, Engine, Map};
 use sha2::{Digest, Sha256};
 
@@ -49,9 +51,10 @@ pub fn test_keys() -> KeyRing {
     keys
 }
 
-/// An engine with the flow surface and the test keys.
+/// An engine with the flow surface, the test keys and `storage(uri)` allowed.
 pub fn engine() -> Engine {
     let mut engine = Engine::new();
+    cxpipe::storage::rhai::register(&mut engine, ScriptStores::Allowed);
     cxpipe::flow::rhai::register(&mut engine, Arc::new(test_keys()));
     engine
 }

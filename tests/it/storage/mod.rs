@@ -5,6 +5,7 @@
 
 pub mod gcs;
 mod gcs_faults;
+mod hardening;
 mod servers;
 
 use std::sync::Arc;
