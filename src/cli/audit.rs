@@ -20,8 +20,6 @@ const EXPORT_PAGE: i64 = 1000;
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
-    #[command(flatten)]
-    pub ledger: LedgerArgs,
     #[command(subcommand)]
     pub action: AuditAction,
 }
@@ -30,6 +28,8 @@ pub struct AuditArgs {
 pub enum AuditAction {
     /// Write audit entries as JSON lines (stdout, or `--to STORE`), oldest first.
     Export {
+        #[command(flatten)]
+        ledger: LedgerArgs,
         /// Only this tenant.
         #[arg(long)]
         tenant: Option<String>,
@@ -53,6 +53,8 @@ pub enum AuditAction {
     },
     /// Recompute every hash of the chain; exit 1 at the first broken link.
     Verify {
+        #[command(flatten)]
+        ledger: LedgerArgs,
         /// A head hash recorded earlier: it must still be in the chain (catches entries cut
         /// off the end, which no chain can show by itself).
         #[arg(long, value_name = "HASH")]
@@ -64,9 +66,9 @@ pub enum AuditAction {
 }
 
 pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let ledger = args.ledger.open().await?;
     match args.action {
         AuditAction::Export {
+            ledger,
             tenant,
             pipeline,
             since,
@@ -79,9 +81,13 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
                 pipeline,
                 since_ms: since.as_deref().map(parse_since).transpose()?,
             };
-            export(&ledger, &filter, to, key, config).await
+            export(&ledger.open().await?, &filter, to, key, config).await
         }
-        AuditAction::Verify { anchor, json } => verify(&ledger, anchor.as_deref(), json).await,
+        AuditAction::Verify {
+            ledger,
+            anchor,
+            json,
+        } => verify(&ledger.open().await?, anchor.as_deref(), json).await,
     }
 }
 
