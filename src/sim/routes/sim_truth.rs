@@ -136,6 +136,8 @@ fn retention_of(state: &SimState, index: usize, elapsed: Duration) -> Value {
         "index": index,
         "id": rec.id,
         "status": seed000_status(rec.status(elapsed)),
+        "duration": rec.duration_secs,
+        "fileSize": rec.size_bytes(),
         "legalHold": ds.locked(index),
         "duplicateOf": (origin != index).then(|| ds.recording(origin).id),
         "initialRetentionDays": ds.retention_days(index),
