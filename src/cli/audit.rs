@@ -98,7 +98,10 @@ fn parse_since(text: &str) -> anyhow::Result<i64> {
         return Ok(t.timestamp_millis());
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_millis());
+        return Ok(d
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_millis());
     }
     if let Ok(age) = humantime::parse_duration(text) {
         return Ok(chrono::Utc::now().timestamp_millis() - age.as_millis() as i64);

@@ -44,7 +44,11 @@ pub struct BrokenLink {
 
 impl std::fmt::Display for BrokenLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "audit entry seq {} (position {}): ", self.seq, self.position)?;
+        write!(
+            f,
+            "audit entry seq {} (position {}): ",
+            self.seq, self.position
+        )?;
         match &self.problem {
             LinkProblem::SeqGap { expected_seq } => write!(
                 f,
@@ -240,7 +244,11 @@ mod tests {
     #[tokio::test]
     async fn an_edited_entry_is_named() {
         let (_d, l) = ledger_with(5).await;
-        exec(&l, "UPDATE audit SET data = '{\"kind\":\"forged\"}' WHERE seq = 3").await;
+        exec(
+            &l,
+            "UPDATE audit SET data = '{\"kind\":\"forged\"}' WHERE seq = 3",
+        )
+        .await;
         let broken = l.verify_audit(None).await.unwrap().broken.unwrap();
         assert_eq!(broken.seq, 3);
         assert!(matches!(broken.problem, LinkProblem::HashMismatch { .. }));
@@ -296,10 +304,7 @@ mod tests {
             ..AuditFilter::default()
         };
         let page = l.audit_page(&a, 0, 2).await.unwrap();
-        assert_eq!(
-            page.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            vec![1, 3]
-        );
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 3]);
         let next = l.audit_page(&a, 3, 2).await.unwrap();
         assert_eq!(next.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5]);
         let other = AuditFilter {

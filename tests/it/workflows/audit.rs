@@ -81,7 +81,11 @@ fn audit_export_writes_every_entry_as_a_json_line_filtered_by_tenant_and_time() 
         assert_eq!(e["hash"].as_str().unwrap().len(), 64);
         assert!(e["time"].as_str().unwrap().ends_with('Z'), "{e}");
         if i > 0 {
-            assert_eq!(e["prev_hash"], entries[i - 1]["hash"], "lines keep the chain");
+            assert_eq!(
+                e["prev_hash"],
+                entries[i - 1]["hash"],
+                "lines keep the chain"
+            );
         }
     }
     let mut ids: Vec<&str> = entries
@@ -92,22 +96,42 @@ fn audit_export_writes_every_entry_as_a_json_line_filtered_by_tenant_and_time() 
     assert_eq!(ids, ["rec-0", "rec-1", "rec-2", "rec-3", "rec-4", "rec-5"]);
 
     let tenant = entries[0]["tenant"].as_str().unwrap().to_string();
-    assert_eq!(lines(&audit(&env, &["export", "--tenant", &tenant]).stdout).len(), 6);
-    assert!(audit(&env, &["export", "--tenant", "someone-else"]).stdout.is_empty());
-    assert_eq!(lines(&audit(&env, &["export", "--since", "1h"]).stdout).len(), 6);
-    assert!(audit(&env, &["export", "--since", "2999-01-01"]).stdout.is_empty());
+    assert_eq!(
+        lines(&audit(&env, &["export", "--tenant", &tenant]).stdout).len(),
+        6
+    );
+    assert!(
+        audit(&env, &["export", "--tenant", "someone-else"])
+            .stdout
+            .is_empty()
+    );
+    assert_eq!(
+        lines(&audit(&env, &["export", "--since", "1h"]).stdout).len(),
+        6
+    );
+    assert!(
+        audit(&env, &["export", "--since", "2999-01-01"])
+            .stdout
+            .is_empty()
+    );
     let bad = audit(&env, &["export", "--since", "last tuesday"]);
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("--since"), "{}", bad.stderr);
 
     // Into a store: one object with a manifest, never overwritten.
     let store = format!("fs://{}", env.path().join("exports").display());
-    let to = audit(&env, &["export", "--to", &store, "--key", "audit/all.jsonl"]);
+    let to = audit(
+        &env,
+        &["export", "--to", &store, "--key", "audit/all.jsonl"],
+    );
     assert_eq!(to.code, 0, "{}", to.stderr);
     let object = env.path().join("exports/audit/all.jsonl");
     assert_eq!(std::fs::read_to_string(&object).unwrap(), all.stdout);
     assert!(Path::new(&format!("{}.manifest.json", object.display())).exists());
-    let again = audit(&env, &["export", "--to", &store, "--key", "audit/all.jsonl"]);
+    let again = audit(
+        &env,
+        &["export", "--to", &store, "--key", "audit/all.jsonl"],
+    );
     assert_ne!(again.code, 0);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
 }
@@ -140,12 +164,16 @@ fn audit_verify_passes_on_an_intact_chain_and_names_the_first_broken_link() {
         let broken = audit(&env, &["verify"]);
         assert_eq!(broken.code, 1, "{what}: {}{}", broken.stdout, broken.stderr);
         assert!(
-            broken.stdout.starts_with("BROKEN audit entry ") && broken.stdout.contains(first_broken),
+            broken.stdout.starts_with("BROKEN audit entry ")
+                && broken.stdout.contains(first_broken),
             "{what}: {}",
             broken.stdout
         );
         let json: Value = serde_json::from_str(&audit(&env, &["verify", "--json"]).stdout).unwrap();
-        assert_eq!(json["broken"]["seq"].as_i64().unwrap().to_string(), first_broken[4..]);
+        assert_eq!(
+            json["broken"]["seq"].as_i64().unwrap().to_string(),
+            first_broken[4..]
+        );
     }
 }
 
@@ -156,7 +184,11 @@ fn audit_verify_with_an_anchor_catches_entries_cut_off_the_end() {
     let head = report["head_hash"].as_str().unwrap().to_string();
     assert_eq!(audit(&env, &["verify", "--anchor", &head]).code, 0);
     sql(&env, &["DELETE FROM audit WHERE seq = 6"]);
-    assert_eq!(audit(&env, &["verify"]).code, 0, "a chain cannot see its own tail cut");
+    assert_eq!(
+        audit(&env, &["verify"]).code,
+        0,
+        "a chain cannot see its own tail cut"
+    );
     let cut = audit(&env, &["verify", "--anchor", &head]);
     assert_eq!(cut.code, 1, "{}{}", cut.stdout, cut.stderr);
     assert!(cut.stdout.contains("MISSING anchor"), "{}", cut.stdout);

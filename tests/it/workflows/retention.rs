@@ -207,7 +207,11 @@ fn assert_lifecycle(
             }
             Expect::Archive { put } => {
                 let row = row.expect("eligible recordings are in the ledger");
-                assert_eq!(applied, u64::from(*put), "retention PUT once if needed: {ctx}");
+                assert_eq!(
+                    applied,
+                    u64::from(*put),
+                    "retention PUT once if needed: {ctx}"
+                );
                 assert_eq!(refused, 0, "{ctx}");
                 assert_eq!(rec["retentionDays"].as_u64(), Some(POLICY_DAYS), "{ctx}");
                 let completed = jobs.iter().filter(|s| **s == "COMPLETED").count();
@@ -215,10 +219,7 @@ fn assert_lifecycle(
                 match row.state.as_str() {
                     "done" => {
                         archived += 1;
-                        assert!(
-                            (1..=1 + extra).contains(&completed),
-                            "archived once: {ctx}"
-                        );
+                        assert!((1..=1 + extra).contains(&completed), "archived once: {ctx}");
                         assert!(
                             jobs.iter().all(|s| *s == "COMPLETED" || *s == "FAILED"),
                             "no job left running: {ctx}"
@@ -317,9 +318,21 @@ fn retention_lifecycle_under_faults_archives_each_eligible_recording_once_and_re
         .collect();
     let failed_jobs = all_jobs.iter().filter(|s| **s == "FAILED").count();
     assert!(failed_jobs > 0, "some archival jobs failed: {all_jobs:?}");
-    assert_eq!(metrics["successfulJobs"].as_u64(), Some(archived as u64), "{report}");
-    assert_eq!(metrics["failedJobs"].as_u64(), Some(failed_jobs as u64), "{report}");
-    assert_eq!(metrics["totalJobs"].as_u64(), Some(all_jobs.len() as u64), "{report}");
+    assert_eq!(
+        metrics["successfulJobs"].as_u64(),
+        Some(archived as u64),
+        "{report}"
+    );
+    assert_eq!(
+        metrics["failedJobs"].as_u64(),
+        Some(failed_jobs as u64),
+        "{report}"
+    );
+    assert_eq!(
+        metrics["totalJobs"].as_u64(),
+        Some(all_jobs.len() as u64),
+        "{report}"
+    );
     let bytes: u64 = items
         .values()
         .filter(|r| r.state == "done")
@@ -335,8 +348,15 @@ fn retention_lifecycle_under_faults_archives_each_eligible_recording_once_and_re
     let mb = (bytes as f64 / 1_048_576.0 * 100.0).round() / 100.0;
     assert_eq!(metrics["estimatedStorageMB"].as_f64(), Some(mb), "{report}");
     let lifecycle = &report["lifecycle"];
-    let puts: u64 = truth.iter().map(|r| r["retentionApplied"].as_u64().unwrap()).sum();
-    assert_eq!(lifecycle["retentionApplied"].as_u64(), Some(puts), "{report}");
+    let puts: u64 = truth
+        .iter()
+        .map(|r| r["retentionApplied"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        lifecycle["retentionApplied"].as_u64(),
+        Some(puts),
+        "{report}"
+    );
     assert_eq!(
         lifecycle["legalHolds"].as_u64(),
         Some(count(|e| *e == Expect::LegalHold) as u64)
@@ -351,7 +371,10 @@ fn retention_lifecycle_under_faults_archives_each_eligible_recording_once_and_re
         Some(items.len() as u64),
         "every listed recording is in the ledger: {report}"
     );
-    assert_eq!(report["complianceStatus"], "REVIEW_REQUIRED", "25% of jobs fail");
+    assert_eq!(
+        report["complianceStatus"], "REVIEW_REQUIRED",
+        "25% of jobs fail"
+    );
     let rejected = report["rejectedPolicies"].as_array().unwrap();
     assert_eq!(rejected.len(), 1, "the 180-day PCI policy: {report}");
     assert_eq!(report["policy"]["id"], "pol-001");
@@ -367,7 +390,10 @@ fn retention_lifecycle_under_faults_archives_each_eligible_recording_once_and_re
     let kinds = |kind: &str| audit.iter().filter(|e| e.kind == kind).collect::<Vec<_>>();
     assert_eq!(kinds("ARCHIVAL_COMPLETED").len(), archived);
     assert_eq!(kinds("ARCHIVAL_FAILED").len(), failed_jobs);
-    assert_eq!(kinds("LEGAL_HOLD").len(), count(|e| *e == Expect::LegalHold));
+    assert_eq!(
+        kinds("LEGAL_HOLD").len(),
+        count(|e| *e == Expect::LegalHold)
+    );
     assert_eq!(kinds("RETENTION_APPLIED").len() as u64, puts);
     assert_eq!(kinds("POLICY_REJECTED").len(), 1);
     for dup in kinds("DUPLICATE_MARKED") {
@@ -377,11 +403,18 @@ fn retention_lifecycle_under_faults_archives_each_eligible_recording_once_and_re
             Expect::DuplicateOf(dup.data["duplicateOf"].as_str().unwrap().to_string())
         );
     }
-    assert!(kinds("ARCHIVAL_FAILED").iter().all(|e| e.data["failureReason"]
-        .as_str()
-        .unwrap()
-        .contains("destination write failed")));
-    let verify = env.cxpipe(&["audit", "verify", "--state", env.state_dir().to_str().unwrap()]);
+    assert!(kinds("ARCHIVAL_FAILED").iter().all(|e| {
+        e.data["failureReason"]
+            .as_str()
+            .unwrap()
+            .contains("destination write failed")
+    }));
+    let verify = env.cxpipe(&[
+        "audit",
+        "verify",
+        "--state",
+        env.state_dir().to_str().unwrap(),
+    ]);
     assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
 
     // The report is stored with a manifest.
@@ -394,18 +427,35 @@ fn retention_lifecycle_under_faults_archives_each_eligible_recording_once_and_re
     // The faults happened and were survived.
     let stats = sim.get_json("/_sim/stats");
     for counter in ["throttled_429", "server_errors_5xx"] {
-        assert!(stats[counter].as_u64().unwrap() > 0, "no {counter}: {stats}");
+        assert!(
+            stats[counter].as_u64().unwrap() > 0,
+            "no {counter}: {stats}"
+        );
     }
     assert!(stats["tokens_issued"].as_u64().unwrap() >= 2, "{stats}");
 
     // A re-run does no new work: no PUT, no job, nothing processed.
     let again = run(&env, &config);
-    assert_eq!(again.code, 0, "nothing failed in this run: {}", again.stderr);
+    assert_eq!(
+        again.code, 0,
+        "nothing failed in this run: {}",
+        again.stderr
+    );
     let s = &again.json()["summary"];
-    assert_eq!((s["done"].as_u64(), s["admitted"].as_u64()), (Some(0), Some(0)), "{s}");
+    assert_eq!(
+        (s["done"].as_u64(), s["admitted"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
     let after = self::truth(&sim);
-    assert_eq!(counts(&after, "retentionApplied"), counts(&truth, "retentionApplied"));
-    assert_eq!(counts(&after, "retentionRefused"), counts(&truth, "retentionRefused"));
+    assert_eq!(
+        counts(&after, "retentionApplied"),
+        counts(&truth, "retentionApplied")
+    );
+    assert_eq!(
+        counts(&after, "retentionRefused"),
+        counts(&truth, "retentionRefused")
+    );
     assert_eq!(job_ids(&after), job_ids(&truth));
 }
 
@@ -487,7 +537,10 @@ async fn a_run_killed_mid_way_then_rerun_repeats_no_put_and_archives_once() {
         if jobs >= 15 {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
         assert!(Instant::now() < deadline, "no progress");
     }
     child.kill().unwrap();
@@ -506,7 +559,10 @@ async fn a_run_killed_mid_way_then_rerun_repeats_no_put_and_archives_once() {
         }
         out
     };
-    assert!(uncertain.len() <= 4, "at most one per worker: {uncertain:?}");
+    assert!(
+        uncertain.len() <= 4,
+        "at most one per worker: {uncertain:?}"
+    );
 
     let rerun = tokio::task::spawn_blocking({
         let (env, config) = (env.clone(), config.clone());
@@ -521,7 +577,12 @@ async fn a_run_killed_mid_way_then_rerun_repeats_no_put_and_archives_once() {
     .await
     .unwrap();
     let (archived, quarantined) = assert_lifecycle(&truth, &items, &uncertain);
-    assert_eq!(rerun.code, if quarantined > 0 { 1 } else { 0 }, "{}", rerun.stderr);
+    assert_eq!(
+        rerun.code,
+        if quarantined > 0 { 1 } else { 0 },
+        "{}",
+        rerun.stderr
+    );
     assert!(archived >= 30, "{archived}");
     let verify = env.cxpipe(&["audit", "verify", "--state", state.to_str().unwrap()]);
     assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);

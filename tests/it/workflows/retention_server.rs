@@ -64,11 +64,17 @@ async fn token(State(s): State<Arc<Other>>, Form(form): Form<HashMap<String, Str
         && form.get("client_id").map(String::as_str) == Some("ret-client")
         && form.get("client_secret").map(String::as_str) == Some("ret-secret");
     if !ok {
-        return (StatusCode::UNAUTHORIZED, Json(json!({ "error": "invalid_client" }))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": "invalid_client" })),
+        )
+            .into_response();
     }
     let n = s.tokens.fetch_add(1, Ordering::SeqCst);
-    Json(json!({ "access_token": format!("other-{n}"), "token_type": "Bearer", "expires_in": 3600 }))
-        .into_response()
+    Json(
+        json!({ "access_token": format!("other-{n}"), "token_type": "Bearer", "expires_in": 3600 }),
+    )
+    .into_response()
 }
 
 async fn list(
@@ -80,7 +86,11 @@ async fn list(
         return StatusCode::UNAUTHORIZED.into_response();
     }
     if q.get("status").map(String::as_str) != Some("completed") {
-        return (StatusCode::BAD_REQUEST, "this server lists completed recordings only").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "this server lists completed recordings only",
+        )
+            .into_response();
     }
     let offset: usize = q.get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
     let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(10);
@@ -129,14 +139,23 @@ async fn set_retention(
     let entry = puts.entry(id).or_default();
     if rec.held {
         entry.1 += 1;
-        return (StatusCode::CONFLICT, Json(json!({ "message": "legal hold" }))).into_response();
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({ "message": "legal hold" })),
+        )
+            .into_response();
     }
     entry.0 += 1;
     rec.retention = body["retentionDays"].as_u64().unwrap_or(0) as u32;
-    Json(json!({ "recordingId": id, "retentionDays": rec.retention, "status": "applied" })).into_response()
+    Json(json!({ "recordingId": id, "retentionDays": rec.retention, "status": "applied" }))
+        .into_response()
 }
 
-async fn create_job(State(s): State<Arc<Other>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn create_job(
+    State(s): State<Arc<Other>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     if !authed(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
@@ -145,12 +164,28 @@ async fn create_job(State(s): State<Arc<Other>>, headers: HeaderMap, Json(body):
     };
     let id = s.next_job.fetch_add(1, Ordering::SeqCst) + 1;
     let mut jobs = s.jobs.lock().unwrap();
-    let fails = recording == s.fail_first_job_of && !jobs.values().any(|j| j.recording == recording);
-    jobs.insert(id, Job { recording, polls: 0, fails });
-    (StatusCode::ACCEPTED, Json(json!({ "jobId": id, "status": "queued" }))).into_response()
+    let fails =
+        recording == s.fail_first_job_of && !jobs.values().any(|j| j.recording == recording);
+    jobs.insert(
+        id,
+        Job {
+            recording,
+            polls: 0,
+            fails,
+        },
+    );
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "jobId": id, "status": "queued" })),
+    )
+        .into_response()
 }
 
-async fn job_status(State(s): State<Arc<Other>>, headers: HeaderMap, UrlPath(id): UrlPath<u64>) -> Response {
+async fn job_status(
+    State(s): State<Arc<Other>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<u64>,
+) -> Response {
     if !authed(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
@@ -162,8 +197,12 @@ async fn job_status(State(s): State<Arc<Other>>, headers: HeaderMap, UrlPath(id)
     let body = match (job.polls, job.fails) {
         (1, _) => json!({ "jobId": id, "status": "queued" }),
         (2, _) => json!({ "jobId": id, "status": "running" }),
-        (_, true) => json!({ "jobId": id, "status": "failed", "failureReason": "bucket quota exceeded" }),
-        (_, false) => json!({ "jobId": id, "status": "completed", "archivedSizeBytes": 1000 + job.recording }),
+        (_, true) => {
+            json!({ "jobId": id, "status": "failed", "failureReason": "bucket quota exceeded" })
+        }
+        (_, false) => {
+            json!({ "jobId": id, "status": "completed", "archivedSizeBytes": 1000 + job.recording })
+        }
     };
     Json(body).into_response()
 }
@@ -182,7 +221,10 @@ fn recordings() -> Vec<Rec> {
         })
         .collect();
     recs[3].held = true; // 1004: 409
-    recs[6] = Rec { id: 1007, ..recs[2].clone() }; // 1007 duplicates 1003
+    recs[6] = Rec {
+        id: 1007,
+        ..recs[2].clone()
+    }; // 1007 duplicates 1003
     recs[8].duration = 0; // 1009: nothing to retain
     recs[10].retention = 400; // 1011: already at the policy's days, no PUT
     recs
@@ -208,7 +250,9 @@ fn the_retention_script_runs_unchanged_against_another_seed_000_server() {
         .enable_all()
         .build()
         .unwrap();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
 
@@ -240,7 +284,10 @@ uri = "fs://{}"
     assert_eq!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
     let report = &ran.json()["report"];
     assert_eq!(report["policy"]["id"], "2", "chosen by name: {report}");
-    assert_eq!(report["lifecycle"]["recordingsListed"], 12, "past the page cap: {report}");
+    assert_eq!(
+        report["lifecycle"]["recordingsListed"], 12,
+        "past the page cap: {report}"
+    );
     assert_eq!(report["lifecycle"]["archived"], 9, "{report}");
     assert_eq!(
         report["lifecycle"]["skippedByReason"],
@@ -248,8 +295,18 @@ uri = "fs://{}"
     );
     assert_eq!(report["archivalMetrics"]["successfulJobs"], 9);
     assert_eq!(report["archivalMetrics"]["failedJobs"], 1);
-    assert_eq!(report["archivalMetrics"]["archivedBytes"], (0..12u64).filter(|i| ![3, 6, 8].contains(i)).map(|i| 1000 + 1001 + i).sum::<u64>());
-    let rejected: Vec<&Value> = report["rejectedPolicies"].as_array().unwrap().iter().collect();
+    assert_eq!(
+        report["archivalMetrics"]["archivedBytes"],
+        (0..12u64)
+            .filter(|i| ![3, 6, 8].contains(i))
+            .map(|i| 1000 + 1001 + i)
+            .sum::<u64>()
+    );
+    let rejected: Vec<&Value> = report["rejectedPolicies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
     assert_eq!(rejected.len(), 1, "the 30-day GDPR policy: {report}");
     assert_eq!(rejected[0]["id"], "3");
 
@@ -259,7 +316,10 @@ uri = "fs://{}"
         .map(|id| (id, (1, 0)))
         .chain([(1004, (0, 1))])
         .collect();
-    assert_eq!(puts, expected_puts, "one PUT each where the retention differed; the hold once");
+    assert_eq!(
+        puts, expected_puts,
+        "one PUT each where the retention differed; the hold once"
+    );
     let jobs_per_recording = |s: &Other| {
         let mut out: BTreeMap<u64, u32> = BTreeMap::new();
         for job in s.jobs.lock().unwrap().values() {
@@ -270,13 +330,20 @@ uri = "fs://{}"
     let jobs = jobs_per_recording(&state);
     assert_eq!(jobs.len(), 9, "{jobs:?}");
     assert_eq!(jobs[&1005], 2, "the failed job was submitted again");
-    assert!(jobs.iter().all(|(id, n)| *id == 1005 || *n == 1), "{jobs:?}");
+    assert!(
+        jobs.iter().all(|(id, n)| *id == 1005 || *n == 1),
+        "{jobs:?}"
+    );
     assert_eq!(state.tokens.load(Ordering::SeqCst), 1);
 
     let again = run();
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(again.json()["summary"]["done"], 0);
-    assert_eq!(*state.puts.lock().unwrap(), expected_puts, "no PUT on a re-run");
+    assert_eq!(
+        *state.puts.lock().unwrap(),
+        expected_puts,
+        "no PUT on a re-run"
+    );
     assert_eq!(jobs_per_recording(&state), jobs, "no job on a re-run");
     rt.shutdown_background();
 }
