@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod bench;
 mod check;
 mod decrypt;
@@ -36,6 +37,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Look at and re-queue items in the ledger.
     Items(items::ItemsArgs),
+    /// Export the hash-chained audit log, or verify that no entry was edited, removed or reordered.
+    Audit(audit::AuditArgs),
     /// Measure cxpipe itself (see docs/PERFORMANCE.md).
     Bench(bench::BenchArgs),
     /// Run the CXone simulator on loopback.
@@ -86,6 +89,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::Check(args) => check::run(args).await,
         Command::Items(args) => items::run(args).await,
+        Command::Audit(args) => audit::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Sim(args) => sim::run(args).await,
         Command::Decrypt(args) => decrypt::run(args).await,

@@ -4,6 +4,7 @@
 //!
 //! Item writes from workers go through [`writer::LedgerWriter`], which batches them.
 
+pub mod audit_log;
 mod items;
 mod schema;
 mod state;

@@ -93,6 +93,14 @@ impl JobStore {
             .cloned()
     }
 
+    /// Every job of `kind`, oldest first.
+    pub fn all(&self, kind: &str) -> Vec<Arc<Job>> {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Arc<Job>> = jobs.values().filter(|j| j.kind == kind).cloned().collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
     /// Jobs of `kind` not yet finished at `now`.
     pub fn active(&self, kind: &str, now: Instant) -> usize {
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -124,5 +132,8 @@ mod tests {
         assert!(store.get("export", &ok.id).is_some());
         assert!(store.get("archival", &ok.id).is_none());
         assert_eq!(store.active("export", t), 2);
+        let all: Vec<String> = store.all("export").iter().map(|j| j.id.clone()).collect();
+        assert_eq!(all, vec![ok.id.clone(), bad.id.clone()]);
+        assert!(store.all("archival").is_empty());
     }
 }

@@ -39,6 +39,8 @@ pub struct SimState {
     pub http: reqwest::Client,
     /// Retention days set through `PUT /api/v2/recordings/{id}/retention`, by index.
     pub retention: Mutex<HashMap<usize, u32>>,
+    /// Retention PUTs answered per recording index (for `/_sim/truth/retention`).
+    pub retention_calls: Mutex<HashMap<usize, RetentionCalls>>,
     /// Custom-field values set on interactions: (interaction index, field id) → value.
     pub custom_fields: Mutex<HashMap<(usize, String), String>>,
     /// When the last data-extraction job was created.
@@ -75,6 +77,7 @@ impl SimState {
                 .build()
                 .unwrap_or_default(),
             retention: Mutex::default(),
+            retention_calls: Mutex::default(),
             custom_fields: Mutex::default(),
             last_extraction: Mutex::default(),
             faults: RwLock::new(Arc::new(config.faults.clone())),
@@ -139,6 +142,13 @@ impl SimState {
             .map(String::as_str)
             .unwrap_or("http://127.0.0.1")
     }
+}
+
+/// Retention PUTs one recording received: applied, or refused under legal hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetentionCalls {
+    pub applied: u32,
+    pub refused: u32,
 }
 
 /// Extractor that admits a request only with a valid, unexpired bearer token.

@@ -13,3 +13,4 @@ mod other_server;
 mod runner;
 mod sim;
 mod storage;
+mod workflows;

@@ -17,7 +17,7 @@ use crate::sim::api_error::ApiError;
 use crate::sim::dataset::{Status, rfc3339_ms};
 use crate::sim::jobs::JobPhase;
 use crate::sim::routes::recording::find;
-use crate::sim::state::{Authed, SimState};
+use crate::sim::state::{Authed, RetentionCalls, SimState};
 
 pub fn routes() -> Router<Arc<SimState>> {
     Router::new()
@@ -28,7 +28,7 @@ pub fn routes() -> Router<Arc<SimState>> {
         .route("/api/v2/archival/jobs/{id}", get(job_status))
 }
 
-fn seed000_status(status: Status) -> &'static str {
+pub(super) fn seed000_status(status: Status) -> &'static str {
     match status {
         Status::Available => "completed",
         Status::Processing => "processing",
@@ -135,7 +135,15 @@ async fn set_retention(
             "retentionDays must be an integer within 1..=3650",
         ));
     };
+    let count = |f: fn(&mut RetentionCalls)| {
+        let mut calls = state
+            .retention_calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        f(calls.entry(index).or_default());
+    };
     if state.dataset.locked(index) {
+        count(|c| c.refused += 1);
         return Err(ApiError::Conflict(format!(
             "recording {} is under legal hold; retention is locked",
             rec.id
@@ -146,6 +154,7 @@ async fn set_retention(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(index, days as u32);
+    count(|c| c.applied += 1);
     Ok(Json(json!({
         "recordingId": rec.id,
         "retentionDays": days,
@@ -191,6 +200,16 @@ async fn create_job(
         .into_response())
 }
 
+/// The seed-000 spelling of a job phase.
+pub(super) fn phase_text(phase: JobPhase) -> &'static str {
+    match phase {
+        JobPhase::Pending => "PENDING",
+        JobPhase::Running => "IN_PROGRESS",
+        JobPhase::Completed => "COMPLETED",
+        JobPhase::Failed => "FAILED",
+    }
+}
+
 fn archival_json(state: &SimState, job: &crate::sim::jobs::Job) -> Value {
     let phase = job.phase(Instant::now());
     let recording_id = job.request["recordingId"].as_str().unwrap_or_default();
@@ -198,12 +217,7 @@ fn archival_json(state: &SimState, job: &crate::sim::jobs::Job) -> Value {
         "jobId": job.id,
         "recordingId": recording_id,
         "destination": job.request["destination"],
-        "status": match phase {
-            JobPhase::Pending => "PENDING",
-            JobPhase::Running => "IN_PROGRESS",
-            JobPhase::Completed => "COMPLETED",
-            JobPhase::Failed => "FAILED",
-        },
+        "status": phase_text(phase),
         "createdAt": rfc3339_ms(job.created_unix_ms),
         "timestamp": rfc3339_ms(chrono::Utc::now().timestamp_millis()),
     });

@@ -1,6 +1,8 @@
 //! Ground truth for tests: `GET /_sim/truth/recordings` (status now, sizes, SHA-256/MD5 per
 //! channel), `/_sim/truth/transcripts` (every segment and whether it is published, late or
-//! missing) and `/_sim/truth/interactions` (status, custom fields), each `?offset&limit`.
+//! missing), `/_sim/truth/interactions` (status, custom fields) and `/_sim/truth/retention`
+//! (legal hold, duplicate of, retention PUTs and archival jobs per recording), each
+//! `?offset&limit`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use crate::sim::api_error::ApiError;
 use crate::sim::dataset::Status;
 use crate::sim::interactions::{count, interaction};
 use crate::sim::routes::interactions::ARCHIVAL_FIELD_ID;
+use crate::sim::routes::retention::{phase_text, seed000_status};
 use crate::sim::state::SimState;
 use crate::sim::transcripts::{Publication, publication, segment_count, segment_id};
 
@@ -25,6 +28,7 @@ pub fn routes() -> Router<Arc<SimState>> {
         .route("/_sim/truth/recordings", get(truth_recordings))
         .route("/_sim/truth/transcripts", get(truth_transcripts))
         .route("/_sim/truth/interactions", get(truth_interactions))
+        .route("/_sim/truth/retention", get(truth_retention))
 }
 
 fn window(params: &HashMap<String, String>) -> Result<(usize, usize), ApiError> {
@@ -90,6 +94,58 @@ async fn truth_interactions(
 ) -> Result<Json<Value>, ApiError> {
     let total = count(&state.dataset);
     rows(state, total, params, "interactions", interaction_of).await
+}
+
+async fn truth_retention(
+    State(state): State<Arc<SimState>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let total = state.dataset.len();
+    rows(state, total, params, "recordings", retention_of).await
+}
+
+/// Recording `index` as seed 000 sees it: listing status, legal hold, the recording it
+/// duplicates, retention before and now, the retention PUTs it received and its archival
+/// jobs (oldest first) with their status now.
+fn retention_of(state: &SimState, index: usize, elapsed: Duration) -> Value {
+    let ds = &state.dataset;
+    let rec = ds.recording(index);
+    let origin = ds.origin(index);
+    let current = state
+        .retention
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&index)
+        .copied();
+    let calls = state
+        .retention_calls
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&index)
+        .copied()
+        .unwrap_or_default();
+    let now = std::time::Instant::now();
+    let jobs: Vec<Value> = state
+        .jobs
+        .all("archival")
+        .iter()
+        .filter(|job| job.request["recordingId"].as_str() == Some(rec.id.as_str()))
+        .map(|job| json!({ "jobId": job.id, "status": phase_text(job.phase(now)) }))
+        .collect();
+    json!({
+        "index": index,
+        "id": rec.id,
+        "status": seed000_status(rec.status(elapsed)),
+        "duration": rec.duration_secs,
+        "fileSize": rec.size_bytes(),
+        "legalHold": ds.locked(index),
+        "duplicateOf": (origin != index).then(|| ds.recording(origin).id),
+        "initialRetentionDays": ds.retention_days(index),
+        "retentionDays": current.unwrap_or_else(|| ds.retention_days(index)),
+        "retentionApplied": calls.applied,
+        "retentionRefused": calls.refused,
+        "archivalJobs": jobs,
+    })
 }
 
 /// Segments of recording `index`: id, and `published`, `late` (with when) or `missing`.

@@ -1,0 +1,6 @@
+//! The shipped workflow scripts (docs/WORKFLOWS.md) run end to end by the real binary, and
+//! the audit commands.
+
+mod audit;
+mod retention;
+mod retention_server;
