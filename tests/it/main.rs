@@ -10,3 +10,4 @@ mod other_server;
 mod runner;
 mod sim;
 mod storage;
+mod workflows_archive;
