@@ -132,11 +132,12 @@ fn assert_archived_exactly_once(
                 .or_default() += 1;
         }
     }
-    let closed: Vec<&String> = truth
+    let mut closed: Vec<&String> = truth
         .iter()
         .filter(|t| t.1 == "closed")
         .map(|t| &t.0)
         .collect();
+    closed.sort();
     assert_eq!(
         times.keys().collect::<Vec<_>>(),
         closed,
