@@ -32,6 +32,21 @@ struct Measured {
     seconds: f64,
     peak_mib: f64,
     rss_samples: Vec<f64>,
+    /// CPU seconds of the `cxpipe` run and of this process (the simulator).
+    cpu_cxpipe: f64,
+    cpu_sim: f64,
+}
+
+/// User + system CPU seconds of this process (`RUSAGE_SELF`) or its waited-for children.
+fn cpu_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we own; no other memory is touched.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn archive(rt: &tokio::runtime::Runtime, interactions: usize, batch: usize) -> Measured {
@@ -74,6 +89,10 @@ file = "k.key"
     )
     .unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/archive_interactions.rhai");
+    let (children_before, self_before) = (
+        cpu_seconds(libc::RUSAGE_CHILDREN),
+        cpu_seconds(libc::RUSAGE_SELF),
+    );
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cxpipe"))
         .args(["run", script.to_str().unwrap(), "--json", "--tenant", "sim"])
@@ -99,6 +118,8 @@ file = "k.key"
         std::thread::sleep(Duration::from_millis(50));
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_cxpipe = cpu_seconds(libc::RUSAGE_CHILDREN) - children_before;
+    let cpu_sim = cpu_seconds(libc::RUSAGE_SELF) - self_before;
     let out: serde_json::Value = serde_json::from_str(&reader.join().unwrap()).expect("JSON");
     let report = &out["report"];
     assert_eq!(report["failed"], 0, "{report}");
@@ -110,6 +131,8 @@ file = "k.key"
         seconds,
         peak_mib: peak,
         rss_samples: timeline.iter().step_by(tenth).copied().collect(),
+        cpu_cxpipe,
+        cpu_sim,
     }
 }
 
@@ -117,7 +140,11 @@ fn main() {
     let sizes: Vec<usize> = std::env::var("BENCH_INTERACTIONS")
         .unwrap_or_else(|_| "10000,100000".into())
         .split(',')
-        .map(|s| s.trim().parse().expect("BENCH_INTERACTIONS: comma-separated counts"))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("BENCH_INTERACTIONS: comma-separated counts")
+        })
         .collect();
     let batch = 100;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -127,19 +154,25 @@ fn main() {
         .unwrap();
     println!(
         "profile: {}, cores: {}, batch: {batch} interactions per object",
-        if cfg!(debug_assertions) { "dev" } else { "release" },
+        if cfg!(debug_assertions) {
+            "dev"
+        } else {
+            "release"
+        },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     for n in sizes {
         let m = archive(&rt, n, batch);
         let rss: Vec<String> = m.rss_samples.iter().map(|r| format!("{r:.0}")).collect();
         println!(
-            "{n:>7} interactions: {} closed archived in {:.1} s = {:.0} interactions/s; peak RSS {:.1} MiB; RSS by tenths [{}] MiB",
+            "{n:>7} interactions: {} closed archived in {:.1} s = {:.0} interactions/s; peak RSS {:.1} MiB; RSS by tenths [{}] MiB; CPU: cxpipe {:.1} s, simulator {:.1} s",
             m.archived,
             m.seconds,
             m.archived as f64 / m.seconds,
             m.peak_mib,
-            rss.join(", ")
+            rss.join(", "),
+            m.cpu_cxpipe,
+            m.cpu_sim,
         );
     }
     // The guide stretches the passphrase (480000 PBKDF2 rounds) for every object it writes.

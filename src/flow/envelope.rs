@@ -221,7 +221,10 @@ mod tests {
             serde_json::from_slice(&a).unwrap(),
             serde_json::from_slice(&b).unwrap(),
         );
-        assert_eq!(va["salt"], vb["salt"], "one stretch (one salt) per process and key");
+        assert_eq!(
+            va["salt"], vb["salt"],
+            "one stretch (one salt) per process and key"
+        );
         assert_ne!(va["nonce"], vb["nonce"], "a fresh nonce per object");
         let pass = Secret::new("envelope-test-pass");
         assert_eq!(open(&a, &pass).unwrap(), b"first batch of json lines");
@@ -235,6 +238,9 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("passphrase_env") && err.contains("raw"), "{err}");
+        assert!(
+            err.contains("passphrase_env") && err.contains("raw"),
+            "{err}"
+        );
     }
 }

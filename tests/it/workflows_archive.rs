@@ -147,7 +147,11 @@ fn assert_archived_exactly_once(
     assert!(twice.is_empty(), "archived more than once: {twice:?}");
     for (id, status, archival) in truth {
         let want = (status == "closed").then_some("archived");
-        assert_eq!(archival.as_deref(), want, "archival_status of {id} ({status})");
+        assert_eq!(
+            archival.as_deref(),
+            want,
+            "archival_status of {id} ({status})"
+        );
     }
     closed.len()
 }
@@ -234,7 +238,10 @@ fn closed_interactions_are_archived_once_under_faults_and_a_rerun_does_no_new_wo
     assert_eq!(report["archived"].as_u64(), Some(closed as u64), "{report}");
     assert_eq!(report["failed"].as_u64(), Some(0), "{report}");
     assert_eq!(report["success_rate"], "100.00%", "{report}");
-    assert_eq!(report["interactions_seen"].as_u64(), Some(truth.len() as u64));
+    assert_eq!(
+        report["interactions_seen"].as_u64(),
+        Some(truth.len() as u64)
+    );
     assert_eq!(
         report["skipped_by_reason"]["not closed (open)"].as_u64(),
         Some(open.len() as u64),
@@ -247,12 +254,18 @@ fn closed_interactions_are_archived_once_under_faults_and_a_rerun_does_no_new_wo
         .map(|l| l["key"].as_str().unwrap())
         .collect();
     locations.sort();
-    assert_eq!(locations, records.keys().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        locations,
+        records.keys().map(String::as_str).collect::<Vec<_>>()
+    );
 
     // The faults happened and were survived.
     let stats = sim.get_json("/_sim/stats");
     for counter in ["throttled_429", "server_errors_5xx"] {
-        assert!(stats[counter].as_u64().unwrap() > 0, "no {counter}: {stats}");
+        assert!(
+            stats[counter].as_u64().unwrap() > 0,
+            "no {counter}: {stats}"
+        );
     }
     assert!(stats["tokens_issued"].as_u64().unwrap() >= 2, "{stats}");
 
@@ -266,7 +279,11 @@ fn closed_interactions_are_archived_once_under_faults_and_a_rerun_does_no_new_wo
     assert_eq!(again.code, 0, "{}", again.stderr);
     let out = again.json();
     let s = &out["summary"];
-    assert_eq!((s["admitted"].as_u64(), s["done"].as_u64()), (Some(0), Some(0)), "{s}");
+    assert_eq!(
+        (s["admitted"].as_u64(), s["done"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
     assert_eq!(out["report"]["archived"].as_u64(), Some(0));
     assert_eq!(
         out["report"]["already_archived"].as_u64(),
@@ -344,12 +361,10 @@ fn passphrase_config(env: &TestEnv, sim: &Sim, extra: &str) -> PathBuf {
         &sim.credentials.client_secret,
         extra,
     );
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(
-            "file = \"keys/k.key\"",
-            "passphrase_env = \"CXPIPE_TEST_ARCHIVE_PASS\"\niterations = 100000",
-        );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "file = \"keys/k.key\"",
+        "passphrase_env = \"CXPIPE_TEST_ARCHIVE_PASS\"\niterations = 100000",
+    );
     std::fs::write(&config, text).unwrap();
     config
 }
@@ -404,6 +419,10 @@ fn the_envelope_option_writes_guide_envelopes_stretched_once_per_run() {
         records.insert(key, recs);
     }
     assert!(records.len() >= 3, "{records:?}");
-    assert_eq!(salts.len(), 1, "the passphrase was stretched once, not per object");
+    assert_eq!(
+        salts.len(),
+        1,
+        "the passphrase was stretched once, not per object"
+    );
     assert_archived_exactly_once(&records, &truth(&sim));
 }

@@ -69,12 +69,17 @@ async fn token(
         && headers.get("authorization").and_then(|v| v.to_str().ok())
             == Some(format!("Basic {basic}").as_str());
     if !ok {
-        return (StatusCode::UNAUTHORIZED, Json(json!({ "error": "invalid_client" })))
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": "invalid_client" })),
+        )
             .into_response();
     }
     let n = s.tokens.fetch_add(1, Ordering::SeqCst);
-    Json(json!({ "access_token": format!("other-{n}"), "token_type": "Bearer", "expires_in": 3600 }))
-        .into_response()
+    Json(
+        json!({ "access_token": format!("other-{n}"), "token_type": "Bearer", "expires_in": 3600 }),
+    )
+    .into_response()
 }
 
 async fn query(
@@ -218,7 +223,10 @@ fn the_archival_script_runs_unchanged_against_another_seed_004_server() {
         .route("/api/v2/oauth/token", post(token))
         .route("/api/v2/interactions/query", post(query))
         .route("/api/v2/interactions/{id}", get(detail))
-        .route("/api/v2/interactions/{id}/custom-fields/{field}", put(set_field))
+        .route(
+            "/api/v2/interactions/{id}/custom-fields/{field}",
+            put(set_field),
+        )
         .with_state(state.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -272,7 +280,11 @@ file = "k.key"
         .filter(|ix| ix.closed && !ix.gone)
         .map(|ix| ix.id)
         .collect();
-    assert_eq!(report["archived"].as_u64(), Some(archivable.len() as u64), "{report}");
+    assert_eq!(
+        report["archived"].as_u64(),
+        Some(archivable.len() as u64),
+        "{report}"
+    );
     assert_eq!(report["failed"].as_u64(), Some(1), "{report}");
     assert_eq!(
         report["failure_reasons"],
@@ -324,6 +336,10 @@ file = "k.key"
     let again = env.run(Path::new(super::SCRIPT), &args);
     assert_eq!(again.code, 0, "{}", again.stderr);
     let s = &again.json()["summary"];
-    assert_eq!((s["admitted"].as_u64(), s["done"].as_u64()), (Some(0), Some(0)), "{s}");
+    assert_eq!(
+        (s["admitted"].as_u64(), s["done"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
     rt.shutdown_background();
 }
