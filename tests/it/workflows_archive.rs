@@ -352,6 +352,92 @@ async fn a_run_killed_mid_way_then_rerun_archives_every_interaction_once() {
     );
 }
 
+#[test]
+fn members_of_a_batch_that_failed_for_good_stay_out_of_new_batches() {
+    let sim = Sim::start(
+        SimConfig {
+            seed: 9,
+            recordings: 10,
+            interactions: 30,
+            ..SimConfig::default()
+        }
+        .without_faults(),
+    );
+    let env = TestEnv::new();
+    let config = write_config(
+        &env,
+        &sim.base_url,
+        &sim.credentials.client_id,
+        &sim.credentials.client_secret,
+        "encrypt_key = \"k\"\nbatch_size = 4",
+    );
+    // An earlier run reserved three closed interactions for a batch that was quarantined.
+    let before = truth(&sim);
+    let held: Vec<String> = before
+        .iter()
+        .filter(|t| t.1 == "closed")
+        .take(3)
+        .map(|t| t.0.clone())
+        .collect();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use cxpipe::ledger::{AdmitItem, ItemState, ItemUpdate, Ledger};
+        let ledger = Ledger::open_dir(&env.state_dir()).await.unwrap();
+        let (p, t) = ("archive_interactions", "sim");
+        let batch = serde_json::json!({ "batch": "batch-held", "ids": held,
+            "object": "interactions/batch-held.jsonl.gz.enc" })
+        .to_string();
+        ledger
+            .kv_set(p, t, "batch/batch-held", &batch)
+            .await
+            .unwrap();
+        let item = AdmitItem {
+            key: "batch-held".into(),
+            payload: batch,
+        };
+        ledger
+            .admit(p, t, "earlier", "", i64::MAX, &[item])
+            .await
+            .unwrap();
+        let update = ItemUpdate {
+            pipeline: p.into(),
+            tenant: t.into(),
+            key: "batch-held".into(),
+            state: ItemState::Quarantined,
+            attempts: 5,
+            next_at: None,
+            result: None,
+            last_error: Some("HTTP 500".into()),
+        };
+        ledger.apply(&[update]).await.unwrap();
+    });
+
+    let ran = run(&env, &config);
+    assert_eq!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
+    let report = &ran.json()["report"];
+    assert_eq!(
+        report["interactions_in_unfinished_batches"].as_u64(),
+        Some(3),
+        "{report}"
+    );
+    let after = truth(&sim);
+    let records = stored_records(&env, &config);
+    let stored: Vec<&str> = records
+        .values()
+        .flatten()
+        .map(|r| r["interaction_id"].as_str().unwrap())
+        .collect();
+    for (id, status, archival) in &after {
+        let is_held = held.contains(id);
+        let want = status == "closed" && !is_held;
+        assert_eq!(
+            stored.iter().filter(|s| **s == id).count(),
+            usize::from(want),
+            "{id}"
+        );
+        assert_eq!(archival.is_some(), want, "archival_status of {id}");
+    }
+}
+
 /// Writes a config whose key `k` is a passphrase (for the seed-004 envelope).
 fn passphrase_config(env: &TestEnv, sim: &Sim, extra: &str) -> PathBuf {
     let config = write_config(
