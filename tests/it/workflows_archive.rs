@@ -438,6 +438,105 @@ fn members_of_a_batch_that_failed_for_good_stay_out_of_new_batches() {
     }
 }
 
+/// Puts a batch in the ledger and `ctx.kv` as a run killed mid-batch leaves it: `state`
+/// is the batch's kv entry, the item is left leased by a dead run.
+fn leave_unfinished_batch(env: &TestEnv, state: &Value) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use cxpipe::ledger::{AdmitItem, Ledger};
+        let ledger = Ledger::open_dir(&env.state_dir()).await.unwrap();
+        let (p, t) = ("archive_interactions", "sim");
+        let name = state["batch"].as_str().unwrap();
+        let text = state.to_string();
+        ledger
+            .kv_set(p, t, &format!("batch/{name}"), &text)
+            .await
+            .unwrap();
+        let item = AdmitItem {
+            key: name.into(),
+            payload: text,
+        };
+        ledger
+            .admit(p, t, "killed", "", i64::MAX, &[item])
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_batch_stored_before_a_kill_is_marked_not_written_again() {
+    let sim = Sim::start(
+        SimConfig {
+            seed: 12,
+            recordings: 10,
+            interactions: 30,
+            ..SimConfig::default()
+        }
+        .without_faults(),
+    );
+    let env = TestEnv::new();
+    let config = write_config(
+        &env,
+        &sim.base_url,
+        &sim.credentials.client_id,
+        &sim.credentials.client_secret,
+        "encrypt_key = \"k\"\nbatch_size = 4",
+    );
+    // The killed run had stored two of the batch's three members (the third's details were
+    // gone) and was killed before marking them.
+    let closed: Vec<String> = truth(&sim)
+        .into_iter()
+        .filter(|t| t.1 == "closed")
+        .map(|t| t.0)
+        .take(3)
+        .collect();
+    let object = "interactions/batch-killed.jsonl.gz.enc";
+    let stored_bytes = env.write(&format!("objects/{object}"), "the earlier run's object");
+    leave_unfinished_batch(
+        &env,
+        &serde_json::json!({ "batch": "batch-killed", "ids": closed, "object": object,
+            "included": [closed[0], closed[1]], "already": 0,
+            "failed": [{ "interaction_id": closed[2], "reason": "details not fetched: HTTP 404" }] }),
+    );
+
+    let ran = run(&env, &config);
+    assert_eq!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
+    let report = &ran.json()["report"];
+    assert_eq!(
+        std::fs::read_to_string(&stored_bytes).unwrap(),
+        "the earlier run's object",
+        "the stored batch is not written again"
+    );
+    assert!(
+        report["locations"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({ "key": object, "interactions": 2 })),
+        "{report}"
+    );
+    let after = truth(&sim);
+    let marked = |id: &String| after.iter().find(|t| &t.0 == id).unwrap().2.is_some();
+    assert!(
+        marked(&closed[0]) && marked(&closed[1]),
+        "its members are marked"
+    );
+    assert!(!marked(&closed[2]), "the member it left out is not");
+    let elsewhere: usize = stored_records_except(&env, &config, object)
+        .values()
+        .flatten()
+        .filter(|r| closed[..2].iter().any(|id| r["interaction_id"] == **id))
+        .count();
+    assert_eq!(elsewhere, 0, "its members are in no other object");
+}
+
+/// [`stored_records`] without `skip` (an object that is not an archive).
+fn stored_records_except(env: &TestEnv, config: &Path, skip: &str) -> BTreeMap<String, Vec<Value>> {
+    let moved = env.path().join("moved-aside");
+    std::fs::rename(env.path().join("objects").join(skip), &moved).unwrap();
+    let records = stored_records(env, config);
+    std::fs::rename(&moved, env.path().join("objects").join(skip)).unwrap();
+    records
+}
+
 /// Writes a config whose key `k` is a passphrase (for the seed-004 envelope).
 fn passphrase_config(env: &TestEnv, sim: &Sim, extra: &str) -> PathBuf {
     let config = write_config(
