@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::codec::CodecStage;
 use super::crypt::{KeyChoice, SegmentDecryptor, SegmentEncryptor};
+use super::envelope::EnvelopeSealer;
 use super::error::FlowError;
 use super::spec::Stage;
 use super::tap::{Tap, TapResult, TapSpec};
@@ -265,6 +266,7 @@ fn build_transform(
             Box::new(SegmentDecryptor::new(KeyChoice::Named(name.clone(), kek)))
         }
         Stage::Decrypt(None) => Box::new(SegmentDecryptor::new(KeyChoice::ById(keys.clone()))),
+        Stage::Envelope(name) => Box::new(EnvelopeSealer::new(name, keys.get(name)?)?),
         _ => unreachable!("taps are not transforms"),
     })
 }

@@ -194,6 +194,28 @@ fn register_stages(engine: &mut Engine, keys: Arc<KeyRing>) {
         ])
         .register_into_engine(engine, encrypt);
 
+    let k = keys.clone();
+    let envelope = move |f: &mut Flow, name: &str| -> RhaiResult<Flow> {
+        let kek = k.get(name).map_err(|e| to_rhai(e.into()))?;
+        if kek.passphrase().is_none() {
+            return Err(invalid(format!(
+                "envelope({name:?}): the seed-004 envelope derives its key with PBKDF2 from a \
+                 passphrase; configure [keys.{name}] with passphrase_env, or use .encrypt({name:?})"
+            )));
+        }
+        Ok(f.with(Stage::Envelope(name.to_string())))
+    };
+    FuncRegistration::new("envelope")
+        .with_comments([
+            "/// Encrypts into the seed-004 JSON envelope (`salt`, `nonce`, `ciphertext` in base64;",
+            "/// PBKDF2-SHA256 480000 of the passphrase key `name`, stretched once per process;",
+            "/// AES-256-GCM), for readers that expect it. Holds the object in memory (≤ 256 MiB).",
+            "/// ```rhai",
+            r#"/// from_jsonl(records).gzip(6).envelope("archive").write(ctx.store, "batch.json")"#,
+            "/// ```",
+        ])
+        .register_into_engine(engine, envelope);
+
     let decrypt = move |f: &mut Flow, name: &str| -> RhaiResult<Flow> {
         keys.get(name).map_err(|e| to_rhai(e.into()))?;
         Ok(f.with(Stage::Decrypt(Some(name.to_string()))))

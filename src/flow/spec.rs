@@ -54,6 +54,8 @@ pub enum Stage {
     Encrypt(String),
     /// Decrypt with the named key, or (`None`) whichever loaded key the header names.
     Decrypt(Option<String>),
+    /// Seal into a seed-004 JSON envelope with the named passphrase key.
+    Envelope(String),
 }
 
 impl Stage {
@@ -61,7 +63,11 @@ impl Stage {
     pub fn is_transform(&self) -> bool {
         matches!(
             self,
-            Stage::Compress(..) | Stage::Decompress(_) | Stage::Encrypt(_) | Stage::Decrypt(_)
+            Stage::Compress(..)
+                | Stage::Decompress(_)
+                | Stage::Encrypt(_)
+                | Stage::Decrypt(_)
+                | Stage::Envelope(_)
         )
     }
 
@@ -79,6 +85,7 @@ impl Stage {
             Stage::Encrypt(k) => format!("encrypt({k})"),
             Stage::Decrypt(Some(k)) => format!("decrypt({k})"),
             Stage::Decrypt(None) => "decrypt".into(),
+            Stage::Envelope(k) => format!("envelope({k})"),
         }
     }
 }

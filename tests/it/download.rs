@@ -127,7 +127,7 @@ fn expected(sim: &Sim, suffix: &str) -> BTreeMap<String, Result<(String, String)
 }
 
 /// Object keys under `root` (recursively), excluding the writer's partial folder.
-fn listing(root: &Path) -> BTreeMap<String, PathBuf> {
+pub fn listing(root: &Path) -> BTreeMap<String, PathBuf> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let path = entry.path();

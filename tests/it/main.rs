@@ -14,3 +14,4 @@ mod runner;
 mod sim;
 mod storage;
 mod workflows;
+mod workflows_archive;
