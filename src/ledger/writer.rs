@@ -61,7 +61,7 @@ impl WriterState {
         self.lost_updates.fetch_add(updates.len(), SeqCst);
         self.lost_audits.fetch_add(audits.len(), SeqCst);
         for u in updates {
-            tracing::error!(item = %u.key, state = u.state.as_str(), "item state not written to the ledger");
+            tracing::error!(item = %crate::terminal::escape(&u.key), state = u.state.as_str(), "item state not written to the ledger");
         }
         for (pipeline, tenant, run_id, kind, data) in audits {
             tracing::error!(

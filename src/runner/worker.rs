@@ -214,7 +214,7 @@ fn handle(env: &WorkerEnv, mut item: WorkItem) {
 /// this run, so the next run takes it) and listed among the run's failures.
 fn failed_by_panic(env: &WorkerEnv, key: &str, attempts: i64, what: &str) -> Step {
     let error = format!("internal error while handling the item (please report): {what}");
-    tracing::error!(item = %key, error = %error, "worker failed");
+    tracing::error!(item = %crate::terminal::escape(key), error = %error, "worker failed");
     let c = &env.counters;
     c.failed.fetch_add(1, Relaxed);
     c.add_failure(Failure {
@@ -242,7 +242,7 @@ fn record(env: &WorkerEnv, item: WorkItem, step: Step) {
     let shared = &env.shared;
     if let Err(e) = shared.writer.update_blocking(step.update) {
         // The writer has stopped the run (and logged what it could not write).
-        tracing::error!(item = %item.key, error = %e, "item state not recorded");
+        tracing::error!(item = %crate::terminal::escape(&item.key), error = %e, "item state not recorded");
     }
     match step.requeue {
         Some(delay) if !env.halt.is_stopped() => {
@@ -342,13 +342,13 @@ fn decide(env: &WorkerEnv, item: &mut WorkItem) -> Step {
                 );
                 update.state = ItemState::Failed;
                 update.next_at = Some(due_at(delay));
-                tracing::warn!(item = %item.key, attempt, error = %message, "attempt failed; will retry");
+                tracing::warn!(item = %crate::terminal::escape(&item.key), attempt, error = %message, "attempt failed; will retry");
                 c.retries.fetch_add(1, Relaxed);
                 item.attempts = attempt;
                 requeue = Some(delay);
             } else {
                 update.state = ItemState::Quarantined;
-                tracing::error!(item = %item.key, attempt, error = %message, "item quarantined");
+                tracing::error!(item = %crate::terminal::escape(&item.key), attempt, error = %message, "item quarantined");
                 c.add_failure(Failure {
                     key: item.key.clone(),
                     attempts: attempt,
