@@ -18,6 +18,7 @@ use crate::api::clock::{Clock, TokioClock};
 use crate::api::config::TenantConfig;
 use crate::api::error::ApiError;
 use crate::api::limiter::RateBudgets;
+use crate::api::path::ApiPath;
 use crate::api::stats::{ApiStats, Counters};
 use crate::api::target;
 
@@ -166,12 +167,12 @@ impl Api {
     pub async fn request(
         &self,
         method: Method,
-        path: &str,
+        path: impl Into<ApiPath>,
         query: Option<&Value>,
         body: Option<&Value>,
     ) -> Result<Value, ApiError> {
         let inner = &self.inner;
-        let url = self.url(path, query).await?;
+        let url = self.url(&path.into(), query).await?;
         let base = self.base().await?;
         let family = inner.budgets.family_for(&target::relative_path(base, &url));
         let shown = target::display_path(&url);
@@ -370,7 +371,7 @@ impl Api {
     }
 
     /// The full URL for `path` (plus `query`); see [`target::resolve`].
-    async fn url(&self, path: &str, query: Option<&Value>) -> Result<Url, ApiError> {
+    async fn url(&self, path: &ApiPath, query: Option<&Value>) -> Result<Url, ApiError> {
         let base = self.base().await?;
         target::resolve(base, path, query).map_err(|message| ApiError::Usage {
             tenant: self.inner.tenant.clone(),

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`config`]: the `[tenants.NAME]` table.
 //! - [`client`]: [`Api`], the request loop (budget → token → send → retry).
+//! - [`path`]: [`ApiPath`], request paths built from percent-encoded segments.
 //! - [`target`]: request URLs (base joining, same-origin rule, masking in messages).
 //! - [`stats`]: [`ApiStats`] counters.
 //! - [`auth`]: grants (client credentials, password + discovery, bearer) and the token cache.
@@ -27,6 +28,7 @@ pub mod json_path;
 pub mod limiter;
 pub mod pages;
 pub mod paginate;
+pub mod path;
 pub mod poll;
 pub mod rhai;
 pub mod stats;
@@ -36,5 +38,6 @@ pub use client::Api;
 pub use clock::{Clock, SkippingClock, TokioClock};
 pub use config::TenantConfig;
 pub use error::ApiError;
+pub use path::ApiPath;
 pub use rhai::register;
 pub use stats::ApiStats;

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::api::client::Api;
 use crate::api::error::ApiError;
 use crate::api::json_path;
+use crate::api::path::ApiPath;
 
 /// How to poll, as scripts declare it.
 #[derive(Clone, Debug, Deserialize)]
@@ -47,7 +48,8 @@ fn default_field() -> String {
 }
 
 /// Polls `path` until done (returns the last response), failed or out of time.
-pub async fn poll(api: &Api, path: &str, spec: &PollSpec) -> Result<Value, ApiError> {
+pub async fn poll(api: &Api, path: impl Into<ApiPath>, spec: &PollSpec) -> Result<Value, ApiError> {
+    let path = path.into();
     let usage = |message: String| ApiError::Usage {
         tenant: api.tenant().to_string(),
         what: format!("polling {path}"),
@@ -74,7 +76,7 @@ pub async fn poll(api: &Api, path: &str, spec: &PollSpec) -> Result<Value, ApiEr
     }
     loop {
         let response = api
-            .request(Method::GET, path, spec.query.as_ref(), None)
+            .request(Method::GET, &path, spec.query.as_ref(), None)
             .await?;
         let state = json_path::text(json_path::get(&response, &spec.field)).unwrap_or_default();
         if spec.done.iter().any(|s| s.eq_ignore_ascii_case(&state)) {
@@ -102,7 +104,7 @@ pub async fn poll(api: &Api, path: &str, spec: &PollSpec) -> Result<Value, ApiEr
                 waited: now - started,
             });
         }
-        tracing::debug!(tenant = api.tenant(), path, state = %state, wait_ms = every.as_millis() as u64, "job not done yet");
+        tracing::debug!(tenant = api.tenant(), %path, state = %state, wait_ms = every.as_millis() as u64, "job not done yet");
         clock.sleep_until(now + every).await;
         every = every.mul_f64(1.5).min(max_every);
     }

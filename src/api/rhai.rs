@@ -1,17 +1,19 @@
 //! The `ctx.api` surface scripts see: type `Api` with `get/post/put/patch/delete`,
-//! `paginate` and `poll`. Only converts between Rhai and JSON and calls the native stage;
-//! must run on a blocking thread of the tokio runtime (script calls do).
+//! `paginate` and `poll` (each taking a path string or an array of segments), and
+//! `path_segment`. Only converts between Rhai and JSON and calls the native stage; must run
+//! on a blocking thread of the tokio runtime (script calls do).
 
 use std::future::Future;
 
 use reqwest::Method;
 use rhai::plugin::*;
-use rhai::{Dynamic, Engine, EvalAltResult, Map};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
 use serde_json::Value;
 
 use crate::api::client::Api;
 use crate::api::pages::Pages;
 use crate::api::paginate::{PageSpec, Pager};
+use crate::api::path::{ApiPath, encode_segment};
 use crate::api::poll::{PollSpec, poll};
 
 /// Registers `Api`, `Pages` (iterable in `for`) and the `ctx.api` functions.
@@ -49,12 +51,47 @@ fn to_json(value: Dynamic, what: &str) -> Result<Value, Box<EvalAltResult>> {
 fn send(
     api: &Api,
     method: Method,
-    path: &str,
+    path: ApiPath,
     query: Option<Value>,
     body: Option<Value>,
 ) -> RhaiResult {
     let value = block_on(api.request(method, path, query.as_ref(), body.as_ref()))??;
     rhai::serde::to_dynamic(value)
+}
+
+/// The text of one path segment as a script gave it: a string, a character or an integer.
+fn segment_text(value: &Dynamic) -> Result<String, String> {
+    if let Some(text) = value.read_lock::<rhai::ImmutableString>() {
+        return Ok(text.to_string());
+    }
+    if let Ok(c) = value.as_char() {
+        return Ok(c.to_string());
+    }
+    if let Ok(n) = value.as_int() {
+        return Ok(n.to_string());
+    }
+    Err(format!(
+        "a path segment must be a string or an integer, not {} ({value:?})",
+        value.type_name()
+    ))
+}
+
+/// The path made of the script's `segments`, each encoded as one segment.
+fn segments_path(segments: &Array) -> Result<ApiPath, Box<EvalAltResult>> {
+    let texts = segments
+        .iter()
+        .enumerate()
+        .map(|(index, value)| {
+            segment_text(value).map_err(|message| format!("path segment {index}: {message}"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(ApiPath::from_segments)
+        .map_err(|message| runtime_error(&format!("invalid path: {message}")))?;
+    Ok(texts)
+}
+
+fn text_path(path: &str) -> ApiPath {
+    ApiPath::Text(path.to_string())
 }
 
 fn spec<T: serde::de::DeserializeOwned>(map: Map, what: &str) -> Result<T, Box<EvalAltResult>> {
@@ -84,7 +121,7 @@ mod api_functions {
     /// ```
     #[rhai_fn(name = "get", return_raw, pure)]
     pub fn get(api: &mut Api, path: &str) -> RhaiResult {
-        send(api, Method::GET, path, None, None)
+        send(api, Method::GET, text_path(path), None, None)
     }
 
     /// `GET path?query`; query values may be strings, numbers, booleans or arrays.
@@ -96,7 +133,7 @@ mod api_functions {
     #[rhai_fn(name = "get", return_raw, pure)]
     pub fn get_with_query(api: &mut Api, path: &str, query: Map) -> RhaiResult {
         let query = to_json(Dynamic::from_map(query), "query")?;
-        send(api, Method::GET, path, Some(query), None)
+        send(api, Method::GET, text_path(path), Some(query), None)
     }
 
     /// `POST path` with a JSON body.
@@ -107,7 +144,7 @@ mod api_functions {
     #[rhai_fn(name = "post", return_raw, pure)]
     pub fn post(api: &mut Api, path: &str, body: Dynamic) -> RhaiResult {
         let body = to_json(body, "body")?;
-        send(api, Method::POST, path, None, Some(body))
+        send(api, Method::POST, text_path(path), None, Some(body))
     }
 
     /// `PUT path` with a JSON body.
@@ -118,7 +155,7 @@ mod api_functions {
     #[rhai_fn(name = "put", return_raw, pure)]
     pub fn put(api: &mut Api, path: &str, body: Dynamic) -> RhaiResult {
         let body = to_json(body, "body")?;
-        send(api, Method::PUT, path, None, Some(body))
+        send(api, Method::PUT, text_path(path), None, Some(body))
     }
 
     /// `PATCH path` with a JSON body.
@@ -129,7 +166,7 @@ mod api_functions {
     #[rhai_fn(name = "patch", return_raw, pure)]
     pub fn patch(api: &mut Api, path: &str, body: Dynamic) -> RhaiResult {
         let body = to_json(body, "body")?;
-        send(api, Method::PATCH, path, None, Some(body))
+        send(api, Method::PATCH, text_path(path), None, Some(body))
     }
 
     /// `DELETE path`.
@@ -139,7 +176,7 @@ mod api_functions {
     /// ```
     #[rhai_fn(name = "delete", return_raw, pure)]
     pub fn delete(api: &mut Api, path: &str) -> RhaiResult {
-        send(api, Method::DELETE, path, None, None)
+        send(api, Method::DELETE, text_path(path), None, None)
     }
 
     /// A lazy walk over a paginated collection, for use in `for`. Keys: `style`
@@ -157,7 +194,7 @@ mod api_functions {
     #[rhai_fn(name = "paginate", return_raw, pure)]
     pub fn paginate(api: &mut Api, path: &str, options: Map) -> Result<Pages, Box<EvalAltResult>> {
         let spec: PageSpec = spec(options, "paginate options")?;
-        Ok(Pages::new(Pager::new(api, path, &spec)?))
+        Ok(Pages::new(Pager::new(api, text_path(path), &spec)?))
     }
 
     /// Polls `path` until `field` is in `done` (returns the response), raising an error
@@ -172,7 +209,186 @@ mod api_functions {
     #[rhai_fn(name = "poll", return_raw, pure)]
     pub fn poll_job(api: &mut Api, path: &str, options: Map) -> RhaiResult {
         let spec: PollSpec = spec(options, "poll options")?;
-        let value = block_on(poll(api, path, &spec))??;
+        let value = block_on(poll(api, text_path(path), &spec))??;
         rhai::serde::to_dynamic(value)
+    }
+
+    /// `GET` a path given as an array of segments (strings or integers); each segment is
+    /// percent-encoded as exactly one path segment, so an id holding `/`, `..`, `?`, `#`,
+    /// `%`, `\` or control characters cannot change which resource is addressed. An empty,
+    /// `.` or `..` segment is refused.
+    ///
+    /// ```rhai
+    /// let rec = ctx.api.get(["api", "v2", "recording", id]);
+    /// ```
+    #[rhai_fn(name = "get", return_raw, pure)]
+    pub fn get_segments(api: &mut Api, segments: Array) -> RhaiResult {
+        send(api, Method::GET, segments_path(&segments)?, None, None)
+    }
+
+    /// `GET` a path of segments with a query map (the query never goes in the segments).
+    ///
+    /// ```rhai
+    /// let url = ctx.api.get(["api", "v2", "recording", id, "download"], #{ channel: "combined" });
+    /// ```
+    #[rhai_fn(name = "get", return_raw, pure)]
+    pub fn get_segments_with_query(api: &mut Api, segments: Array, query: Map) -> RhaiResult {
+        let query = to_json(Dynamic::from_map(query), "query")?;
+        send(
+            api,
+            Method::GET,
+            segments_path(&segments)?,
+            Some(query),
+            None,
+        )
+    }
+
+    /// `POST` a JSON body to a path of segments.
+    ///
+    /// ```rhai
+    /// ctx.api.post(["api", "v2", "recording", id, "tags"], #{ tags: ["archived"] });
+    /// ```
+    #[rhai_fn(name = "post", return_raw, pure)]
+    pub fn post_segments(api: &mut Api, segments: Array, body: Dynamic) -> RhaiResult {
+        let body = to_json(body, "body")?;
+        send(
+            api,
+            Method::POST,
+            segments_path(&segments)?,
+            None,
+            Some(body),
+        )
+    }
+
+    /// `PUT` a JSON body to a path of segments.
+    ///
+    /// ```rhai
+    /// ctx.api.put(["api", "v2", "recordings", id, "retention"], #{ retentionDays: 365 });
+    /// ```
+    #[rhai_fn(name = "put", return_raw, pure)]
+    pub fn put_segments(api: &mut Api, segments: Array, body: Dynamic) -> RhaiResult {
+        let body = to_json(body, "body")?;
+        send(
+            api,
+            Method::PUT,
+            segments_path(&segments)?,
+            None,
+            Some(body),
+        )
+    }
+
+    /// `PATCH` a JSON body to a path of segments.
+    ///
+    /// ```rhai
+    /// ctx.api.patch(["api", "v2", "interactions", id], #{ customFields: #{ archived: true } });
+    /// ```
+    #[rhai_fn(name = "patch", return_raw, pure)]
+    pub fn patch_segments(api: &mut Api, segments: Array, body: Dynamic) -> RhaiResult {
+        let body = to_json(body, "body")?;
+        send(
+            api,
+            Method::PATCH,
+            segments_path(&segments)?,
+            None,
+            Some(body),
+        )
+    }
+
+    /// `DELETE` a path of segments.
+    ///
+    /// ```rhai
+    /// ctx.api.delete(["api", "v2", "webhooks", hook_id]);
+    /// ```
+    #[rhai_fn(name = "delete", return_raw, pure)]
+    pub fn delete_segments(api: &mut Api, segments: Array) -> RhaiResult {
+        send(api, Method::DELETE, segments_path(&segments)?, None, None)
+    }
+
+    /// `paginate` over a path of segments.
+    ///
+    /// ```rhai
+    /// for c in ctx.api.paginate(["inContactAPI", "services", "v32.0", "contacts", "completed"],
+    ///                           #{ style: "next_link", items: "completedContacts" }) {
+    ///     ctx.emit(`${c.contactId}`, c);
+    /// }
+    /// ```
+    #[rhai_fn(name = "paginate", return_raw, pure)]
+    pub fn paginate_segments(
+        api: &mut Api,
+        segments: Array,
+        options: Map,
+    ) -> Result<Pages, Box<EvalAltResult>> {
+        let spec: PageSpec = spec(options, "paginate options")?;
+        Ok(Pages::new(Pager::new(
+            api,
+            segments_path(&segments)?,
+            &spec,
+        )?))
+    }
+
+    /// `poll` a path of segments.
+    ///
+    /// ```rhai
+    /// let job = ctx.api.poll(["api", "v2", "archival", "jobs", job_id], #{
+    ///     done: ["COMPLETED"], failed: ["FAILED"] });
+    /// ```
+    #[rhai_fn(name = "poll", return_raw, pure)]
+    pub fn poll_segments(api: &mut Api, segments: Array, options: Map) -> RhaiResult {
+        let spec: PollSpec = spec(options, "poll options")?;
+        let value = block_on(poll(api, segments_path(&segments)?, &spec))??;
+        rhai::serde::to_dynamic(value)
+    }
+
+    /// `value` (a string or an integer) percent-encoded as one URL path segment: everything
+    /// outside `A-Z a-z 0-9 - . _ ~` becomes `%XX`. An empty, `.` or `..` value is an error.
+    /// Prefer passing an array of segments to `ctx.api`; this is for building other URLs.
+    ///
+    /// ```rhai
+    /// let seg = path_segment("a/b?c");   // "a%2Fb%3Fc"
+    /// let n = path_segment(42);          // "42"
+    /// ```
+    #[rhai_fn(name = "path_segment", return_raw)]
+    pub fn path_segment(value: Dynamic) -> Result<String, Box<EvalAltResult>> {
+        segment_text(&value)
+            .and_then(|text| encode_segment(&text))
+            .map_err(|message| runtime_error(&format!("path_segment: {message}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Engine {
+        let mut engine = Engine::new();
+        register(&mut engine);
+        engine
+    }
+
+    #[test]
+    fn path_segment_encodes_one_segment() {
+        let engine = engine();
+        let out: String = engine
+            .eval(r#"path_segment("new\nline/../?x=1#f") + "|" + path_segment(42)"#)
+            .unwrap();
+        assert_eq!(out, "new%0Aline%2F..%2F%3Fx%3D1%23f|42");
+        for bad in [r#""..""#, r#""""#, "1.5", "()"] {
+            assert!(
+                engine
+                    .eval::<String>(&format!("path_segment({bad})"))
+                    .is_err(),
+                "{bad} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn segment_arrays_become_encoded_paths() {
+        let array: Array = vec!["api".into(), Dynamic::from_int(7), "a b/c".into()];
+        let path = segments_path(&array).unwrap();
+        assert_eq!(path, ApiPath::Segments("/api/7/a%20b%2Fc".into()));
+        let array: Array = vec!["api".into(), "..".into()];
+        let err = segments_path(&array).unwrap_err().to_string();
+        assert!(err.contains("segment 1") && err.contains(".."), "{err}");
     }
 }

@@ -5,10 +5,14 @@
 use reqwest::Url;
 use serde_json::Value;
 
+use crate::api::path::ApiPath;
+
 /// The full URL for `path` (relative to `base`, or absolute on `base`'s origin) plus
 /// `query` (a map; arrays repeat the key, nulls are left out).
-pub fn resolve(base: &Url, path: &str, query: Option<&Value>) -> Result<Url, String> {
-    let mut url = if path.starts_with("http://") || path.starts_with("https://") {
+pub fn resolve(base: &Url, path: &ApiPath, query: Option<&Value>) -> Result<Url, String> {
+    let absolute = matches!(path, ApiPath::Text(_) | ApiPath::Link(_));
+    let path = path.as_str();
+    let mut url = if absolute && (path.starts_with("http://") || path.starts_with("https://")) {
         let url = Url::parse(path).map_err(|e| e.to_string())?;
         if url.origin() != base.origin() {
             return Err(format!(
@@ -98,7 +102,7 @@ mod tests {
         let base = Url::parse("http://h:1/inContactAPI/").unwrap();
         let url = resolve(
             &base,
-            "/contacts/completed",
+            &"/contacts/completed".into(),
             Some(&json!({"top": 5, "ids": [1, 2], "x": null})),
         )
         .unwrap();
@@ -109,17 +113,33 @@ mod tests {
         assert_eq!(relative_path(&base, &url), "/contacts/completed");
         let next = resolve(
             &base,
-            "http://h:1/inContactAPI/contacts/completed?skip=5",
+            &ApiPath::Link("http://h:1/inContactAPI/contacts/completed?skip=5".into()),
             None,
         )
         .unwrap();
         assert_eq!(next.query(), Some("skip=5"));
         assert!(
-            resolve(&base, "http://elsewhere/steal", None)
+            resolve(&base, &"http://elsewhere/steal".into(), None)
                 .unwrap_err()
                 .contains("origin")
         );
-        assert!(resolve(&base, "/x", Some(&json!([1]))).is_err());
+        assert!(resolve(&base, &"/x".into(), Some(&json!([1]))).is_err());
+    }
+
+    #[test]
+    fn segment_paths_stay_below_the_base() {
+        let base = Url::parse("http://h:1/inContactAPI/").unwrap();
+        let path = ApiPath::from_segments(["recording", "../../x?y=1#z", "download"]).unwrap();
+        let url = resolve(&base, &path, Some(&json!({"channel": "combined"}))).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://h:1/inContactAPI/recording/..%2F..%2Fx%3Fy%3D1%23z/download?channel=combined"
+        );
+        let absolute = ApiPath::from_segments(["http://elsewhere"]).unwrap();
+        assert_eq!(
+            resolve(&base, &absolute, None).unwrap().as_str(),
+            "http://h:1/inContactAPI/http%3A%2F%2Felsewhere"
+        );
     }
 
     #[test]

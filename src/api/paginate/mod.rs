@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use crate::api::client::Api;
 use crate::api::error::ApiError;
 use crate::api::json_path;
+use crate::api::path::ApiPath;
 
 /// How to walk a collection, as scripts declare it.
 #[derive(Clone, Debug, Deserialize)]
@@ -90,8 +91,8 @@ pub enum Location {
 #[derive(Clone, Debug)]
 pub struct PageRequest {
     pub method: Method,
-    /// A path relative to the base URL, or (after a next link) an absolute URL.
-    pub target: String,
+    /// The script's path, or (after a next link) the link the server gave.
+    pub target: ApiPath,
     pub query: Map<String, Value>,
     pub body: Option<Value>,
     pub location: Location,
@@ -157,7 +158,8 @@ pub struct Pager {
 
 impl Pager {
     /// Checks `spec` and prepares the first request (nothing is sent yet).
-    pub fn new(api: &Api, path: &str, spec: &PageSpec) -> Result<Pager, ApiError> {
+    pub fn new(api: &Api, path: impl Into<ApiPath>, spec: &PageSpec) -> Result<Pager, ApiError> {
+        let path = path.into();
         let usage = |message: String| ApiError::Usage {
             tenant: api.tenant().to_string(),
             what: format!("paginating {path}"),
@@ -197,7 +199,7 @@ impl Pager {
         };
         let mut request = PageRequest {
             method,
-            target: path.to_string(),
+            target: path,
             query,
             body: spec.body.clone(),
             location,

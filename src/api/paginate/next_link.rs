@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::{PageRequest, PageSpec};
 use crate::api::json_path;
+use crate::api::path::ApiPath;
 
 /// Position given as a URL.
 #[derive(Clone, Debug)]
@@ -36,7 +37,7 @@ impl NextLinkStyle {
         if self.last.as_deref() == Some(link.as_str()) {
             return Err(format!("the link at {} did not change", self.next));
         }
-        request.target = link.clone();
+        request.target = ApiPath::Link(link.clone());
         request.query.clear();
         self.last = Some(link);
         Ok(true)

@@ -72,13 +72,24 @@ pub async fn run_script<T: Clone + Send + Sync + 'static>(
     api: &Api,
     script: &str,
 ) -> Result<T, String> {
+    run_script_with(api, script, ("unused", rhai::Dynamic::UNIT)).await
+}
+
+/// [`run_script`] with one more variable in scope.
+pub async fn run_script_with<T: Clone + Send + Sync + 'static>(
+    api: &Api,
+    script: &str,
+    (name, value): (&'static str, impl Into<rhai::Dynamic>),
+) -> Result<T, String> {
     let api = api.clone();
     let script = script.to_string();
+    let value: rhai::Dynamic = value.into();
     tokio::task::spawn_blocking(move || {
         let mut engine = rhai::Engine::new();
         cxpipe::api::register(&mut engine);
         let mut scope = rhai::Scope::new();
         scope.push("api", api);
+        scope.push_dynamic(name, value);
         engine
             .eval_with_scope::<T>(&mut scope, &script)
             .map_err(|e| e.to_string())

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde_json::{Value, json};
 
 pub const CLIENT_ID: &str = "client-7";
@@ -54,6 +54,8 @@ pub struct Behaviour {
     pub password_grants: AtomicU64,
     pub refresh_grants: AtomicU64,
     pub refuse_refresh: AtomicBool,
+    /// `/paths/...`: the raw (still encoded) path and query of each request, in order.
+    pub raw_paths: Mutex<Vec<String>>,
 }
 
 /// Where the fixed window stands: when windows started, which one is current, and its count.
@@ -88,6 +90,7 @@ impl TestServer {
             .route("/throttled", get(throttled))
             .route("/jobs/{id}", get(job))
             .route("/echo", post(echo).put(echo).patch(echo).delete(echo))
+            .route("/paths/{*rest}", any(raw_path))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -381,4 +384,24 @@ async fn echo(
     }
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     Json(json!({"method": method.as_str(), "body": body})).into_response()
+}
+
+/// Answers any method under `/paths/` with the raw path and query it saw (nothing decoded),
+/// and records them.
+async fn raw_path(
+    State(s): Shared,
+    headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> Response {
+    if let Some(r) = authorize(&s, &headers) {
+        return r;
+    }
+    let seen = match uri.query() {
+        Some(query) => format!("{}?{query}", uri.path()),
+        None => uri.path().to_string(),
+    };
+    s.raw_paths.lock().unwrap().push(seen.clone());
+    Json(json!({"method": method.as_str(), "path": uri.path(), "query": uri.query(), "seen": seen}))
+        .into_response()
 }
