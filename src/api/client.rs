@@ -375,7 +375,7 @@ impl Api {
         let base = self.base().await?;
         target::resolve(base, path, query).map_err(|message| ApiError::Usage {
             tenant: self.inner.tenant.clone(),
-            what: format!("request {path}"),
+            what: "building the request URL".into(),
             message,
         })
     }

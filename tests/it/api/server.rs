@@ -91,6 +91,10 @@ impl TestServer {
             .route("/jobs/{id}", get(job))
             .route("/echo", post(echo).put(echo).patch(echo).delete(echo))
             .route("/paths/{*rest}", any(raw_path))
+            .route("/api/v2/recording/{*rest}", any(raw_path))
+            .route("/interaction-analytics-gateway/{*rest}", any(raw_path))
+            .route("/media-download/{*rest}", any(raw_path))
+            .route("/data-extraction/{*rest}", any(raw_path))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -386,8 +390,9 @@ async fn echo(
     Json(json!({"method": method.as_str(), "body": body})).into_response()
 }
 
-/// Answers any method under `/paths/` with the raw path and query it saw (nothing decoded),
-/// and records them.
+/// Answers any method under `/paths/` (and the stdlib modules' prefixes) with the raw path
+/// and query it saw (nothing decoded), records them, and adds the fields the stdlib modules
+/// read (a finished job whose result URL, and a transcript whose one block, is that path).
 async fn raw_path(
     State(s): Shared,
     headers: HeaderMap,
@@ -402,6 +407,10 @@ async fn raw_path(
         None => uri.path().to_string(),
     };
     s.raw_paths.lock().unwrap().push(seen.clone());
-    Json(json!({"method": method.as_str(), "path": uri.path(), "query": uri.query(), "seen": seen}))
-        .into_response()
+    Json(json!({
+        "method": method.as_str(), "path": uri.path(), "query": uri.query(), "seen": seen,
+        "status": "COMPLETED", "jobStatus": {"status": "SUCCEEDED", "result": {"url": seen}},
+        "transcriptBlocks": [seen],
+    }))
+    .into_response()
 }

@@ -1,0 +1,139 @@
+//! The api stages against a hostile server and hostile ids: ids that would rewrite a
+//! request path, string paths such an id could have changed, cycling cursors and links,
+//! absurd token lifetimes, stalls before headers, dripping bodies and cross-origin
+//! redirects.
+
+use rhai::module_resolvers::FileModuleResolver;
+
+use super::{records, run_script, setup};
+
+/// Ids a hostile server might hand out (all but the last are from issue 14).
+fn hostile_ids() -> Vec<String> {
+    let mut ids: Vec<String> = [
+        "new\nline",
+        "a/../../download",
+        "..\\..\\x",
+        "rec#frag",
+        "rec?x=1&channel=evil",
+        "nul\0byte",
+        "%2e%2e",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    ids.push("é".repeat(1000) + "z".repeat(3000).as_str());
+    ids
+}
+
+/// RFC 3986 unreserved characters kept, every other byte `%XX` (written independently of
+/// the implementation).
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs `script` with the stdlib resolvable, `api` and `ids` in scope, on a blocking thread.
+async fn run_with_stdlib(
+    api: &cxpipe::api::Api,
+    script: &str,
+    ids: &[String],
+) -> Result<rhai::Array, String> {
+    let api = api.clone();
+    let script = script.to_string();
+    let ids: rhai::Array = ids.iter().map(|id| id.clone().into()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut engine = rhai::Engine::new();
+        cxpipe::api::register(&mut engine);
+        let stdlib = concat!(env!("CARGO_MANIFEST_DIR"), "/stdlib");
+        engine.set_module_resolver(FileModuleResolver::new_with_path(stdlib));
+        let mut scope = rhai::Scope::new();
+        scope.push("api", api);
+        scope.push("ids", ids);
+        engine
+            .eval_with_scope::<rhai::Array>(&mut scope, &script)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdlib_modules_send_hostile_ids_as_one_encoded_segment() {
+    let s = setup(records(0)).await;
+    let ids = hostile_ids();
+    let script = r#"
+        import "cxone/recording_search" as rs;
+        import "cxone/real/analytics" as analytics;
+        import "cxone/real/media_download" as md;
+        import "cxone/real/data_extraction" as dx;
+        let out = [];
+        for id in ids {
+            out.push(rs::detail(api, id).seen);
+            out.push(rs::download_url(api, id, "combined").seen);
+            out.push(analytics::transcript(api, id)[0]);
+            out.push(md::wait(api, id, #{ every: "1s" }).seen);
+            out.push(dx::wait(api, id, #{ every: "1s" }));
+        }
+        out
+    "#;
+    let out: Vec<String> = run_with_stdlib(&s.api, script, &ids)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    let mut expected = Vec::new();
+    for id in &ids {
+        let id = encode(id);
+        expected.extend([
+            format!("/api/v2/recording/{id}"),
+            format!("/api/v2/recording/{id}/download?channel=combined"),
+            format!("/interaction-analytics-gateway/v2/segments/{id}/analyzed-transcript"),
+            format!("/media-download/v1/status/{id}"),
+            format!("/data-extraction/v1/jobs/{id}"),
+        ]);
+    }
+    assert_eq!(out, expected);
+    assert_eq!(out[0], "/api/v2/recording/new%0Aline");
+    assert_eq!(
+        out[6],
+        "/api/v2/recording/a%2F..%2F..%2Fdownload/download?channel=combined"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn string_paths_an_id_could_have_rewritten_are_refused_unsent() {
+    let s = setup(records(0)).await;
+    for (id, problem) in [
+        ("new\\nline", "control character"),
+        ("..", "`..` segment"),
+        ("a\\\\b", "backslash"),
+        ("a#b", "`#`"),
+        ("x?x=1", "`?`"),
+        ("a%2Fb", "percent-encoded `/`"),
+    ] {
+        let script = format!(r#"api.get("/paths/" + "{id}" + "/download")"#);
+        let err = run_script::<rhai::Dynamic>(&s.api, &script)
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains(problem) && err.contains("array of segments"),
+            "{id}: {err}"
+        );
+    }
+    assert!(s.server.state.raw_paths.lock().unwrap().is_empty());
+    assert_eq!(
+        s.server
+            .state
+            .api_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
