@@ -16,6 +16,7 @@ use crate::api::auth::{Authenticator, describe_transport, error_message};
 use crate::api::backoff::{Backoff, parse_retry_after};
 use crate::api::clock::{Clock, TokioClock};
 use crate::api::config::TenantConfig;
+use crate::api::durations::MAX_SERVER_WAIT;
 use crate::api::error::ApiError;
 use crate::api::limiter::RateBudgets;
 use crate::api::path::ApiPath;
@@ -83,6 +84,12 @@ impl Api {
         }
         if config.backoff_base > config.backoff_max {
             problems.push("backoff_base is longer than backoff_max".into());
+        }
+        if config.backoff_max > MAX_SERVER_WAIT {
+            problems.push(format!(
+                "backoff_max is longer than {}s",
+                MAX_SERVER_WAIT.as_secs()
+            ));
         }
         if config.read_timeout.is_zero() || config.connect_timeout.is_zero() {
             problems.push("connect_timeout and read_timeout must be positive".into());

@@ -10,6 +10,7 @@
 //! - [`auth`]: grants (client credentials, password + discovery, bearer) and the token cache.
 //! - [`limiter`]: endpoint families and their GCRA budgets with 429 pauses.
 //! - [`backoff`]: jittered exponential backoff and `Retry-After`.
+//! - [`durations`]: server-stated durations clamped into range (never a panic).
 //! - [`paginate`]: pagination styles and the lazy [`paginate::Pager`].
 //! - [`pages`]: the Rhai iterator over a pager.
 //! - [`poll`]: async job polling.
@@ -23,6 +24,7 @@ pub mod backoff;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod durations;
 pub mod error;
 pub mod json_path;
 pub mod limiter;

@@ -7,6 +7,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::api::auth::cache::Token;
+use crate::api::durations::{Clamped, MAX_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME, clamp_seconds};
 use crate::api::error::{ApiError, status_is_retryable};
 use crate::secret::Secret;
 
@@ -68,13 +69,7 @@ impl TokenRequest<'_> {
                     false,
                 )
             })?;
-        let lifetime = match body.get("expires_in") {
-            Some(Value::Number(n)) => n.as_f64().map(Duration::from_secs_f64),
-            Some(Value::String(s)) => s.parse::<f64>().ok().map(Duration::from_secs_f64),
-            _ => None,
-        }
-        .filter(|d| !d.is_zero())
-        .unwrap_or(DEFAULT_LIFETIME);
+        let lifetime = token_lifetime(self.tenant, body.get("expires_in"));
         tracing::info!(
             tenant = self.tenant,
             token_url = self.url,
@@ -113,6 +108,30 @@ impl TokenRequest<'_> {
         }
         text
     }
+}
+
+/// The lifetime an `expires_in` states, always usable: absent or `null` means
+/// [`DEFAULT_LIFETIME`]; zero, negative, non-finite or non-numeric values mean
+/// [`MIN_TOKEN_LIFETIME`] and longer than [`MAX_TOKEN_LIFETIME`] is cut to it, each with a
+/// warning (never a panic: a server must not be able to kill a worker).
+pub fn token_lifetime(tenant: &str, expires_in: Option<&Value>) -> Duration {
+    let seconds = match expires_in {
+        None | Some(Value::Null) => return DEFAULT_LIFETIME,
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    let (lifetime, clamped) = clamp_seconds(
+        seconds.unwrap_or(f64::NAN),
+        MIN_TOKEN_LIFETIME,
+        MAX_TOKEN_LIFETIME,
+    );
+    if clamped != Clamped::InRange {
+        let shown = expires_in.map(Value::to_string).unwrap_or_default();
+        let shown: String = shown.chars().take(40).collect();
+        tracing::warn!(tenant, expires_in = %shown, lifetime_s = lifetime.as_secs(), "the token endpoint gave an unusable expires_in; assuming a lifetime in range");
+    }
+    lifetime
 }
 
 /// A transport error without the URL (which the caller already names).
@@ -168,6 +187,28 @@ pub fn error_message(body: &str, status: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn any_expires_in_gives_a_lifetime_in_range() {
+        let min = MIN_TOKEN_LIFETIME;
+        for (value, want) in [
+            (json!(-5), min),
+            (json!(0), min),
+            (json!(1e300), MAX_TOKEN_LIFETIME),
+            (json!("1e30"), MAX_TOKEN_LIFETIME),
+            (json!("abc"), min),
+            (json!("NaN"), min),
+            (json!("-inf"), min),
+            (json!([1]), min),
+            (json!(3600), Duration::from_secs(3600)),
+            (json!("1800"), Duration::from_secs(1800)),
+            (Value::Null, DEFAULT_LIFETIME),
+        ] {
+            assert_eq!(token_lifetime("t", Some(&value)), want, "{value}");
+        }
+        assert_eq!(token_lifetime("t", None), DEFAULT_LIFETIME);
+    }
 
     #[test]
     fn error_messages_prefer_oauth_fields_then_body_then_reason() {

@@ -137,3 +137,54 @@ async fn string_paths_an_id_could_have_rewritten_are_refused_unsent() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_token_lifetimes_are_clamped_not_fatal() {
+    for expires_in in [
+        serde_json::json!(-5),
+        serde_json::json!(0),
+        serde_json::json!(1e30),
+        serde_json::json!("abc"),
+    ] {
+        let s = setup(records(3)).await;
+        *s.server.state.expires_in.lock().unwrap() = Some(expires_in.clone());
+        for _ in 0..3 {
+            let api = s.api.clone();
+            // On a task of its own, so a panic shows as a failed join, not a dead test thread.
+            let answer = tokio::spawn(async move {
+                api.request(reqwest::Method::GET, "/records", None, None)
+                    .await
+            })
+            .await;
+            let answer = answer.unwrap_or_else(|e| panic!("expires_in {expires_in}: {e}"));
+            assert!(answer.is_ok(), "expires_in {expires_in}: {answer:?}");
+        }
+        assert_eq!(
+            s.api.token_requests(),
+            1,
+            "expires_in {expires_in}: the clamped lifetime is reused, not re-requested per call"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_retry_after_is_cut_to_the_maximum_wait_not_fatal() {
+    for value in ["1e30", "99999999999999999999", "inf"] {
+        let s = setup(records(0)).await;
+        *s.server.state.retry_after.lock().unwrap() = Some(value.into());
+        let api = s.api.clone();
+        let answer = tokio::spawn(async move {
+            api.request(reqwest::Method::GET, "/throttled", None, None)
+                .await
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Retry-After {value}: {e}"));
+        assert!(answer.is_ok(), "Retry-After {value}: {answer:?}");
+        // The skipping clock skipped the pause: at most the one-hour cap.
+        assert!(
+            s.clock.skipped() <= std::time::Duration::from_secs(3600 + 60),
+            "Retry-After {value}: waited {:?}",
+            s.clock.skipped()
+        );
+    }
+}

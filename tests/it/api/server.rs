@@ -54,6 +54,8 @@ pub struct Behaviour {
     pub password_grants: AtomicU64,
     pub refresh_grants: AtomicU64,
     pub refuse_refresh: AtomicBool,
+    /// `expires_in` to send instead of `token_ttl_secs` (any JSON value).
+    pub expires_in: Mutex<Option<Value>>,
     /// `/paths/...`: the raw (still encoded) path and query of each request, in order.
     pub raw_paths: Mutex<Vec<String>>,
 }
@@ -134,7 +136,13 @@ async fn token(State(s): Shared, headers: HeaderMap, body: String) -> Response {
     }
     let access = format!("tok-{n}");
     s.valid_tokens.lock().unwrap().push(access.clone());
-    Json(json!({"access_token": access, "token_type": "Bearer", "expires_in": s.token_ttl_secs.max(1)}))
+    let expires_in = s
+        .expires_in
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or(json!(s.token_ttl_secs.max(1)));
+    Json(json!({"access_token": access, "token_type": "Bearer", "expires_in": expires_in}))
         .into_response()
 }
 
