@@ -8,7 +8,7 @@ use std::time::Duration;
 /// `max_retries` still apply; this only keeps absurd values from overflowing a clock.
 pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(3600);
 
-/// Shortest token lifetime assumed (for `expires_in` of zero, negative or garbage).
+/// Token lifetime assumed for an `expires_in` of zero, negative or garbage.
 pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Longest token lifetime believed (24 h); longer ones are refreshed at this pace.
@@ -21,24 +21,25 @@ pub const MAX_POLL: Duration = Duration::from_secs(30 * 24 * 3600);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Clamped {
     InRange,
-    /// Not a finite positive number: the minimum was used.
+    /// Not a finite positive number: the fallback was used.
     ToMin,
     /// Larger than the maximum: the maximum was used.
     ToMax,
 }
 
-/// `seconds` as a duration in `[min, max]`: non-finite, zero or negative values give `min`.
-pub fn clamp_seconds(seconds: f64, min: Duration, max: Duration) -> (Duration, Clamped) {
+/// `seconds` as a duration of at most `max`: non-finite, zero or negative values (and
+/// positive ones too small to be a nanosecond) give `fallback`. A small positive value is
+/// kept as stated: a server may really issue short-lived tokens.
+pub fn clamp_seconds(seconds: f64, fallback: Duration, max: Duration) -> (Duration, Clamped) {
     if !seconds.is_finite() || seconds <= 0.0 {
-        return (min, Clamped::ToMin);
+        return (fallback, Clamped::ToMin);
     }
     if seconds >= max.as_secs_f64() {
         return (max, Clamped::ToMax);
     }
     match Duration::try_from_secs_f64(seconds) {
-        Ok(d) if d < min => (min, Clamped::ToMin),
-        Ok(d) => (d, Clamped::InRange),
-        Err(_) => (min, Clamped::ToMin),
+        Ok(d) if !d.is_zero() => (d, Clamped::InRange),
+        _ => (fallback, Clamped::ToMin),
     }
 }
 
@@ -61,6 +62,7 @@ mod tests {
             (f64::MAX, max, Clamped::ToMax),
             (3600.0, Duration::from_secs(3600), Clamped::InRange),
             (90.5, Duration::from_millis(90_500), Clamped::InRange),
+            (2.0, Duration::from_secs(2), Clamped::InRange),
         ];
         for (seconds, want, how) in cases {
             assert_eq!(clamp_seconds(seconds, min, max), (want, how), "{seconds}");

@@ -5,6 +5,7 @@
 //! - [`config`]: the `[tenants.NAME]` table.
 //! - [`client`]: [`Api`], the request loop (budget → token → send → retry).
 //! - [`path`]: [`ApiPath`], request paths built from percent-encoded segments.
+//! - [`http`]: the HTTP client with header timeout, body progress rule and same-origin redirects.
 //! - [`target`]: request URLs (base joining, same-origin rule, masking in messages).
 //! - [`stats`]: [`ApiStats`] counters.
 //! - [`auth`]: grants (client credentials, password + discovery, bearer) and the token cache.
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod durations;
 pub mod error;
+pub mod http;
 pub mod json_path;
 pub mod limiter;
 pub mod pages;

@@ -9,10 +9,14 @@ use serde_json::Value;
 use crate::api::auth::cache::Token;
 use crate::api::durations::{Clamped, MAX_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME, clamp_seconds};
 use crate::api::error::{ApiError, status_is_retryable};
+use crate::api::http::HttpClient;
 use crate::secret::Secret;
 
 /// Lifetime assumed when the token response has no `expires_in`.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Largest token (or discovery) response read.
+pub const MAX_TOKEN_RESPONSE: u64 = 1024 * 1024;
 
 /// What to send to a token endpoint.
 pub struct TokenRequest<'a> {
@@ -28,8 +32,9 @@ pub struct TokenRequest<'a> {
 
 impl TokenRequest<'_> {
     /// Sends the request and reads the token.
-    pub async fn send(&self, http: &reqwest::Client) -> Result<Token, ApiError> {
+    pub async fn send(&self, http: &HttpClient) -> Result<Token, ApiError> {
         let mut request = http
+            .client
             .post(self.url)
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&self.form);
@@ -38,15 +43,23 @@ impl TokenRequest<'_> {
             let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
             request = request.header(reqwest::header::AUTHORIZATION, format!("Basic {encoded}"));
         }
-        let response = request
-            .send()
+        let mut response = http
+            .send(request)
             .await
-            .map_err(|e| self.error(None, describe_transport(&e), true))?;
+            .map_err(|stall| self.error(None, stall.describe(), true))?;
         let status = response.status().as_u16();
-        let text = response
-            .text()
+        let text = http
+            .read_to_end(&mut response, MAX_TOKEN_RESPONSE)
             .await
-            .map_err(|e| self.error(Some(status), describe_transport(&e), true))?;
+            .map_err(|stall| self.error(Some(status), stall.describe(), true))?
+            .ok_or_else(|| {
+                self.error(
+                    Some(status),
+                    format!("token response exceeds {MAX_TOKEN_RESPONSE} bytes"),
+                    false,
+                )
+            })?;
+        let text = String::from_utf8_lossy(&text).into_owned();
         if !(200..300).contains(&status) {
             let message = self.mask(&error_message(&text, status));
             return Err(self.error(Some(status), message, status_is_retryable(status)));
@@ -112,7 +125,8 @@ impl TokenRequest<'_> {
 
 /// The lifetime an `expires_in` states, always usable: absent or `null` means
 /// [`DEFAULT_LIFETIME`]; zero, negative, non-finite or non-numeric values mean
-/// [`MIN_TOKEN_LIFETIME`] and longer than [`MAX_TOKEN_LIFETIME`] is cut to it, each with a
+/// [`MIN_TOKEN_LIFETIME`] (short: ask again soon) and longer than [`MAX_TOKEN_LIFETIME`] is
+/// cut to it, each with a
 /// warning (never a panic: a server must not be able to kill a worker).
 pub fn token_lifetime(tenant: &str, expires_in: Option<&Value>) -> Duration {
     let seconds = match expires_in {

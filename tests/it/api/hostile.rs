@@ -188,3 +188,134 @@ async fn an_absurd_retry_after_is_cut_to_the_maximum_wait_not_fatal() {
         );
     }
 }
+
+/// Walks `options` over `/cycle` in Rhai; returns the error and the requests made.
+async fn walk_cycle(options: &str) -> (String, u64) {
+    let s = setup(records(0)).await;
+    let script = format!(
+        r#"let n = 0; for rec in api.paginate("/cycle", {options}) {{ n += 1; if n > 1000 {{ break; }} }} n"#
+    );
+    let err = run_script::<i64>(&s.api, &script).await.unwrap_err();
+    let requests = s
+        .server
+        .state
+        .api_requests
+        .load(std::sync::atomic::Ordering::SeqCst);
+    (err, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cycling_cursors_links_and_pages_end_with_an_error_not_a_loop() {
+    let (err, requests) = walk_cycle(
+        r#"#{ style: "cursor", query: #{ kind: "cursor" }, items: "data", next: "nextPageToken", param: "pageToken" }"#,
+    )
+    .await;
+    assert!(
+        err.contains("page 4 would repeat the request of page 2") && err.contains("cycles"),
+        "{err}"
+    );
+    assert_eq!(
+        requests, 3,
+        "A, B, then A again is refused before it is sent"
+    );
+
+    let (err, requests) =
+        walk_cycle(r#"#{ style: "next_link", query: #{ kind: "link" }, items: "data" }"#).await;
+    assert!(err.contains("would repeat the request of page"), "{err}");
+    assert!(requests <= 3, "{requests} requests");
+
+    let (err, requests) =
+        walk_cycle(r#"#{ style: "offset", query: #{ kind: "same" }, items: "items", size: 2 }"#)
+            .await;
+    assert!(
+        err.contains("page 2 has exactly the items of page 1"),
+        "{err}"
+    );
+    assert_eq!(requests, 2);
+}
+
+/// Tight stall rules for the tests (5 attempts with `max_retries = 4`).
+const STALL_RULES: &str =
+    "header_timeout = \"1s\"\nmin_progress_bytes = 100\nmin_progress_window = \"1s\"";
+
+/// Requests `path` and returns the error and how long it took.
+async fn failing_request(s: &super::Setup, path: &str) -> (String, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let err = s
+        .api
+        .request(reqwest::Method::GET, path, None, None)
+        .await
+        .unwrap_err();
+    (err.to_string(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_call_stalled_before_headers_fails_within_the_header_timeout() {
+    let s = super::setup_with(records(0), STALL_RULES, super::CLIENT_SECRET).await;
+    let (err, took) = failing_request(&s, "/stall-headers").await;
+    assert!(err.contains("no response headers within 1s"), "{err}");
+    // Five attempts of one second each (backoff runs on the skipping clock).
+    assert!(took >= std::time::Duration::from_secs(5), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_stalled_before_headers_fails_within_the_header_timeout() {
+    let s = super::setup_with(records(3), STALL_RULES, super::CLIENT_SECRET).await;
+    s.server
+        .state
+        .stall_token
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (err, took) = failing_request(&s, "/records").await;
+    assert!(
+        err.contains("token request") && err.contains("no response headers within 1s"),
+        "{err}"
+    );
+    assert!(took >= std::time::Duration::from_secs(1), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_dripping_a_byte_at_a_time_fails_the_progress_rule() {
+    let s = super::setup_with(records(0), STALL_RULES, super::CLIENT_SECRET).await;
+    let (err, took) = failing_request(&s, "/drip").await;
+    assert!(
+        err.contains("body stalled") && err.contains("minimum of 100 bytes per 1s"),
+        "{err}"
+    );
+    // Each attempt gets a few bytes in its first window, then fails; the whole drip
+    // would take 15 s per attempt.
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_another_origin_is_refused_and_a_same_origin_one_followed() {
+    let s = setup(records(0)).await;
+    let other = super::server::TestServer::start(records(0)).await;
+    *s.server.state.redirect_to.lock().unwrap() = Some(format!("{}/open", other.base_url()));
+    let err = s
+        .api
+        .request(reqwest::Method::GET, "/redirect", None, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refused a redirect") && err.contains(&other.base_url()),
+        "{err}"
+    );
+    assert_eq!(
+        other
+            .state
+            .open_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the other origin was never asked"
+    );
+    *s.server.state.redirect_to.lock().unwrap() = Some(format!("{}/open", s.server.base_url()));
+    let answer = s
+        .api
+        .request(reqwest::Method::GET, "/redirect", None, None)
+        .await
+        .unwrap();
+    assert_eq!(answer["answered_by"], "open");
+}
