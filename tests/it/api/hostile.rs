@@ -156,7 +156,10 @@ async fn absurd_token_lifetimes_are_clamped_not_fatal() {
                     .await
             })
             .await;
-            let answer = answer.unwrap_or_else(|e| panic!("expires_in {expires_in}: {e}"));
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(e) => panic!("expires_in {expires_in}: {e}"),
+            };
             assert!(answer.is_ok(), "expires_in {expires_in}: {answer:?}");
         }
         assert_eq!(
@@ -173,12 +176,15 @@ async fn an_absurd_retry_after_is_cut_to_the_maximum_wait_not_fatal() {
         let s = setup(records(0)).await;
         *s.server.state.retry_after.lock().unwrap() = Some(value.into());
         let api = s.api.clone();
-        let answer = tokio::spawn(async move {
+        let joined = tokio::spawn(async move {
             api.request(reqwest::Method::GET, "/throttled", None, None)
                 .await
         })
-        .await
-        .unwrap_or_else(|e| panic!("Retry-After {value}: {e}"));
+        .await;
+        let answer = match joined {
+            Ok(answer) => answer,
+            Err(e) => panic!("Retry-After {value}: {e}"),
+        };
         assert!(answer.is_ok(), "Retry-After {value}: {answer:?}");
         // The skipping clock skipped the pause: at most the one-hour cap.
         assert!(
