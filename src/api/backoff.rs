@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::api::durations::{MAX_SERVER_WAIT, clamp_seconds};
+
 /// Exponential backoff with "equal jitter": attempt `n` waits between half and all of
 /// `base * 2^n`, capped at `max`, so many workers retrying together spread out.
 #[derive(Clone, Copy, Debug)]
@@ -31,21 +33,32 @@ impl Backoff {
     }
 }
 
-/// Parses a `Retry-After` value: whole seconds, or an HTTP date compared with `now`.
-/// A date in the past means "now" (zero); garbage yields `None`.
+/// Parses a `Retry-After` value: seconds, or an HTTP date compared with `now`. A date in
+/// the past means "now" (zero); garbage, negative and non-finite values yield `None`; waits
+/// longer than [`MAX_SERVER_WAIT`] are cut to it (with a warning), so no value can
+/// overflow a clock.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    let wait = if let Ok(seconds) = value.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else if let Ok(seconds) = value.parse::<f64>() {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return None;
+        }
+        clamp_seconds(seconds, Duration::ZERO, MAX_SERVER_WAIT).0
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    if wait > MAX_SERVER_WAIT {
+        tracing::warn!(
+            retry_after = value,
+            max_s = MAX_SERVER_WAIT.as_secs(),
+            "Retry-After is absurdly long; waiting the maximum instead"
+        );
+        return Some(MAX_SERVER_WAIT);
     }
-    if let Ok(seconds) = value.parse::<f64>()
-        && seconds.is_finite()
-        && seconds >= 0.0
-    {
-        return Some(Duration::from_secs_f64(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(wait)
 }
 
 #[cfg(test)]
@@ -84,5 +97,21 @@ mod tests {
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-3", now), None);
+        assert_eq!(
+            parse_retry_after("1.5", now),
+            Some(Duration::from_millis(1500))
+        );
+        for absurd in ["1e30", "18446744073709551615", "99999999999999999999"] {
+            assert_eq!(
+                parse_retry_after(absurd, now),
+                Some(MAX_SERVER_WAIT),
+                "{absurd}"
+            );
+        }
+        for bad in ["NaN", "inf", "-inf", "-0.5"] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad}");
+        }
+        let far = httpdate::fmt_http_date(now + Duration::from_secs(10 * 365 * 86_400));
+        assert_eq!(parse_retry_after(&far, now), Some(MAX_SERVER_WAIT));
     }
 }

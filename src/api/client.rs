@@ -12,11 +12,13 @@ use reqwest::{Method, Url};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use crate::api::auth::{Authenticator, describe_transport, error_message};
+use crate::api::auth::{Authenticator, error_message};
 use crate::api::backoff::{Backoff, parse_retry_after};
 use crate::api::clock::{Clock, TokioClock};
 use crate::api::config::TenantConfig;
+use crate::api::durations::MAX_SERVER_WAIT;
 use crate::api::error::ApiError;
+use crate::api::http::{HttpClient, StallRules, redirect_policy};
 use crate::api::limiter::RateBudgets;
 use crate::api::path::ApiPath;
 use crate::api::stats::{ApiStats, Counters};
@@ -39,7 +41,7 @@ impl std::fmt::Debug for Api {
 struct Inner {
     tenant: String,
     base: OnceCell<Url>,
-    http: reqwest::Client,
+    http: HttpClient,
     auth: Authenticator,
     budgets: RateBudgets,
     backoff: Backoff,
@@ -84,8 +86,25 @@ impl Api {
         if config.backoff_base > config.backoff_max {
             problems.push("backoff_base is longer than backoff_max".into());
         }
-        if config.read_timeout.is_zero() || config.connect_timeout.is_zero() {
-            problems.push("connect_timeout and read_timeout must be positive".into());
+        if config.backoff_max > MAX_SERVER_WAIT {
+            problems.push(format!(
+                "backoff_max is longer than {}s",
+                MAX_SERVER_WAIT.as_secs()
+            ));
+        }
+        if config.read_timeout.is_zero()
+            || config.connect_timeout.is_zero()
+            || config.header_timeout.is_zero()
+            || config.min_progress_window.is_zero()
+        {
+            problems.push(
+                "connect_timeout, read_timeout, header_timeout and min_progress_window must \
+                 be positive"
+                    .into(),
+            );
+        }
+        if config.min_progress_bytes == 0 {
+            problems.push("min_progress_bytes must be at least 1".into());
         }
         let backoff = Backoff {
             base: config.backoff_base,
@@ -107,8 +126,17 @@ impl Api {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
+            .redirect(redirect_policy())
             .user_agent(concat!("cxpipe/", env!("CARGO_PKG_VERSION")))
             .build()
+            .map(|client| HttpClient {
+                client,
+                rules: StallRules {
+                    header_timeout: config.header_timeout,
+                    min_progress_bytes: config.min_progress_bytes,
+                    min_progress_window: config.min_progress_window,
+                },
+            })
             .map_err(|e| problems.push(format!("cannot build the HTTP client: {e}")));
         let (Ok(auth), Ok(budgets), Ok(http), true) = (auth, budgets, http, problems.is_empty())
         else {
@@ -255,6 +283,7 @@ impl Api {
         };
         let mut request = inner
             .http
+            .client
             .request(method.clone(), url.clone())
             .bearer_auth(token)
             .header(reqwest::header::ACCEPT, "application/json");
@@ -262,10 +291,17 @@ impl Api {
             request = request.json(body);
         }
         inner.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| Failure::Other(error_context(describe_transport(&e))))?;
+        let mut response = inner.http.send(request).await.map_err(|stall| {
+            Failure::Other(if stall.is_redirect() {
+                ApiError::Usage {
+                    tenant: inner.tenant.clone(),
+                    what: format!("{method} {shown}"),
+                    message: stall.describe(),
+                }
+            } else {
+                error_context(stall.describe())
+            })
+        })?;
         let status = response.status().as_u16();
         tracing::debug!(tenant = %inner.tenant, %method, path = %shown, status, "response");
         if (200..300).contains(&status) {
@@ -337,22 +373,19 @@ impl Api {
         if response.content_length().is_some_and(|n| n > cap) {
             return Err(too_large());
         }
-        let mut bytes = Vec::new();
-        loop {
-            let chunk = response.chunk().await.map_err(|e| {
+        let read = inner
+            .http
+            .read_to_end(response, cap)
+            .await
+            .map_err(|stall| {
                 Failure::Other(ApiError::Transport {
                     tenant: inner.tenant.clone(),
                     method: method.to_string(),
                     path: shown.to_string(),
-                    message: describe_transport(&e),
+                    message: stall.describe(),
                 })
             })?;
-            let Some(chunk) = chunk else { return Ok(bytes) };
-            if (bytes.len() + chunk.len()) as u64 > cap {
-                return Err(too_large());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        read.ok_or_else(too_large)
     }
 
     async fn base(&self) -> Result<&Url, ApiError> {
@@ -375,7 +408,7 @@ impl Api {
         let base = self.base().await?;
         target::resolve(base, path, query).map_err(|message| ApiError::Usage {
             tenant: self.inner.tenant.clone(),
-            what: format!("request {path}"),
+            what: "building the request URL".into(),
             message,
         })
     }

@@ -24,6 +24,18 @@ pub struct TenantConfig {
     /// Longest silence while reading a response (default `60s`); there is no total timeout.
     #[serde(default = "defaults::read_timeout", with = "duration_text")]
     pub read_timeout: Duration,
+    /// Longest wait for response headers once a request is sent, for API and token calls
+    /// (default `20s`); a stalled attempt fails and is retried like a read error.
+    #[serde(default = "defaults::header_timeout", with = "duration_text")]
+    pub header_timeout: Duration,
+    /// A response body must bring at least this many bytes per `min_progress_window`
+    /// (default 1024), or the attempt fails as stalled: a server dripping a byte a second
+    /// cannot hold a worker.
+    #[serde(default = "defaults::min_progress_bytes")]
+    pub min_progress_bytes: u64,
+    /// The window `min_progress_bytes` is counted over (default `10s`).
+    #[serde(default = "defaults::min_progress_window", with = "duration_text")]
+    pub min_progress_window: Duration,
     /// Retries after the first attempt on 429, 5xx, connect and read errors (default 6).
     #[serde(default = "defaults::max_retries")]
     pub max_retries: u32,
@@ -149,6 +161,15 @@ mod defaults {
     pub fn read_timeout() -> Duration {
         Duration::from_secs(60)
     }
+    pub fn header_timeout() -> Duration {
+        Duration::from_secs(20)
+    }
+    pub fn min_progress_bytes() -> u64 {
+        1024
+    }
+    pub fn min_progress_window() -> Duration {
+        Duration::from_secs(10)
+    }
     pub fn max_retries() -> u32 {
         6
     }
@@ -198,6 +219,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.read_timeout, Duration::from_secs(60));
+        assert_eq!(c.header_timeout, Duration::from_secs(20));
+        assert_eq!(
+            (c.min_progress_bytes, c.min_progress_window),
+            (1024, Duration::from_secs(10))
+        );
         assert_eq!(c.max_retries, 6);
         match c.auth {
             AuthConfig::ClientCredentials { credentials_in, .. } => {

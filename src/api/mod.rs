@@ -5,11 +5,13 @@
 //! - [`config`]: the `[tenants.NAME]` table.
 //! - [`client`]: [`Api`], the request loop (budget → token → send → retry).
 //! - [`path`]: [`ApiPath`], request paths built from percent-encoded segments.
+//! - [`http`]: the HTTP client with header timeout, body progress rule and same-origin redirects.
 //! - [`target`]: request URLs (base joining, same-origin rule, masking in messages).
 //! - [`stats`]: [`ApiStats`] counters.
 //! - [`auth`]: grants (client credentials, password + discovery, bearer) and the token cache.
 //! - [`limiter`]: endpoint families and their GCRA budgets with 429 pauses.
 //! - [`backoff`]: jittered exponential backoff and `Retry-After`.
+//! - [`durations`]: server-stated durations clamped into range (never a panic).
 //! - [`paginate`]: pagination styles and the lazy [`paginate::Pager`].
 //! - [`pages`]: the Rhai iterator over a pager.
 //! - [`poll`]: async job polling.
@@ -23,7 +25,9 @@ pub mod backoff;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod durations;
 pub mod error;
+pub mod http;
 pub mod json_path;
 pub mod limiter;
 pub mod pages;

@@ -1,7 +1,8 @@
 //! [`ApiPath`]: what a request is sent to. Scripts build paths from segments, each
 //! percent-encoded into exactly one path segment, so a server-provided id can never add a
-//! segment, climb with `..`, or start a query or fragment. Joining to the base URL and the
-//! query are [`crate::api::target`]'s concern.
+//! segment, climb with `..`, or start a query or fragment; a path written as one string is
+//! refused when it holds anything such an id could have smuggled in ([`check_text`]).
+//! Joining to the base URL and the query are [`crate::api::target`]'s concern.
 
 use std::fmt;
 
@@ -94,6 +95,53 @@ pub fn encode_segment(segment: &str) -> Result<String, String> {
     Ok(encoded)
 }
 
+/// Refuses a path written as one string that holds what an interpolated value could use to
+/// change the request: control characters, `\`, `#`, `?`, a `.` or `..` segment (also
+/// percent-encoded), or a percent-encoded `/` or `\`. The error names the path and says
+/// to pass an array of segments (and the query as a map).
+pub fn check_text(text: &str) -> Result<(), String> {
+    let problem = text_problem(text);
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(format!(
+            "the path {text:?} {problem}; pass the path as an array of segments, e.g. \
+             [\"api\", \"v2\", \"recording\", id] (each one is percent-encoded), and the \
+             query as a map"
+        )),
+    }
+}
+
+fn text_problem(text: &str) -> Option<&'static str> {
+    if text.chars().any(char::is_control) {
+        return Some("contains a control character");
+    }
+    if text.contains('\\') {
+        return Some("contains a backslash");
+    }
+    if text.contains('#') {
+        return Some("contains `#`");
+    }
+    if text.contains('?') {
+        return Some("contains `?` (a query belongs in the query map)");
+    }
+    // The path part: after `scheme://authority` for an absolute URL.
+    let path = match text.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
+        None => text,
+    };
+    for segment in path.split('/') {
+        let lower = segment.to_ascii_lowercase();
+        if lower.contains("%2f") || lower.contains("%5c") {
+            return Some("contains a percent-encoded `/` or `\\`");
+        }
+        let decoded = lower.replace("%2e", ".");
+        if decoded == "." || decoded == ".." {
+            return Some("contains a `.` or `..` segment");
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +168,37 @@ mod tests {
         let err = ApiPath::from_segments(["api", "..", "x"]).unwrap_err();
         assert!(err.contains("segment 1") && err.contains("\"..\""), "{err}");
         assert!(ApiPath::from_segments(Vec::<String>::new()).is_err());
+    }
+
+    #[test]
+    fn string_paths_an_id_could_have_rewritten_are_refused() {
+        for good in [
+            "/api/v2/recording/search",
+            "contacts/completed",
+            "http://h:1/media-download/v1/files/j-1",
+            "/a/.../b%20c",
+        ] {
+            assert_eq!(check_text(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "/api/v2/recording/new\nline",
+            "/api/v2/recording/a\\b",
+            "/api/v2/recording/a#b",
+            "/api/v2/recording/x?x=1",
+            "/api/v2/recording/../download",
+            "/api/v2/recording/./x",
+            "/api/v2/recording/%2E%2e/x",
+            "/api/v2/recording/a%2Fb",
+            "/api/v2/recording/a%5cb",
+            "/api/v2/recording/nul\0",
+            "http://h:1/a/../b",
+        ] {
+            let err = check_text(bad).unwrap_err();
+            assert!(
+                err.contains(&format!("{bad:?}")) && err.contains("array of segments"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

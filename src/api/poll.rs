@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::client::Api;
+use crate::api::durations::MAX_POLL;
 use crate::api::error::ApiError;
 use crate::api::json_path;
 use crate::api::path::ApiPath;
@@ -57,15 +58,20 @@ pub async fn poll(api: &Api, path: impl Into<ApiPath>, spec: &PollSpec) -> Resul
     };
     let duration = |text: &Option<String>, default: Duration| match text {
         None => Ok(default),
-        Some(t) => {
-            humantime::parse_duration(t).map_err(|e| usage(format!("bad duration {t:?}: {e}")))
-        }
+        Some(t) => match humantime::parse_duration(t) {
+            Err(e) => Err(usage(format!("bad duration {t:?}: {e}"))),
+            Ok(d) if d > MAX_POLL => Err(usage(format!(
+                "duration {t:?} is longer than the {}-day limit",
+                MAX_POLL.as_secs() / 86_400
+            ))),
+            Ok(d) => Ok(d),
+        },
     };
     if spec.done.is_empty() {
         return Err(usage("`done` lists no states".into()));
     }
     let mut every = duration(&spec.every, Duration::from_secs(5))?;
-    let max_every = duration(&spec.max_every, every * 4)?.max(every);
+    let max_every = duration(&spec.max_every, every.saturating_mul(4).min(MAX_POLL))?.max(every);
     let timeout = duration(&spec.timeout, Duration::from_secs(600))?;
     let clock = api.clock();
     let started = clock.now();
@@ -106,7 +112,7 @@ pub async fn poll(api: &Api, path: impl Into<ApiPath>, spec: &PollSpec) -> Resul
         }
         tracing::debug!(tenant = api.tenant(), %path, state = %state, wait_ms = every.as_millis() as u64, "job not done yet");
         clock.sleep_until(now + every).await;
-        every = every.mul_f64(1.5).min(max_every);
+        every = every.saturating_add(every / 2).min(max_every);
     }
 }
 

@@ -10,6 +10,9 @@ use crate::api::path::ApiPath;
 /// The full URL for `path` (relative to `base`, or absolute on `base`'s origin) plus
 /// `query` (a map; arrays repeat the key, nulls are left out).
 pub fn resolve(base: &Url, path: &ApiPath, query: Option<&Value>) -> Result<Url, String> {
+    if let ApiPath::Text(text) = path {
+        crate::api::path::check_text(text)?;
+    }
     let absolute = matches!(path, ApiPath::Text(_) | ApiPath::Link(_));
     let path = path.as_str();
     let mut url = if absolute && (path.starts_with("http://") || path.starts_with("https://")) {

@@ -34,6 +34,12 @@ pub struct FetchPolicy {
     pub tries: u32,
     /// Longest wait for response headers or for the next body chunk.
     pub read_timeout: Duration,
+    /// The body must bring at least `min_progress_bytes` per `min_progress_window`, or the
+    /// attempt fails as too slow (and counts as a failure without progress, so a dripping
+    /// server runs out of tries instead of resetting them with each trickle).
+    pub min_progress_bytes: u64,
+    /// See `min_progress_bytes`.
+    pub min_progress_window: Duration,
     /// First retry delay; doubles per consecutive failure, capped at 5 s, jittered.
     pub backoff: Duration,
     /// The item's deadline, if any.
@@ -46,11 +52,20 @@ pub struct FetchPolicy {
     pub hash_checked: bool,
 }
 
+/// Default progress rule for media bodies: 16 KiB per 15 s (a dial-up modem's pace;
+/// presigned media from a healthy store moves orders of magnitude faster). These are
+/// process-wide: fetch has no tenant; a flow-level override would be set on its policy.
+pub const DEFAULT_MIN_PROGRESS_BYTES: u64 = 16 * 1024;
+/// See [`DEFAULT_MIN_PROGRESS_BYTES`].
+pub const DEFAULT_MIN_PROGRESS_WINDOW: Duration = Duration::from_secs(15);
+
 impl Default for FetchPolicy {
     fn default() -> Self {
         FetchPolicy {
             tries: super::spec::DEFAULT_TRIES,
             read_timeout: Duration::from_secs(30),
+            min_progress_bytes: DEFAULT_MIN_PROGRESS_BYTES,
+            min_progress_window: DEFAULT_MIN_PROGRESS_WINDOW,
             backoff: Duration::from_millis(200),
             deadline: None,
             expected_total: None,
@@ -388,6 +403,11 @@ async fn one_attempt(
     }
     let mut resp = resp;
     let mut progress = false;
+    let mut watch = crate::api::http::BodyWatch::new(crate::api::http::StallRules {
+        header_timeout: policy.read_timeout,
+        min_progress_bytes: policy.min_progress_bytes.max(1),
+        min_progress_window: policy.min_progress_window.max(Duration::from_millis(1)),
+    });
     loop {
         if let Some(d) = policy.deadline
             && Instant::now() >= d
@@ -396,7 +416,12 @@ async fn one_attempt(
                 received: state.received,
             });
         }
-        match tokio::time::timeout(policy.wait_limit(policy.read_timeout), resp.chunk()).await {
+        match tokio::time::timeout(
+            policy.wait_limit(policy.read_timeout),
+            watch.next_chunk(&mut resp),
+        )
+        .await
+        {
             Err(_) => {
                 return Ok(retry(
                     format!("body stalled at byte {}", state.offset),
@@ -404,7 +429,15 @@ async fn one_attempt(
                     progress,
                 ));
             }
-            Ok(Err(e)) => {
+            Ok(Err(stall @ crate::api::http::Stall::Body { .. })) => {
+                // Too slow counts as no progress, however many bytes trickled in.
+                return Ok(retry(
+                    format!("at byte {}: {}", state.offset, stall.describe()),
+                    code,
+                    false,
+                ));
+            }
+            Ok(Err(crate::api::http::Stall::Transport(e))) => {
                 return Ok(retry(
                     format!(
                         "connection failed at byte {}: {}",
@@ -414,6 +447,9 @@ async fn one_attempt(
                     code,
                     progress,
                 ));
+            }
+            Ok(Err(stall @ crate::api::http::Stall::Headers(_))) => {
+                return Ok(retry(stall.describe(), code, progress));
             }
             Ok(Ok(None)) => break,
             Ok(Ok(Some(bytes))) => {

@@ -54,6 +54,13 @@ struct Cached {
     expires_at: Instant,
 }
 
+/// `now + d`, or (for a lifetime no clock can reach) about a century ahead.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
 static SHARED: LazyLock<Mutex<HashMap<String, Weak<TokenCache>>>> = LazyLock::new(Default::default);
 
 impl TokenCache {
@@ -121,8 +128,8 @@ impl TokenCache {
                 state.refused_at = None;
                 state.token = Some(Cached {
                     access: token.access.clone(),
-                    refresh_at: now + token.lifetime.mul_f64(5.0 / 6.0),
-                    expires_at: now + token.lifetime,
+                    refresh_at: later(now, token.lifetime / 6 * 5),
+                    expires_at: later(now, token.lifetime),
                 });
                 tracing::debug!(
                     lifetime_s = token.lifetime.as_secs(),

@@ -5,6 +5,7 @@ use crate::api::auth::cache::Token;
 use crate::api::auth::token_request::TokenRequest;
 use crate::api::config::CredentialsIn;
 use crate::api::error::ApiError;
+use crate::api::http::HttpClient;
 use crate::secret::Secret;
 
 /// A configured client-credentials grant.
@@ -18,7 +19,7 @@ pub struct ClientCredentials {
 
 impl ClientCredentials {
     /// Requests a new token.
-    pub async fn fetch(&self, tenant: &str, http: &reqwest::Client) -> Result<Token, ApiError> {
+    pub async fn fetch(&self, tenant: &str, http: &HttpClient) -> Result<Token, ApiError> {
         let mut form = vec![("grant_type", "client_credentials".to_string())];
         let mut basic = None;
         match self.credentials_in {

@@ -20,6 +20,7 @@ pub use token_request::{describe_transport, error_message};
 use crate::api::clock::Clock;
 use crate::api::config::AuthConfig;
 use crate::api::error::ApiError;
+use crate::api::http::HttpClient;
 use crate::secret::{Secret, SecretRef};
 
 /// The ways to get a token.
@@ -111,7 +112,7 @@ impl Authenticator {
     }
 
     /// A token to send and its generation (pass it to [`Authenticator::rejected`]).
-    pub async fn bearer(&self, http: &reqwest::Client) -> Result<(Secret, u64), ApiError> {
+    pub async fn bearer(&self, http: &HttpClient) -> Result<(Secret, u64), ApiError> {
         match &self.grant {
             Grant::Bearer(token) => Ok((token.clone(), 0)),
             Grant::ClientCredentials(grant) => {
@@ -137,7 +138,7 @@ impl Authenticator {
     }
 
     /// The API base discovered from the platform (password grant only).
-    pub async fn discover_base(&self, http: &reqwest::Client) -> Result<String, ApiError> {
+    pub async fn discover_base(&self, http: &HttpClient) -> Result<String, ApiError> {
         match &self.grant {
             Grant::Password(grant) => {
                 let (token, _) = self.bearer(http).await?;

@@ -9,8 +9,9 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::api::auth::cache::Token;
-use crate::api::auth::token_request::{TokenRequest, describe_transport, error_message};
+use crate::api::auth::token_request::{MAX_TOKEN_RESPONSE, TokenRequest, error_message};
 use crate::api::error::ApiError;
+use crate::api::http::HttpClient;
 use crate::secret::Secret;
 
 /// A configured password grant.
@@ -30,7 +31,7 @@ pub struct PasswordGrant {
 impl PasswordGrant {
     /// Requests a new token (discovering the token endpoint the first time): by the
     /// refresh token when there is one, falling back to the password grant.
-    pub async fn fetch(&self, tenant: &str, http: &reqwest::Client) -> Result<Token, ApiError> {
+    pub async fn fetch(&self, tenant: &str, http: &HttpClient) -> Result<Token, ApiError> {
         let url = self.token_endpoint(tenant, http).await?;
         let refresh = self.refresh_token.lock().expect("refresh token").take();
         if let Some(refresh) = refresh {
@@ -76,11 +77,7 @@ impl PasswordGrant {
         token
     }
 
-    async fn token_endpoint(
-        &self,
-        tenant: &str,
-        http: &reqwest::Client,
-    ) -> Result<&String, ApiError> {
+    async fn token_endpoint(&self, tenant: &str, http: &HttpClient) -> Result<&String, ApiError> {
         self.discovered_token_url
             .get_or_try_init(|| async {
                 if let Some(url) = &self.token_url {
@@ -98,7 +95,7 @@ impl PasswordGrant {
     pub async fn api_base(
         &self,
         tenant: &str,
-        http: &reqwest::Client,
+        http: &HttpClient,
         access_token: &Secret,
     ) -> Result<String, ApiError> {
         let tenant_id =
@@ -127,16 +124,24 @@ fn config_error(tenant: &str, message: String) -> ApiError {
     }
 }
 
-async fn get_json(tenant: &str, http: &reqwest::Client, url: &str) -> Result<Value, ApiError> {
-    let transport = |e: reqwest::Error| ApiError::Transport {
+async fn get_json(tenant: &str, http: &HttpClient, url: &str) -> Result<Value, ApiError> {
+    let transport = |message: String| ApiError::Transport {
         tenant: tenant.to_string(),
         method: "GET".into(),
         path: url.to_string(),
-        message: describe_transport(&e),
+        message,
     };
-    let response = http.get(url).send().await.map_err(transport)?;
+    let mut response = http
+        .send(http.client.get(url))
+        .await
+        .map_err(|stall| transport(stall.describe()))?;
     let status = response.status().as_u16();
-    let text = response.text().await.map_err(transport)?;
+    let text = http
+        .read_to_end(&mut response, MAX_TOKEN_RESPONSE)
+        .await
+        .map_err(|stall| transport(stall.describe()))?
+        .ok_or_else(|| transport(format!("response exceeds {MAX_TOKEN_RESPONSE} bytes")))?;
+    let text = String::from_utf8_lossy(&text).into_owned();
     if !(200..300).contains(&status) {
         return Err(ApiError::Status {
             tenant: tenant.to_string(),

@@ -7,11 +7,16 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::api::auth::cache::Token;
+use crate::api::durations::{Clamped, MAX_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME, clamp_seconds};
 use crate::api::error::{ApiError, status_is_retryable};
+use crate::api::http::HttpClient;
 use crate::secret::Secret;
 
 /// Lifetime assumed when the token response has no `expires_in`.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Largest token (or discovery) response read.
+pub const MAX_TOKEN_RESPONSE: u64 = 1024 * 1024;
 
 /// What to send to a token endpoint.
 pub struct TokenRequest<'a> {
@@ -27,8 +32,9 @@ pub struct TokenRequest<'a> {
 
 impl TokenRequest<'_> {
     /// Sends the request and reads the token.
-    pub async fn send(&self, http: &reqwest::Client) -> Result<Token, ApiError> {
+    pub async fn send(&self, http: &HttpClient) -> Result<Token, ApiError> {
         let mut request = http
+            .client
             .post(self.url)
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&self.form);
@@ -37,15 +43,23 @@ impl TokenRequest<'_> {
             let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
             request = request.header(reqwest::header::AUTHORIZATION, format!("Basic {encoded}"));
         }
-        let response = request
-            .send()
+        let mut response = http
+            .send(request)
             .await
-            .map_err(|e| self.error(None, describe_transport(&e), true))?;
+            .map_err(|stall| self.error(None, stall.describe(), true))?;
         let status = response.status().as_u16();
-        let text = response
-            .text()
+        let text = http
+            .read_to_end(&mut response, MAX_TOKEN_RESPONSE)
             .await
-            .map_err(|e| self.error(Some(status), describe_transport(&e), true))?;
+            .map_err(|stall| self.error(Some(status), stall.describe(), true))?
+            .ok_or_else(|| {
+                self.error(
+                    Some(status),
+                    format!("token response exceeds {MAX_TOKEN_RESPONSE} bytes"),
+                    false,
+                )
+            })?;
+        let text = String::from_utf8_lossy(&text).into_owned();
         if !(200..300).contains(&status) {
             let message = self.mask(&error_message(&text, status));
             return Err(self.error(Some(status), message, status_is_retryable(status)));
@@ -68,13 +82,7 @@ impl TokenRequest<'_> {
                     false,
                 )
             })?;
-        let lifetime = match body.get("expires_in") {
-            Some(Value::Number(n)) => n.as_f64().map(Duration::from_secs_f64),
-            Some(Value::String(s)) => s.parse::<f64>().ok().map(Duration::from_secs_f64),
-            _ => None,
-        }
-        .filter(|d| !d.is_zero())
-        .unwrap_or(DEFAULT_LIFETIME);
+        let lifetime = token_lifetime(self.tenant, body.get("expires_in"));
         tracing::info!(
             tenant = self.tenant,
             token_url = self.url,
@@ -113,6 +121,31 @@ impl TokenRequest<'_> {
         }
         text
     }
+}
+
+/// The lifetime an `expires_in` states, always usable: absent or `null` means
+/// [`DEFAULT_LIFETIME`]; zero, negative, non-finite or non-numeric values mean
+/// [`MIN_TOKEN_LIFETIME`] (short: ask again soon) and longer than [`MAX_TOKEN_LIFETIME`] is
+/// cut to it, each with a
+/// warning (never a panic: a server must not be able to kill a worker).
+pub fn token_lifetime(tenant: &str, expires_in: Option<&Value>) -> Duration {
+    let seconds = match expires_in {
+        None | Some(Value::Null) => return DEFAULT_LIFETIME,
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    let (lifetime, clamped) = clamp_seconds(
+        seconds.unwrap_or(f64::NAN),
+        MIN_TOKEN_LIFETIME,
+        MAX_TOKEN_LIFETIME,
+    );
+    if clamped != Clamped::InRange {
+        let shown = expires_in.map(Value::to_string).unwrap_or_default();
+        let shown: String = shown.chars().take(40).collect();
+        tracing::warn!(tenant, expires_in = %shown, lifetime_s = lifetime.as_secs(), "the token endpoint gave an unusable expires_in; assuming a lifetime in range");
+    }
+    lifetime
 }
 
 /// A transport error without the URL (which the caller already names).
@@ -168,6 +201,28 @@ pub fn error_message(body: &str, status: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn any_expires_in_gives_a_lifetime_in_range() {
+        let min = MIN_TOKEN_LIFETIME;
+        for (value, want) in [
+            (json!(-5), min),
+            (json!(0), min),
+            (json!(1e300), MAX_TOKEN_LIFETIME),
+            (json!("1e30"), MAX_TOKEN_LIFETIME),
+            (json!("abc"), min),
+            (json!("NaN"), min),
+            (json!("-inf"), min),
+            (json!([1]), min),
+            (json!(3600), Duration::from_secs(3600)),
+            (json!("1800"), Duration::from_secs(1800)),
+            (Value::Null, DEFAULT_LIFETIME),
+        ] {
+            assert_eq!(token_lifetime("t", Some(&value)), want, "{value}");
+        }
+        assert_eq!(token_lifetime("t", None), DEFAULT_LIFETIME);
+    }
 
     #[test]
     fn error_messages_prefer_oauth_fields_then_body_then_reason() {

@@ -54,6 +54,9 @@ impl RateBudgets {
                     "rate family {name}: requests and per must be positive"
                 ));
             }
+            if family.per > Duration::from_secs(86_400) {
+                return Err(format!("rate family {name}: per must be at most 1 day"));
+            }
             let rate = Some((family.requests, family.per, family.burst.unwrap_or(1)));
             let limiter = Arc::new(FamilyLimiter::new(name, rate, backoff, clock.clone()));
             if name == DEFAULT_FAMILY {

@@ -1,6 +1,8 @@
 //! Pagination: a small declaration ([`PageSpec`]) picks a [`Style`]; a [`Pager`] fetches
 //! one page at a time, only when asked. A failed page keeps its place: asking again
-//! re-requests the same page (and each request is already retried by the client).
+//! re-requests the same page (and each request is already retried by the client). A server
+//! whose pagination cycles (a cursor or link returning to an earlier one, a page repeating
+//! an earlier page) ends the walk with an error ([`cycle`]), never an endless loop.
 //!
 //! # Styles
 //! - `offset` and `skip_top`: [`offset::OffsetStyle`]
@@ -9,6 +11,7 @@
 //! - `next_link`: [`next_link::NextLinkStyle`]
 
 pub mod cursor;
+pub mod cycle;
 pub mod next_link;
 pub mod offset;
 pub mod page_number;
@@ -154,6 +157,7 @@ pub struct Pager {
     next: Option<PageRequest>,
     max_pages: Option<u64>,
     pages: u64,
+    cycles: cycle::CycleGuard,
 }
 
 impl Pager {
@@ -205,6 +209,8 @@ impl Pager {
             location,
         };
         style.first(&mut request);
+        let mut cycles = cycle::CycleGuard::new(matches!(style, Style::Offset(_) | Style::Page(_)));
+        cycles.record_request(&request, 1);
         Ok(Pager {
             api: api.clone(),
             style,
@@ -212,6 +218,7 @@ impl Pager {
             next: Some(request),
             max_pages: spec.max_pages,
             pages: 0,
+            cycles,
         })
     }
 
@@ -269,8 +276,16 @@ impl Pager {
             Some(Value::Array(items)) => items,
             _ => Vec::new(),
         };
-        self.pages = page;
         let capped = self.max_pages.is_some_and(|m| page >= m);
+        let content = self.cycles.check_page(&items, page).map_err(usage)?;
+        if more && !capped {
+            self.cycles
+                .check_request(&following, page + 1)
+                .map_err(usage)?;
+            self.cycles.record_request(&following, page + 1);
+        }
+        self.cycles.record_page(content, page);
+        self.pages = page;
         self.next = (more && !capped).then_some(following);
         tracing::debug!(
             tenant = self.api.tenant(),

@@ -4,6 +4,7 @@
 
 mod auth;
 mod budgets;
+mod hostile;
 mod paginate;
 mod poll;
 mod real_stdlib;

@@ -14,6 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 pub const CLIENT_ID: &str = "client-7";
@@ -54,6 +55,14 @@ pub struct Behaviour {
     pub password_grants: AtomicU64,
     pub refresh_grants: AtomicU64,
     pub refuse_refresh: AtomicBool,
+    /// The token endpoint never answers (it sleeps two minutes).
+    pub stall_token: AtomicBool,
+    /// `/redirect`: where it sends the client (302).
+    pub redirect_to: Mutex<Option<String>>,
+    /// `/open` (no auth) requests seen.
+    pub open_requests: AtomicU64,
+    /// `expires_in` to send instead of `token_ttl_secs` (any JSON value).
+    pub expires_in: Mutex<Option<Value>>,
     /// `/paths/...`: the raw (still encoded) path and query of each request, in order.
     pub raw_paths: Mutex<Vec<String>>,
 }
@@ -91,6 +100,15 @@ impl TestServer {
             .route("/jobs/{id}", get(job))
             .route("/echo", post(echo).put(echo).patch(echo).delete(echo))
             .route("/paths/{*rest}", any(raw_path))
+            .route("/cycle", get(cycle))
+            .route("/stall-headers", get(stall_headers))
+            .route("/drip", get(drip))
+            .route("/redirect", get(redirect))
+            .route("/open", get(open))
+            .route("/api/v2/recording/{*rest}", any(raw_path))
+            .route("/interaction-analytics-gateway/{*rest}", any(raw_path))
+            .route("/media-download/{*rest}", any(raw_path))
+            .route("/data-extraction/{*rest}", any(raw_path))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -112,6 +130,9 @@ type Shared = State<Arc<Behaviour>>;
 
 async fn token(State(s): Shared, headers: HeaderMap, body: String) -> Response {
     let n = s.token_requests.fetch_add(1, SeqCst) + 1;
+    if s.stall_token.load(SeqCst) {
+        tokio::time::sleep(Duration::from_secs(120)).await;
+    }
     use base64::Engine as _;
     let expected =
         base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
@@ -130,7 +151,13 @@ async fn token(State(s): Shared, headers: HeaderMap, body: String) -> Response {
     }
     let access = format!("tok-{n}");
     s.valid_tokens.lock().unwrap().push(access.clone());
-    Json(json!({"access_token": access, "token_type": "Bearer", "expires_in": s.token_ttl_secs.max(1)}))
+    let expires_in = s
+        .expires_in
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or(json!(s.token_ttl_secs.max(1)));
+    Json(json!({"access_token": access, "token_type": "Bearer", "expires_in": expires_in}))
         .into_response()
 }
 
@@ -386,8 +413,9 @@ async fn echo(
     Json(json!({"method": method.as_str(), "body": body})).into_response()
 }
 
-/// Answers any method under `/paths/` with the raw path and query it saw (nothing decoded),
-/// and records them.
+/// Answers any method under `/paths/` (and the stdlib modules' prefixes) with the raw path
+/// and query it saw (nothing decoded), records them, and adds the fields the stdlib modules
+/// read (a finished job whose result URL, and a transcript whose one block, is that path).
 async fn raw_path(
     State(s): Shared,
     headers: HeaderMap,
@@ -402,6 +430,81 @@ async fn raw_path(
         None => uri.path().to_string(),
     };
     s.raw_paths.lock().unwrap().push(seen.clone());
-    Json(json!({"method": method.as_str(), "path": uri.path(), "query": uri.query(), "seen": seen}))
-        .into_response()
+    Json(json!({
+        "method": method.as_str(), "path": uri.path(), "query": uri.query(), "seen": seen,
+        "status": "COMPLETED", "jobStatus": {"status": "SUCCEEDED", "result": {"url": seen}},
+        "transcriptBlocks": [seen],
+    }))
+    .into_response()
+}
+
+/// Pagination that goes round in circles, by `kind`: `cursor` hands out tokens A, B, A, B…;
+/// `link` next links p=1 → p=2 → p=1…; `same` answers every offset with the same full page.
+async fn cycle(
+    State(s): Shared,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(r) = authorize(&s, &headers) {
+        return r;
+    }
+    let kind = q.get("kind").map(String::as_str).unwrap_or("");
+    let body = match kind {
+        "cursor" => {
+            let token = q.get("pageToken").map(String::as_str).unwrap_or("");
+            let next = if token == "A" { "B" } else { "A" };
+            json!({"data": [{"id": format!("after-{token}")}], "nextPageToken": next})
+        }
+        "link" => {
+            let p = q.get("p").map(String::as_str).unwrap_or("1");
+            let next = if p == "1" { "2" } else { "1" };
+            json!({"data": [{"id": p}], "_links": {"next": format!("/cycle?kind=link&p={next}")}})
+        }
+        _ => {
+            let limit = number(&q, "limit").unwrap_or(1);
+            json!({"items": slice(&Behaviour { records: limit, ..Behaviour::default() }, 0, limit)})
+        }
+    };
+    Json(body).into_response()
+}
+
+/// Never sends headers (sleeps two minutes first).
+async fn stall_headers(State(s): Shared, headers: HeaderMap) -> Response {
+    if let Some(r) = authorize(&s, &headers) {
+        return r;
+    }
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    Json(json!({"late": true})).into_response()
+}
+
+/// Sends headers at once, then a JSON body one byte every 300 ms (60 bytes at most).
+async fn drip(State(s): Shared, headers: HeaderMap) -> Response {
+    if let Some(r) = authorize(&s, &headers) {
+        return r;
+    }
+    let text = format!("{{\"pad\": \"{}\"}}", "x".repeat(48));
+    let bytes: Vec<u8> = text.into_bytes();
+    let stream = futures::stream::iter(bytes).then(|b| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b]))
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(stream))
+        .unwrap()
+}
+
+/// 302 to the configured place.
+async fn redirect(State(s): Shared, headers: HeaderMap) -> Response {
+    if let Some(r) = authorize(&s, &headers) {
+        return r;
+    }
+    let to = s.redirect_to.lock().unwrap().clone().unwrap_or_default();
+    (StatusCode::FOUND, [("location", to)]).into_response()
+}
+
+/// Answers anyone (no token needed), counting.
+async fn open(State(s): Shared) -> Json<Value> {
+    s.open_requests.fetch_add(1, SeqCst);
+    Json(json!({"answered_by": "open"}))
 }

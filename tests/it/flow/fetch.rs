@@ -450,3 +450,31 @@ async fn refused_fresh_urls_are_asked_for_with_a_backoff_and_a_limit() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_dripping_a_byte_a_second_fails_the_progress_rule() {
+    // 40 bytes at one a second would finish after 40 s; the rule (16 KiB per 15 s) fails the
+    // single try at the end of its first window.
+    let server = MediaServer::start(
+        noise(40, 9),
+        Faults {
+            drip: Some(Duration::from_secs(1)),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let engine = engine();
+    let script = format!(r#"fetch("{}").tries(1).discard()"#, server.sign());
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(move || engine.eval::<Dynamic>(&script))
+        .await
+        .unwrap();
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("body stalled") && err.contains("below the minimum of 16384 bytes per 15s"),
+        "{err}"
+    );
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(14), "{took:?}");
+    assert!(took < Duration::from_secs(39), "{took:?}");
+}

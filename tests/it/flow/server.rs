@@ -42,6 +42,8 @@ pub struct Faults {
     pub ignore_range_always: bool,
     /// `416` answers carry no `Content-Range`.
     pub bare_416: bool,
+    /// Send the body one byte per this interval (headers at once).
+    pub drip: Option<Duration>,
     /// Label bodies with this `Content-Encoding` (the bytes stay as they are).
     pub content_encoding: Option<&'static str>,
 }
@@ -189,7 +191,12 @@ async fn serve(
         }
     }
     let reset_at = s.faults.reset_every.map(|n| start + n);
-    let delay = s.faults.chunk_delay;
+    let delay = s.faults.chunk_delay.or(s.faults.drip);
+    let chunk = if s.faults.drip.is_some() {
+        1
+    } else {
+        64 * 1024
+    };
     let stream = futures::stream::unfold(start, move |pos| {
         let data = data.clone();
         async move {
@@ -204,7 +211,7 @@ async fn serve(
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
             }
-            let mut next = (pos + 64 * 1024).min(end);
+            let mut next = (pos + chunk).min(end);
             if let Some(r) = reset_at {
                 next = next.min(r.max(pos + 1));
             }
