@@ -338,7 +338,8 @@ mod parse {
                 "storage" => file.storage = entries(label, text, "storage", v, &mut errors),
                 "keys" => file.keys = entries(label, text, "keys", v, &mut errors),
                 "scripts" => {
-                    file.scripts = value(label, text, "[scripts]", v, &mut errors).unwrap_or_default()
+                    file.scripts =
+                        value(label, text, "[scripts]", v, &mut errors).unwrap_or_default()
                 }
                 other => errors.push(located(
                     label,

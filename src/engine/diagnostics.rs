@@ -119,6 +119,25 @@ fn thrown_map(value: &rhai::Dynamic) -> String {
     text
 }
 
+/// Whether a script error may succeed if tried again: a thrown map says so with
+/// `retryable` (native stages set it; `throw #{ retryable: false, .. }` in scripts); any
+/// other error (a thrown string, a type error) counts as retryable.
+pub fn thrown_retryable(err: &EvalAltResult) -> bool {
+    let mut cur = err;
+    while let EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+    | EvalAltResult::ErrorInModule(_, inner, _) = cur
+    {
+        cur = inner;
+    }
+    match cur {
+        EvalAltResult::ErrorRuntime(value, _) => value
+            .read_lock::<rhai::Map>()
+            .and_then(|m| m.get("retryable").and_then(|r| r.as_bool().ok()))
+            .unwrap_or(true),
+        _ => true,
+    }
+}
+
 /// Formats an evaluation error for users and the ledger.
 pub fn format_eval_error(err: &EvalAltResult, default_source: &str) -> String {
     diagnostic_from_eval(err, default_source).to_string()

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use rhai::{Dynamic, Engine};
 
-pub use diagnostics::{Diagnostic, format_eval_error};
+pub use diagnostics::{Diagnostic, format_eval_error, thrown_retryable};
 pub use sandbox::ScriptsConfig;
 pub use script::{Script, ScriptError};
 

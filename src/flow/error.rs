@@ -66,8 +66,9 @@ pub enum FlowError {
     Deadline { received: u64 },
     #[error("flow is invalid: {0}")]
     Invalid(String),
-    #[error("the URL function failed: {0}")]
-    UrlFunction(String),
+    /// The script's URL function failed; `retryable` is what its error said.
+    #[error("the URL function failed: {message}")]
+    UrlFunction { message: String, retryable: bool },
     #[error("flow stopped: {0}")]
     Internal(String),
 }
@@ -76,7 +77,9 @@ impl FlowError {
     /// Whether trying the same flow again later may succeed.
     pub fn retryable(&self) -> bool {
         match self {
-            FlowError::Fetch { retryable, .. } => *retryable,
+            FlowError::Fetch { retryable, .. } | FlowError::UrlFunction { retryable, .. } => {
+                *retryable
+            }
             FlowError::Storage(e) => e.retryable(),
             FlowError::Deadline { .. } | FlowError::Internal(_) => true,
             _ => false,

@@ -258,6 +258,36 @@ fn register_stages(engine: &mut Engine, keys: Arc<KeyRing>) {
         Ok(out)
     }
     engine.register_fn("tries", tries);
+
+    /// Sets the download's progress rule: each try must bring at least `bytes` per
+    /// `window` (a duration such as `"15s"`), or it fails as stalled and counts as a try
+    /// without progress (default 16 KiB per 15 s). Lower it for slow links; raise it to
+    /// give up sooner on a server that drips.
+    /// ```rhai
+    /// fetch(url).min_progress(65536, "10s").write(store, key)
+    /// ```
+    fn min_progress(f: &mut Flow, bytes: i64, window: &str) -> RhaiResult<Flow> {
+        let bytes = u64::try_from(bytes)
+            .ok()
+            .filter(|b| *b >= 1)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "min_progress({bytes}, ..): bytes must be at least 1"
+                ))
+            })?;
+        let window = humantime::parse_duration(window.trim())
+            .ok()
+            .filter(|w| !w.is_zero() && *w <= std::time::Duration::from_secs(3600))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "min_progress(.., {window:?}): window must be a duration from 1ms to 1h, e.g. \"15s\""
+                ))
+            })?;
+        let mut out = f.clone();
+        out.min_progress = Some((bytes, window));
+        Ok(out)
+    }
+    engine.register_fn("min_progress", min_progress);
 }
 
 fn register_sinks(engine: &mut Engine, keys: Arc<KeyRing>) {
@@ -306,9 +336,12 @@ fn with_url_fn(
     let result = match &flow.source {
         Source::Fetch(UrlSource::Function(fp)) => {
             let mut call = || -> Result<String, FlowError> {
-                let v: Dynamic = fp
-                    .call_within_context(ctx, ())
-                    .map_err(|e| FlowError::UrlFunction(e.to_string()))?;
+                let v: Dynamic =
+                    fp.call_within_context(ctx, ())
+                        .map_err(|e| FlowError::UrlFunction {
+                            message: e.to_string(),
+                            retryable: crate::engine::thrown_retryable(&e),
+                        })?;
                 url_of(v)
             };
             run(Some(&mut call))
@@ -361,10 +394,13 @@ fn url_of(v: Dynamic) -> Result<String, FlowError> {
     {
         return check_url(u.clone().into_string().expect("string"));
     }
-    Err(FlowError::UrlFunction(format!(
-        "expected a URL string or a map with `url`, got {}",
-        v.type_name()
-    )))
+    Err(FlowError::UrlFunction {
+        message: format!(
+            "expected a URL string or a map with `url`, got {}",
+            v.type_name()
+        ),
+        retryable: false,
+    })
 }
 
 #[cfg(test)]

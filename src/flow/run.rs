@@ -103,6 +103,12 @@ pub fn run(
             urls: url_rx,
             policy: FetchPolicy {
                 tries: flow.tries,
+                min_progress_bytes: flow
+                    .min_progress
+                    .map_or(policy.min_progress_bytes, |(bytes, _)| bytes),
+                min_progress_window: flow
+                    .min_progress
+                    .map_or(policy.min_progress_window, |(_, window)| window),
                 expected_total: expected_size(&flow.stages),
                 hash_checked: flow
                     .stages

@@ -97,6 +97,9 @@ pub struct Flow {
     pub stages: Vec<Stage>,
     /// Consecutive failed fetch attempts without progress before giving up.
     pub tries: u32,
+    /// The fetch body's progress rule (`.min_progress(bytes, window)`): at least this many
+    /// bytes per window, or the try fails as stalled. `None`: the process-wide default.
+    pub min_progress: Option<(u64, std::time::Duration)>,
     /// Source ids and other facts recorded in the manifest (`.meta(map)`).
     pub meta: serde_json::Map<String, serde_json::Value>,
 }
@@ -110,6 +113,7 @@ impl Flow {
             source,
             stages: Vec::new(),
             tries: DEFAULT_TRIES,
+            min_progress: None,
             meta: serde_json::Map::new(),
         }
     }

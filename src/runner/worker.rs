@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rhai::{Dynamic, Engine, EvalAltResult};
+use rhai::{Dynamic, Engine};
 use tokio::sync::mpsc;
 
 use super::backoff::retry_delay;
@@ -178,23 +178,6 @@ pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// Whether a thrown error asks not to be retried (`#{ retryable: false, .. }`).
-fn is_retryable(err: &EvalAltResult) -> bool {
-    let mut cur = err;
-    while let EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
-    | EvalAltResult::ErrorInModule(_, inner, _) = cur
-    {
-        cur = inner;
-    }
-    match cur {
-        EvalAltResult::ErrorRuntime(value, _) => value
-            .read_lock::<rhai::Map>()
-            .and_then(|m| m.get("retryable").and_then(|r| r.as_bool().ok()))
-            .unwrap_or(true),
-        _ => true,
-    }
-}
-
 /// What handling an item decided: the state to write and whether to queue it again.
 struct Step {
     update: ItemUpdate,
@@ -334,7 +317,7 @@ fn decide(env: &WorkerEnv, item: &mut WorkItem) -> Step {
         Err(err) => {
             let message = format_eval_error(&err, &env.script.label);
             update.last_error = Some(message.clone());
-            if attempt < env.options.max_attempts as i64 && is_retryable(&err) {
+            if attempt < env.options.max_attempts as i64 && crate::engine::thrown_retryable(&err) {
                 let delay = retry_delay(
                     env.options.retry_backoff,
                     env.options.retry_backoff_max,
