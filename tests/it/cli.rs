@@ -47,7 +47,7 @@ fn ids_with_terminal_escapes_are_printed_escaped_by_items_and_the_summary() {
     let printed = [
         ran.stdout,
         env.cxpipe(&["items", "--state", state, "ls"]).stdout,
-        env.cxpipe(&["items", "--state", state, "ls", "--state", "quarantined"])
+        env.cxpipe(&["items", "--state", state, "ls", "--status", "quarantined"])
             .stdout,
     ];
     for out in &printed {
@@ -59,4 +59,98 @@ fn ids_with_terminal_escapes_are_printed_escaped_by_items_and_the_summary() {
         assert!(out.contains("id\\u{1b}[2J\\nFAKE LINE\\0"), "{out:?}");
     }
     assert!(printed[0].contains("red\\r"), "{:?}", printed[0]);
+}
+
+/// A ledger with one done item (`good`) and one quarantined (`bad`); returns its folder.
+fn ledger_with_good_and_bad(env: &crate::harness::TestEnv) -> String {
+    let script = env.write(
+        "mixed.rhai",
+        "const OPTIONS = #{ max_attempts: 1 };\n\
+         fn discover(ctx) { ctx.emit(\"good\", 1); ctx.emit(\"bad\", 2); }\n\
+         fn process(ctx, item) { if item == 2 { throw \"no\"; } }\n",
+    );
+    let state = env.state_dir().to_str().unwrap().to_string();
+    let ran = env.cxpipe(&["run", script.to_str().unwrap(), "--state", &state]);
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    state
+}
+
+#[test]
+fn items_state_is_the_ledger_folder_before_or_after_the_action_and_status_filters() {
+    let env = crate::harness::TestEnv::new();
+    let state = ledger_with_good_and_bad(&env);
+    let before = env.cxpipe(&["items", "--state", &state, "ls"]);
+    let after = env.cxpipe(&["items", "ls", "--state", &state]);
+    assert_eq!(after.code, 0, "{}", after.stderr);
+    assert_eq!(before.stdout, after.stdout);
+    assert!(after.stdout.contains("/good") && after.stdout.contains("/bad"));
+
+    let filtered = env.cxpipe(&["items", "ls", "--state", &state, "--status", "quarantined"]);
+    assert_eq!(filtered.code, 0, "{}", filtered.stderr);
+    assert!(filtered.stdout.contains("/bad"), "{}", filtered.stdout);
+    assert!(!filtered.stdout.contains("/good"), "{}", filtered.stdout);
+
+    let retried = env.cxpipe(&[
+        "items",
+        "retry",
+        "--state",
+        &state,
+        "--status",
+        "quarantined",
+    ]);
+    assert_eq!(retried.code, 0, "{}", retried.stderr);
+    assert!(
+        retried.stdout.starts_with("1 item(s)"),
+        "{}",
+        retried.stdout
+    );
+}
+
+#[test]
+fn the_old_state_filter_spelling_gets_an_error_that_names_status() {
+    let env = crate::harness::TestEnv::new();
+    let ran = env.cxpipe(&["items", "retry", "--state", "quarantined"]);
+    let stderr = &ran.stderr;
+    assert_eq!(ran.code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--state names the ledger folder")
+            && stderr.contains("--status quarantined"),
+        "{stderr}"
+    );
+    assert!(
+        !env.path().join("quarantined").exists(),
+        "nothing was created"
+    );
+
+    let bad = env.cxpipe(&["items", "ls", "--status", "broken"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("quarantined"),
+        "lists the states: {}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn items_ls_has_a_header_row_and_show_and_retry_arguments_have_help() {
+    let env = crate::harness::TestEnv::new();
+    let state = ledger_with_good_and_bad(&env);
+    let ls = env.cxpipe(&["items", "ls", "--state", &state]);
+    let header = ls.stdout.lines().nth(1).unwrap_or_default();
+    for column in ["STATE", "ATTEMPTS", "KEY", "LAST ERROR"] {
+        assert!(header.contains(column), "{}", ls.stdout);
+    }
+    for (action, arg) in [("show", "<KEY>"), ("retry", "[KEYS]...")] {
+        let help = env.cxpipe(&["items", action, "--help"]);
+        let line = help
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(arg))
+            .unwrap_or_else(|| panic!("{}", help.stdout));
+        assert!(
+            line.trim().len() > arg.len() + 5,
+            "{arg} has no help: {}",
+            help.stdout
+        );
+    }
 }
