@@ -154,3 +154,56 @@ fn items_ls_has_a_header_row_and_show_and_retry_arguments_have_help() {
         );
     }
 }
+
+#[test]
+fn a_run_without_finish_or_checkpoint_prints_one_summary_that_says_none_set() {
+    let env = crate::harness::TestEnv::new();
+    let script = env.write(
+        "plain.rhai",
+        "fn discover(ctx) { ctx.emit(\"a\", 1); }\nfn process(ctx, item) { item }\n",
+    );
+    let ran = env.run(&script, &[]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let out = ran.json();
+    assert_eq!(out["summary"]["checkpoint"], "none set", "{out}");
+    assert_eq!(out["summary"]["checkpoint_committed"], false, "{out}");
+    assert!(
+        out.get("report").is_none(),
+        "no finish, no second copy: {out}"
+    );
+
+    let human = env.cxpipe(&[
+        "run",
+        script.to_str().unwrap(),
+        "--state",
+        env.state_dir().to_str().unwrap(),
+    ]);
+    assert_eq!(human.code, 0, "{}", human.stderr);
+    assert!(
+        human.stdout.contains("checkpoint none set"),
+        "{}",
+        human.stdout
+    );
+    assert!(human.stdout.contains("item retries 0"), "{}", human.stdout);
+    assert!(!human.stdout.contains("report:"), "{}", human.stdout);
+}
+
+#[test]
+fn a_checkpoint_held_back_by_a_failure_says_why_and_a_finish_report_is_printed() {
+    let env = crate::harness::TestEnv::new();
+    let script = env.write(
+        "cursor.rhai",
+        "const OPTIONS = #{ max_attempts: 1 };\n\
+         fn discover(ctx) { ctx.emit(\"a\", 1); ctx.set_checkpoint(\"since\", 5); }\n\
+         fn process(ctx, item) { throw \"no\"; }\n\
+         fn finish(ctx, summary) { #{ mine: summary.checkpoint } }\n",
+    );
+    let ran = env.run(&script, &[]);
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    let out = ran.json();
+    assert_eq!(
+        out["summary"]["checkpoint"], "held back (failures)",
+        "{out}"
+    );
+    assert_eq!(out["report"]["mine"], "held back (failures)", "{out}");
+}
