@@ -207,3 +207,37 @@ fn a_checkpoint_held_back_by_a_failure_says_why_and_a_finish_report_is_printed()
     );
     assert_eq!(out["report"]["mine"], "held back (failures)", "{out}");
 }
+
+#[test]
+fn a_tenant_config_error_names_the_tenant_once() {
+    let env = crate::harness::TestEnv::new();
+    let config = env.write(
+        "cxpipe.toml",
+        "[tenants.sim]\nbase_url = \"not a url\"\n\
+         auth = { kind = \"bearer\", token = { file = \"token.txt\" } }\n",
+    );
+    env.write("token.txt", "t");
+    let script = env.write("s.rhai", "fn discover(ctx) {}\nfn process(ctx, item) {}\n");
+    let ran = env.cxpipe(&[
+        "run",
+        script.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--tenant",
+        "sim",
+        "--state",
+        env.state_dir().to_str().unwrap(),
+    ]);
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("tenant sim: invalid configuration"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(
+        ran.stderr.matches("tenant sim").count(),
+        1,
+        "{}",
+        ran.stderr
+    );
+}
