@@ -154,8 +154,8 @@ pub async fn run(args: ItemsArgs) -> anyhow::Result<ExitCode> {
                 );
                 if !rows.is_empty() {
                     println!(
-                        "{:<12} {:>8}  {}  {}",
-                        "STATE", "ATTEMPTS", "PIPELINE/TENANT/KEY", "LAST ERROR"
+                        "{:<12} {:>8}  PIPELINE/TENANT/KEY  LAST ERROR",
+                        "STATE", "ATTEMPTS"
                     );
                 }
                 for r in &rows {
