@@ -226,7 +226,7 @@ mod parse {
     use super::{ConfigError, ConfigFile};
     use crate::api::TenantConfig;
 
-    const SECTIONS: &str = "params, tenants, storage, keys";
+    const SECTIONS: &str = "params, tenants, storage, keys, scripts";
 
     /// `line:col` (1-based) of byte `offset` in `text`.
     fn line_col(text: &str, offset: usize) -> String {
@@ -337,6 +337,10 @@ mod parse {
                 }
                 "storage" => file.storage = entries(label, text, "storage", v, &mut errors),
                 "keys" => file.keys = entries(label, text, "keys", v, &mut errors),
+                "scripts" => {
+                    file.scripts =
+                        value(label, text, "[scripts]", v, &mut errors).unwrap_or_default()
+                }
                 other => errors.push(located(
                     label,
                     text,
