@@ -9,10 +9,27 @@
 #
 # The tests read CXPIPE_TEST_S3_ENDPOINT / CXPIPE_TEST_AZURE_ENDPOINT to override those
 # endpoints, skip a backend whose port does not answer, and fail instead when CI=true.
+#
+# Both are installed globally (~/.cargo/bin, npm -g) and left running after the tests;
+# `bash .ci/servers.sh stop` stops the servers this script started (their pids are in
+# $DIR/*.pid).
 set -euo pipefail
 
 DIR="${CXPIPE_CI_DIR:-${TMPDIR:-/tmp}/cxpipe-ci-servers}"
 mkdir -p "$DIR/s3/cxpipe-test" "$DIR/azurite"
+
+if [ "${1:-}" = "stop" ]; then
+  for name in s3s-fs azurite; do
+    pidfile="$DIR/$name.pid"
+    if [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null; then
+      echo "stopped $name (pid $(cat "$pidfile"))"
+    else
+      echo "$name: not running from this script"
+    fi
+    rm -f "$pidfile"
+  done
+  exit 0
+fi
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -39,10 +56,12 @@ if ! listening 9010; then
   nohup s3s-fs --host 127.0.0.1 --port 9010 \
     --access-key cxpipe-test --secret-key cxpipe-test-secret \
     "$DIR/s3" >"$DIR/s3s-fs.log" 2>&1 &
+  echo $! >"$DIR/s3s-fs.pid"
 fi
 if ! listening 10000; then
   nohup azurite-blob --blobHost 127.0.0.1 --blobPort 10000 --location "$DIR/azurite" \
     --disableTelemetry --skipApiVersionCheck --loose >"$DIR/azurite.log" 2>&1 &
+  echo $! >"$DIR/azurite.pid"
 fi
 
 wait_for 9010 s3s-fs

@@ -161,7 +161,7 @@ impl Config {
                 match Api::new(tenant, &cfg, &self.dir) {
                     Ok(api) => Some(api),
                     Err(e) => {
-                        errors.push(format!("{label}: tenant {tenant}: {e}"));
+                        errors.push(format!("{label}: {e}")); // the error names the tenant
                         None
                     }
                 }

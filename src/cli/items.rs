@@ -26,13 +26,37 @@ pub struct FilterArgs {
     #[arg(long)]
     pub tenant: Option<String>,
     /// Only items in this state (pending, leased, done, skipped, deferred, failed, quarantined).
-    #[arg(long)]
-    pub state: Option<String>,
+    /// (`--state` is the ledger folder.)
+    #[arg(long, value_name = "STATE", value_parser = parse_status)]
+    pub status: Option<ItemState>,
+}
+
+/// `--status` values: the item states, with the list in the error.
+fn parse_status(s: &str) -> Result<ItemState, String> {
+    s.parse().map_err(|_| {
+        let names: Vec<&str> = ItemState::ALL.iter().map(|st| st.as_str()).collect();
+        format!("unknown item state {s:?}; one of: {}", names.join(", "))
+    })
+}
+
+/// `items retry --state quarantined`, the spelling of the filter before it was named
+/// `--status`: `--state` names the ledger folder, so a missing folder named like an item
+/// state gets an error that says which flag was meant.
+fn refuse_state_used_as_filter(ledger: &LedgerArgs) -> anyhow::Result<()> {
+    let named = ledger.state.to_string_lossy();
+    if ledger.ledger.is_none() && !ledger.state.exists() && named.parse::<ItemState>().is_ok() {
+        bail!(
+            "--state names the ledger folder, and there is no folder \"{}\"; to select items \
+             in state {named}, use --status {named}",
+            escape(&named)
+        );
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ItemsAction {
-    /// List items (newest first) and counts by state.
+    /// Counts by state, then items, the most recently changed first (ties by key).
     Ls {
         #[command(flatten)]
         filter: FilterArgs,
@@ -45,32 +69,29 @@ pub enum ItemsAction {
     },
     /// Show one item: state, attempts, last error (with file:line), result, payload.
     Show {
+        /// The item's key, as `items ls` prints it (after the pipeline/tenant/).
         key: String,
         #[command(flatten)]
         filter: FilterArgs,
         #[arg(long)]
         json: bool,
     },
-    /// Put items back to pending so the next run processes them (by key, or all matching --state).
+    /// Put items back to pending so the next run processes them (by key, or all matching --status).
     Retry {
+        /// Keys of the items to retry; none: every item matching the filters (--status needed).
         keys: Vec<String>,
         #[command(flatten)]
         filter: FilterArgs,
     },
 }
 
-fn filter_of(f: &FilterArgs, key: Option<String>) -> anyhow::Result<ItemFilter> {
-    let state = f
-        .state
-        .as_deref()
-        .map(str::parse::<ItemState>)
-        .transpose()?;
-    Ok(ItemFilter {
+fn filter_of(f: &FilterArgs, key: Option<String>) -> ItemFilter {
+    ItemFilter {
         pipeline: f.pipeline.clone(),
         tenant: f.tenant.clone(),
-        state,
+        state: f.status,
         key,
-    })
+    }
 }
 
 fn print_row(row: &ItemRow) {
@@ -103,6 +124,7 @@ fn print_row(row: &ItemRow) {
 }
 
 pub async fn run(args: ItemsArgs) -> anyhow::Result<ExitCode> {
+    refuse_state_used_as_filter(&args.ledger)?;
     let ledger = args.ledger.open_existing().await?;
     match args.action {
         ItemsAction::Ls {
@@ -110,7 +132,7 @@ pub async fn run(args: ItemsArgs) -> anyhow::Result<ExitCode> {
             limit,
             json,
         } => {
-            let f = filter_of(&filter, None)?;
+            let f = filter_of(&filter, None);
             let rows = ledger.list_items(&f, limit).await?;
             if json {
                 for r in &rows {
@@ -130,6 +152,12 @@ pub async fn run(args: ItemsArgs) -> anyhow::Result<ExitCode> {
                         line.join(", ")
                     }
                 );
+                if !rows.is_empty() {
+                    println!(
+                        "{:<12} {:>8}  PIPELINE/TENANT/KEY  LAST ERROR",
+                        "STATE", "ATTEMPTS"
+                    );
+                }
                 for r in &rows {
                     let err = r
                         .last_error
@@ -137,7 +165,7 @@ pub async fn run(args: ItemsArgs) -> anyhow::Result<ExitCode> {
                         .and_then(|e| e.lines().next())
                         .unwrap_or("");
                     println!(
-                        "{:<12} {:>3}  {}/{}/{}  {}",
+                        "{:<12} {:>8}  {}/{}/{}  {}",
                         escape(&r.state),
                         r.attempts,
                         escape(&r.pipeline),
@@ -150,7 +178,7 @@ pub async fn run(args: ItemsArgs) -> anyhow::Result<ExitCode> {
         }
         ItemsAction::Show { key, filter, json } => {
             let rows = ledger
-                .list_items(&filter_of(&filter, Some(key.clone()))?, 100)
+                .list_items(&filter_of(&filter, Some(key.clone())), 100)
                 .await?;
             if rows.is_empty() {
                 bail!(
@@ -167,15 +195,15 @@ pub async fn run(args: ItemsArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ItemsAction::Retry { keys, filter } => {
-            if keys.is_empty() && filter.state.is_none() {
-                bail!("name the items to retry: give keys, or --state quarantined (for example)");
+            if keys.is_empty() && filter.status.is_none() {
+                bail!("name the items to retry: give keys, or --status quarantined (for example)");
             }
             let mut n = 0;
             if keys.is_empty() {
-                n += ledger.retry_items(&filter_of(&filter, None)?).await?;
+                n += ledger.retry_items(&filter_of(&filter, None)).await?;
             }
             for key in keys {
-                n += ledger.retry_items(&filter_of(&filter, Some(key))?).await?;
+                n += ledger.retry_items(&filter_of(&filter, Some(key))).await?;
             }
             println!("{n} item(s) will be processed again by the next run");
         }

@@ -1,4 +1,8 @@
 //! `--state DIR` / `--ledger URL`, shared by the subcommands that open the ledger.
+//!
+//! Both are global: `cxpipe items --state DIR ls` and `cxpipe items ls --state DIR` mean the
+//! same folder. `--state` always names the ledger folder; the item-state filter of `items`
+//! is `--status`.
 
 use std::path::PathBuf;
 
@@ -11,13 +15,14 @@ pub struct LedgerArgs {
     /// Folder holding the SQLite ledger (`ledger.sqlite`).
     #[arg(
         long,
+        global = true,
         value_name = "DIR",
         default_value = ".cxpipe",
         env = "CXPIPE_STATE"
     )]
     pub state: PathBuf,
     /// Ledger URL instead of --state: `sqlite://PATH`.
-    #[arg(long, value_name = "URL", env = "CXPIPE_LEDGER")]
+    #[arg(long, global = true, value_name = "URL", env = "CXPIPE_LEDGER")]
     pub ledger: Option<String>,
 }
 

@@ -209,11 +209,16 @@ async fn stop_on_signals(
     std::process::exit(i32::from(exit));
 }
 
-/// Prints the run report: JSON (`{summary, report}`) or a few human lines.
+/// Prints the run report: JSON (`{summary, report}`, `report` only when `finish` returned
+/// something other than the summary) or a few human lines.
 pub fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
     let s = &report.summary;
+    let own_report = report.report != serde_json::to_value(s)?;
     if json {
-        let out = serde_json::json!({ "summary": s, "report": report.report });
+        let mut out = serde_json::json!({ "summary": s });
+        if own_report {
+            out["report"] = report.report.clone();
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
@@ -225,7 +230,7 @@ pub fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
         escape(&s.status)
     );
     println!(
-        "  emitted {} (already done {}, duplicates {}), resumed {}, done {}, skipped {}, deferred {}, quarantined {}, failed {}, retries {} in {:.1}s",
+        "  emitted {} (already done {}, duplicates {}), resumed {}, done {}, skipped {}, deferred {}, quarantined {}, failed {}, item retries {}{} in {:.1}s; checkpoint {}",
         s.emitted,
         s.already_done,
         s.duplicates,
@@ -236,7 +241,9 @@ pub fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
         s.quarantined,
         s.failed,
         s.retries,
-        s.duration_ms as f64 / 1000.0
+        http_retries(s),
+        s.duration_ms as f64 / 1000.0,
+        s.checkpoint.as_str()
     );
     for (reason, n) in &s.skip_reasons {
         println!("  skipped {n}: {}", escape(reason));
@@ -252,8 +259,17 @@ pub fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
     if let Some(e) = &s.error {
         println!("  error: {}", escape_lines(e, "    "));
     }
-    if report.report != serde_json::to_value(s)? {
+    if own_report {
         println!("report:\n{}", serde_json::to_string_pretty(&report.report)?);
     }
     Ok(())
+}
+
+/// `, HTTP retries N` when the run used the tenant API (its retries inside one attempt,
+/// apart from item retries).
+fn http_retries(s: &runner::summary::Summary) -> String {
+    s.metrics
+        .get("api.retries")
+        .map(|n| format!(", HTTP retries {n}"))
+        .unwrap_or_default()
 }

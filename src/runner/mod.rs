@@ -43,7 +43,7 @@ use crate::ledger::{Ledger, LedgerError};
 pub use options::PipelineOptions;
 use shared::{Emitted, RunShared};
 pub use stop::StopSignal;
-use summary::{Counters, Summary};
+use summary::{CheckpointOutcome, Counters, Summary};
 use worker::Workers;
 
 /// How often a run proves it is alive, and when a silent one counts as dead (killed).
@@ -256,13 +256,13 @@ pub async fn run_until(req: RunRequest, interrupt: StopSignal) -> Result<RunRepo
             .await?;
     }
     record_api_stats(&shared);
-    let mut summary = build_summary(
-        &shared,
-        &counters,
-        started,
-        clean && !pending.is_empty(),
-        error,
+    let checkpoint = CheckpointOutcome::of(
+        !pending.is_empty(),
+        interrupted,
+        error.is_some(),
+        failed > 0,
     );
+    let mut summary = build_summary(&shared, &counters, started, checkpoint, error);
     if interrupted {
         summary.status = STATUS_INTERRUPTED.into();
     } else if !clean && summary.error.is_none() {
@@ -356,7 +356,7 @@ fn build_summary(
     shared: &RunShared,
     c: &Counters,
     started: Instant,
-    committed: bool,
+    checkpoint: CheckpointOutcome,
     error: Option<String>,
 ) -> Summary {
     let emitted = c.emitted.load(Relaxed);
@@ -399,7 +399,8 @@ fn build_summary(
             .iter()
             .map(|(k, v)| (k.clone(), summary::metric_value(*v)))
             .collect(),
-        checkpoint_committed: committed,
+        checkpoint,
+        checkpoint_committed: checkpoint.committed(),
         error,
     }
 }

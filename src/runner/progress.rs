@@ -39,7 +39,7 @@ impl Progress {
                 b.set_position(counters.finished());
                 let rate = counters.finished() as f64 / b.elapsed().as_secs_f64().max(0.001);
                 b.set_message(format!(
-                    "{rate:.0}/s · discovered {} · done {} · skipped {} · failed {} · retries {}",
+                    "{rate:.0}/s · discovered {} · done {} · skipped {} · failed {} · item retries {}",
                     counters.emitted.load(Relaxed),
                     counters.done.load(Relaxed),
                     counters.skipped.load(Relaxed),

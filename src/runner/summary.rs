@@ -77,6 +77,57 @@ impl Counters {
     }
 }
 
+/// What became of the checkpoints a run set (`ctx.set_checkpoint`): they are committed
+/// only when the run ends clean.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum CheckpointOutcome {
+    /// The run set no checkpoint; there was nothing to commit.
+    #[serde(rename = "none set")]
+    NoneSet,
+    /// The run ended clean and its checkpoints were committed.
+    #[serde(rename = "committed")]
+    Committed,
+    /// Not committed: some item was quarantined or failed.
+    #[serde(rename = "held back (failures)")]
+    HeldBackFailures,
+    /// Not committed: the run was interrupted.
+    #[serde(rename = "held back (interrupted)")]
+    HeldBackInterrupted,
+    /// Not committed: `discover`, the ledger or the run itself failed.
+    #[serde(rename = "held back (run failed)")]
+    HeldBackRunFailed,
+}
+
+impl CheckpointOutcome {
+    /// The outcome for a run that set checkpoints (`set`), was `interrupted`, ended with
+    /// an `error`, or had quarantined/failed items (`failures`).
+    pub fn of(set: bool, interrupted: bool, error: bool, failures: bool) -> CheckpointOutcome {
+        match () {
+            _ if !set => CheckpointOutcome::NoneSet,
+            _ if interrupted => CheckpointOutcome::HeldBackInterrupted,
+            _ if error => CheckpointOutcome::HeldBackRunFailed,
+            _ if failures => CheckpointOutcome::HeldBackFailures,
+            _ => CheckpointOutcome::Committed,
+        }
+    }
+
+    /// True when checkpoints were committed.
+    pub fn committed(self) -> bool {
+        self == CheckpointOutcome::Committed
+    }
+
+    /// The words the summary prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointOutcome::NoneSet => "none set",
+            CheckpointOutcome::Committed => "committed",
+            CheckpointOutcome::HeldBackFailures => "held back (failures)",
+            CheckpointOutcome::HeldBackInterrupted => "held back (interrupted)",
+            CheckpointOutcome::HeldBackRunFailed => "held back (run failed)",
+        }
+    }
+}
+
 /// The end-of-run summary (`--json` prints it; `finish(ctx, summary)` receives it).
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
@@ -109,12 +160,38 @@ pub struct Summary {
     pub quarantined: u64,
     /// Items whose attempt failed inside cxpipe (a panic); left failed for the next run.
     pub failed: u64,
+    /// Item retries: attempts of `process` that failed and were tried again. HTTP retries
+    /// inside one attempt are counted apart, in `metrics["api.retries"]`.
     pub retries: u64,
     pub deferrals: u64,
     pub skip_reasons: BTreeMap<String, u64>,
     pub failures: Vec<Failure>,
     /// Sums of `ctx.metric(name, value)`; whole numbers print as integers.
     pub metrics: BTreeMap<String, serde_json::Value>,
+    /// What became of the checkpoints this run set: `none set`, `committed`, or
+    /// `held back (failures|interrupted|run failed)`.
+    pub checkpoint: CheckpointOutcome,
+    /// `checkpoint == "committed"` (kept for scripts that read it).
     pub checkpoint_committed: bool,
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CheckpointOutcome;
+
+    #[test]
+    fn a_run_that_set_no_checkpoint_says_so_rather_than_not_committed() {
+        let none = CheckpointOutcome::of(false, false, false, false);
+        assert_eq!(serde_json::to_value(none).unwrap(), "none set");
+        assert!(!none.committed());
+        let held = CheckpointOutcome::of(true, false, false, true);
+        assert_eq!(serde_json::to_value(held).unwrap(), "held back (failures)");
+        assert_eq!(held.as_str(), "held back (failures)");
+        assert!(CheckpointOutcome::of(true, false, false, false).committed());
+        assert_eq!(
+            CheckpointOutcome::of(true, true, true, true),
+            CheckpointOutcome::HeldBackInterrupted
+        );
+    }
 }

@@ -35,3 +35,17 @@ fn the_demo_runs_and_its_printed_commands_verify_and_decrypt() {
     let summary = &again.json()["summary"];
     assert_eq!(summary["done"].as_u64(), Some(0), "{summary}");
 }
+
+#[test]
+fn the_demo_summary_names_item_retries_and_http_retries_apart() {
+    let env = TestEnv::new();
+    let ran = env.cxpipe(&["demo", "--dir", "demo", "--recordings", "4"]);
+    assert_eq!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
+    let line = ran
+        .stdout
+        .lines()
+        .find(|l| l.contains("item retries"))
+        .unwrap_or_else(|| panic!("no item retries in:\n{}", ran.stdout));
+    assert!(line.contains("HTTP retries "), "{line}");
+    assert!(!line.contains(", retries"), "{line}");
+}

@@ -27,9 +27,28 @@ fn reachable(what: &str, endpoint: &str) -> bool {
                 "{what} test server is not running at {endpoint} (CI=true requires it; run .ci/servers.sh)"
             );
         }
-        eprintln!("skipping {what} backend: no server at {endpoint} (run .ci/servers.sh)");
+        announce_skip(what, endpoint);
     }
     ok
+}
+
+/// Backends whose skip was announced in this test process.
+static ANNOUNCED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Says once per backend, on the real stderr, that its tests ran without it. `eprintln!`
+/// would be captured by the test harness and never shown for a passing test, so the line
+/// is written to the stderr handle directly, which the harness does not capture.
+fn announce_skip(what: &str, endpoint: &str) {
+    let mut announced = ANNOUNCED.lock().unwrap_or_else(|e| e.into_inner());
+    if announced.iter().any(|w| w == what) {
+        return;
+    }
+    announced.push(what.to_string());
+    let line = format!(
+        "\nSKIPPED: the {what} backend (no server at {endpoint}); the storage tests ran without \
+         it. Start the servers with `bash .ci/servers.sh` (CI=true makes this a failure).\n"
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
 }
 
 fn secret_file(dir: &tempfile::TempDir, name: &str, value: &str) -> Option<SecretRef> {
