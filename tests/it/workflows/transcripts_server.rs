@@ -50,16 +50,15 @@ fn recordings() -> Vec<&'static str> {
     vec!["R1", "R2", "R3", "R4", "R5"]
 }
 
+/// An utterance: (start s, end s, speaker, text, confidence).
+type Utterance = (f64, f64, &'static str, &'static str, f64);
+/// A segment: (index, published after, utterances).
+type Segment = (u64, Option<Duration>, Vec<Utterance>);
+
 /// Segments (1-based) per recording: (index, published after, utterances as
 /// (start s, end s, speaker, text, confidence)). R2's segment 2 never publishes; R5's
 /// segment 1 is late.
-fn segments(
-    id: &str,
-) -> Vec<(
-    u64,
-    Option<Duration>,
-    Vec<(f64, f64, &'static str, &'static str, f64)>,
-)> {
+fn segments(id: &str) -> Vec<Segment> {
     let first = vec![
         (0.0, 2.5, "AGENT", "Thank you for calling.", 0.97),
         (2.0, 6.0, "Customer", "My card is 4111 1111.", 0.80),
@@ -87,7 +86,8 @@ fn never_published(id: &str, index: u64) -> bool {
     id == "R2" && index == 2
 }
 
-fn authed(s: &Other, headers: &HeaderMap) -> Result<(), Response> {
+/// Counts one use of the request's token; false (answer 401) when it is unknown or used up.
+fn authed(s: &Other, headers: &HeaderMap) -> bool {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -98,9 +98,9 @@ fn authed(s: &Other, headers: &HeaderMap) -> Result<(), Response> {
     match uses.get_mut(&token) {
         Some(n) if *n < TOKEN_USES => {
             *n += 1;
-            Ok(())
+            true
         }
-        _ => Err(StatusCode::UNAUTHORIZED.into_response()),
+        _ => false,
     }
 }
 
@@ -122,8 +122,8 @@ async fn list(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = authed(&s, &headers) {
-        return r;
+    if !authed(&s, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
     }
     let offset: usize = q.get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
     let data: Vec<Value> = recordings()
@@ -140,8 +140,8 @@ async fn recording(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    if let Err(r) = authed(&s, &headers) {
-        return r;
+    if !authed(&s, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
     }
     let archived = id == ARCHIVED;
     let published: Vec<String> = segments(&id)
@@ -169,8 +169,8 @@ async fn content(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    if let Err(r) = authed(&s, &headers) {
-        return r;
+    if !authed(&s, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
     }
     let n = {
         let mut c = s.content.lock().unwrap();
@@ -211,8 +211,8 @@ async fn transcript(
     headers: HeaderMap,
     UrlPath(sid): UrlPath<String>,
 ) -> Response {
-    if let Err(r) = authed(&s, &headers) {
-        return r;
+    if !authed(&s, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
     }
     s.segment_requests.fetch_add(1, Ordering::SeqCst);
     let Some((id, k)) = sid.split_once("-seg-") else {
