@@ -23,6 +23,7 @@ use crate::api::limiter::RateBudgets;
 use crate::api::path::ApiPath;
 use crate::api::stats::{ApiStats, Counters};
 use crate::api::target;
+use crate::secret::Secret;
 
 /// One tenant's API client; cheap to clone (shared state behind an `Arc`).
 #[derive(Clone)]
@@ -401,6 +402,27 @@ impl Api {
                 })
             })
             .await
+    }
+
+    /// The full URL of `path` on this tenant's API, for a download the flow makes itself
+    /// (`ctx.api.fetch(path)`), with the token to send and its generation.
+    pub async fn authorized_url(&self, path: &ApiPath) -> Result<(Url, Secret, u64), ApiError> {
+        let url = self.url(path, None).await?;
+        let (token, generation) = self.inner.auth.bearer(&self.inner.http).await?;
+        Ok((url, token, generation))
+    }
+
+    /// A download answered 401 to the token of `generation`: the next
+    /// [`Api::authorized_url`] gets a fresh one. Returns whether refreshing can help.
+    pub async fn token_rejected(&self, generation: u64) -> bool {
+        let helps = self.inner.auth.rejected(generation).await;
+        if helps {
+            self.inner
+                .counters
+                .refreshed_after_401
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        helps
     }
 
     /// The full URL for `path` (plus `query`); see [`target::resolve`].

@@ -77,7 +77,7 @@ fn segment_text(value: &Dynamic) -> Result<String, String> {
 }
 
 /// The path made of the script's `segments`, each encoded as one segment.
-fn segments_path(segments: &Array) -> Result<ApiPath, Box<EvalAltResult>> {
+pub(crate) fn segments_path(segments: &Array) -> Result<ApiPath, Box<EvalAltResult>> {
     let texts = segments
         .iter()
         .enumerate()

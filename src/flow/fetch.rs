@@ -159,9 +159,11 @@ enum Attempt {
     },
 }
 
-/// Downloads `url` from `state.offset` into `tx` until done, refreshed, or given up.
+/// Downloads `url` (with `bearer` as its `Authorization` when given) from `state.offset`
+/// into `tx` until done, refreshed, or given up.
 pub async fn transfer(
     url: &str,
+    bearer: Option<&str>,
     state: &mut FetchState,
     policy: &FetchPolicy,
     tx: &mpsc::Sender<SourceMsg>,
@@ -176,7 +178,7 @@ pub async fn transfer(
             });
         }
         state.attempts += 1;
-        let attempt = one_attempt(&client, url, state, policy, tx).await?;
+        let attempt = one_attempt(&client, url, bearer, state, policy, tx).await?;
         match attempt {
             Attempt::Done => return Ok(FetchOutcome::Done),
             Attempt::Probe => state.probed = true,
@@ -242,11 +244,15 @@ pub fn backoff(policy: &FetchPolicy, failures: u32) -> Duration {
 async fn one_attempt(
     client: &reqwest::Client,
     url: &str,
+    bearer: Option<&str>,
     state: &mut FetchState,
     policy: &FetchPolicy,
     tx: &mpsc::Sender<SourceMsg>,
 ) -> Result<Attempt, FlowError> {
     let mut req = client.get(url).header(ACCEPT_ENCODING, "identity");
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
     // (The one probe after a length-less body only confirms its end.)
     if state.offset > 0 && state.validator.is_none() && !policy.hash_checked && !state.probed {
         let why = "the server sent no ETag or Last-Modified, so a resume could mix two versions";

@@ -7,11 +7,13 @@
 //! - [`chain`]: stages compiled for one thread; [`tap`], [`codec`], [`crypt`], [`audio`],
 //!   [`md5_thread`] (MD5 of source bytes beside the flow's thread).
 //! - [`error`]: the `FlowError` type.
-//! - [`fetch`]: resumable HTTP download; [`source`]: async producers for every source.
+//! - [`fetch`]: resumable HTTP download; [`api_fetch`]: the same from a tenant API endpoint
+//!   with its token; [`source`]: async producers for every source.
 //! - [`run`]: runs a flow into a sink (store, discard, local writer); [`sink`]: `write`/`discard` with receipts; [`manifest`]: sidecars;
 //!   [`manifest_mac`]: their MACs.
 //! - [`rhai`]: the script surface; [`verify`]: re-check stored objects; [`envelope`]: seed-004 envelopes.
 
+pub mod api_fetch;
 pub mod audio;
 pub mod chain;
 pub mod codec;

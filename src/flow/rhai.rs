@@ -21,6 +21,7 @@ type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
 /// Registers flows, stages and sinks (stores come from [`crate::storage::rhai::register`]).
 pub fn register(engine: &mut Engine, keys: Arc<KeyRing>) {
+    super::api_fetch::register(engine);
     engine.register_type_with_name::<Flow>("Flow");
     register_sources(engine);
     register_stages(engine, keys.clone());

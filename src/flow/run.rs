@@ -98,7 +98,11 @@ pub fn run(
         Source::Fetch(u) => Producer::Fetch {
             fixed: match u {
                 UrlSource::Fixed(s) => Some(s.clone()),
-                UrlSource::Function(_) => None,
+                UrlSource::Function(_) | UrlSource::Api { .. } => None,
+            },
+            api: match u {
+                UrlSource::Api { api, path } => Some((api.clone(), path.clone())),
+                _ => None,
             },
             urls: url_rx,
             policy: FetchPolicy {

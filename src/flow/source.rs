@@ -31,6 +31,8 @@ pub enum SourceMsg {
 pub enum Producer {
     Fetch {
         fixed: Option<String>,
+        /// An API endpoint fetched with the tenant's token (`ctx.api.fetch(path)`).
+        api: Option<(crate::api::Api, crate::api::ApiPath)>,
         urls: mpsc::Receiver<String>,
         policy: FetchPolicy,
     },
@@ -54,7 +56,13 @@ async fn run_producer(
 ) -> Result<FetchState, FlowError> {
     match producer {
         Producer::Fetch {
+            api: Some((api, path)),
+            policy,
+            ..
+        } => super::api_fetch::fetch_loop(&api, &path, &policy, tx).await,
+        Producer::Fetch {
             fixed,
+            api: None,
             urls,
             policy,
         } => fetch_loop(fixed, urls, policy, tx).await,
@@ -111,7 +119,7 @@ async fn fetch_loop(
     };
     loop {
         let offset_at_start = state.offset;
-        match fetch::transfer(&url, &mut state, &policy, tx).await? {
+        match fetch::transfer(&url, None, &mut state, &policy, tx).await? {
             FetchOutcome::Done => return Ok(state),
             FetchOutcome::Refresh { status } => {
                 let reason = format!("URL refused with {status} (expired or forbidden)");

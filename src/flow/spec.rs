@@ -26,6 +26,12 @@ pub enum Source {
 pub enum UrlSource {
     Fixed(String),
     Function(rhai::FnPtr),
+    /// An endpoint of the tenant's API (`ctx.api.fetch(path)`): sent with the tenant's
+    /// bearer token, refreshed after a 401.
+    Api {
+        api: crate::api::Api,
+        path: crate::api::ApiPath,
+    },
 }
 
 impl Source {

@@ -4,3 +4,5 @@
 mod audit;
 mod retention;
 mod retention_server;
+mod transcripts;
+mod transcripts_server;
