@@ -227,8 +227,10 @@ async fn unrouted(State(s): State<Arc<Hostile>>, OriginalUri(uri): OriginalUri) 
 /// The other origin: answers anything with a plausible recording of a different size.
 async fn evil(State(s): State<Arc<Hostile>>) -> Response {
     s.evil_hits.fetch_add(1, Ordering::SeqCst);
-    Json(json!({ "recordingId": "evil", "status": "Available", "sizeBytes": 5000,
-        "createdDate": chrono::Utc::now().to_rfc3339(), "availableChannels": ["combined"] }))
+    Json(
+        json!({ "recordingId": "evil", "status": "Available", "sizeBytes": 5000,
+        "createdDate": chrono::Utc::now().to_rfc3339(), "availableChannels": ["combined"] }),
+    )
     .into_response()
 }
 
@@ -365,10 +367,7 @@ uri = "fs://{}"
         let ledger = cxpipe::ledger::Ledger::open_dir(&env.state_dir())
             .await
             .unwrap();
-        ledger
-            .list_items(&Default::default(), 1000)
-            .await
-            .unwrap()
+        ledger.list_items(&Default::default(), 1000).await.unwrap()
     });
     let by_key: HashMap<&str, _> = rows.iter().map(|r| (r.key.as_str(), r)).collect();
     for rec in &state.recs {

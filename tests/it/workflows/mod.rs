@@ -2,5 +2,7 @@
 //! the audit commands.
 
 mod audit;
+mod compliance;
+mod compliance_server;
 mod retention;
 mod retention_server;
