@@ -45,6 +45,8 @@ pub struct SimState {
     pub custom_fields: Mutex<HashMap<(usize, String), String>>,
     /// When the last data-extraction job was created.
     pub last_extraction: Mutex<Option<Instant>>,
+    /// Bodies received by the seed-001 legal-hold endpoint, in arrival order.
+    pub legal_hold: Mutex<Vec<serde_json::Value>>,
     faults: RwLock<Arc<Faults>>,
     started: Instant,
     rolls: AtomicU64,
@@ -80,6 +82,7 @@ impl SimState {
             retention_calls: Mutex::default(),
             custom_fields: Mutex::default(),
             last_extraction: Mutex::default(),
+            legal_hold: Mutex::default(),
             faults: RwLock::new(Arc::new(config.faults.clone())),
             started: Instant::now(),
             rolls: AtomicU64::new(0),

@@ -9,6 +9,7 @@ use super::gate::gate;
 use super::state::SimState;
 
 mod auth;
+mod compliance;
 mod export;
 mod interactions;
 mod media_api;
@@ -30,6 +31,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         .merge(recording::routes())
         .merge(retention::routes())
         .merge(export::routes())
+        .merge(compliance::routes())
         .merge(media_api::routes())
         .merge(webhooks::routes())
         .merge(interactions::routes())

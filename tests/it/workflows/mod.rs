@@ -2,6 +2,8 @@
 //! the audit commands.
 
 mod audit;
+mod compliance;
+mod compliance_server;
 mod retention;
 mod retention_server;
 mod transcripts;
