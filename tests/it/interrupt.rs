@@ -108,7 +108,7 @@ async fn sigterm_ends_a_run_stuck_in_discover_and_process_after_the_grace() {
     let script = env.write(
         "stuck.rhai",
         r#"
-const OPTIONS = #{ concurrency: 2, interrupt_grace: "1s", item_timeout: "1h" };
+const OPTIONS = #{ concurrency: 2, interrupt_grace: "1s", item_timeout: "1h", max_operations: 1_000_000_000_000_000 };
 fn discover(ctx) {
     for i in 0..100 { ctx.emit(`k${i}`, i); }
     loop { }
