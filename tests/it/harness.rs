@@ -115,6 +115,29 @@ impl TestEnv {
     }
 }
 
+/// Serves `app` on 127.0.0.1 (a free port) from a runtime of its own, so tests can drive
+/// the binary with blocking calls while it answers. Returns the runtime (the server stops
+/// when it is dropped or shut down) and the base URL.
+pub fn serve(app: axum::Router) -> (tokio::runtime::Runtime, String) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = serve_on(&rt, app);
+    (rt, base)
+}
+
+/// Serves `app` on 127.0.0.1 (a free port) from `rt`; returns the base URL.
+pub fn serve_on(rt: &tokio::runtime::Runtime, app: axum::Router) -> String {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
 /// A simulator running on its own runtime thread, so tests can drive the binary with
 /// blocking calls while it serves. Stops when dropped.
 pub struct Sim {

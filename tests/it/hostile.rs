@@ -263,15 +263,6 @@ fn recordings() -> Vec<Rec> {
 /// Ids whose media must arrive, byte-exact, under `recordings/{id}_combined.wav`.
 const HONEST: [&str; 4] = ["h-1", "newline", "h-2", "h-3"];
 
-fn serve(rt: &tokio::runtime::Runtime, app: Router) -> String {
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
-    base
-}
-
 #[test]
 fn a_hostile_server_cannot_rewrite_requests_or_keys_and_the_run_ends() {
     let state = Arc::new(Hostile {
@@ -292,8 +283,8 @@ fn a_hostile_server_cannot_rewrite_requests_or_keys_and_the_run_ends() {
         .enable_all()
         .build()
         .unwrap();
-    let base = serve(&rt, app);
-    let evil_base = serve(&rt, evil_app);
+    let base = crate::harness::serve_on(&rt, app);
+    let evil_base = crate::harness::serve_on(&rt, evil_app);
     *state.base.lock().unwrap() = base.clone();
     *state.evil_base.lock().unwrap() = evil_base;
 

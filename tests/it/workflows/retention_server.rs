@@ -245,16 +245,7 @@ fn the_retention_script_runs_unchanged_against_another_seed_000_server() {
         .route("/api/v2/archival/jobs", post(create_job))
         .route("/api/v2/archival/jobs/{id}", get(job_status))
         .with_state(state.clone());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (rt, base) = crate::harness::serve(app);
 
     let env = TestEnv::new();
     env.write("secret", "ret-secret");

@@ -253,16 +253,7 @@ fn the_transcripts_script_runs_unchanged_against_another_seed_003_server() {
         .route("/api/v2/media/recordings/{id}/content", get(content))
         .route("/api/v2/media/transcripts/{id}", get(transcript))
         .with_state(state.clone());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (rt, base) = crate::harness::serve(app);
 
     let env = TestEnv::new();
     env.write("secret", "tr-secret");

@@ -228,16 +228,7 @@ fn the_archival_script_runs_unchanged_against_another_seed_004_server() {
             put(set_field),
         )
         .with_state(state.clone());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (rt, base) = crate::harness::serve(app);
 
     let env = TestEnv::new();
     env.write("secret", "arch-secret");
