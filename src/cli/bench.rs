@@ -114,11 +114,13 @@ async fn measure(n: u64, concurrency: usize) -> anyhow::Result<serde_json::Value
         engine: Arc::new(engine),
         script: Arc::new(script),
         options,
+        pipeline: "bench-noop".into(),
         tenant: "bench".into(),
         params,
         ledger,
         api: Dynamic::UNIT,
         store: Dynamic::UNIT,
+        stores: Default::default(),
         progress: false,
     })
     .await?;

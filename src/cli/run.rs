@@ -100,15 +100,18 @@ pub fn prepare(
         setup.keys.clone(),
     );
     let (script, options) = load_checked(&engine, script)?;
+    let pipeline = script.name.clone();
     Ok(RunRequest {
         engine: Arc::new(engine),
         script: Arc::new(script),
         options,
+        pipeline,
         tenant: tenant.to_string(),
         params: setup.params,
         ledger,
         api: setup.api.map(Dynamic::from).unwrap_or(Dynamic::UNIT),
         store: setup.store.map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+        stores: Default::default(),
         progress,
     })
 }

@@ -207,6 +207,31 @@ pub fn register(engine: &mut Engine) {
             Ok(c.shared.store.clone())
         }
     });
+    engine.register_type_with_name::<GrantedStores>("Stores");
+    engine.register_get("stores", |c: &mut Ctx| GrantedStores {
+        shared: c.shared.clone(),
+    });
+    // `ctx.stores.NAME` falls back to this indexer (Rhai's property-to-indexer fallback).
+    engine.register_indexer_get(|s: &mut GrantedStores, name: &str| -> RhaiResult<Dynamic> {
+        match s.shared.stores.get(name) {
+            Some(store) => Ok(store.clone()),
+            None => {
+                let granted: Vec<&str> = s.shared.stores.keys().map(|k| k.as_str()).collect();
+                Err(format!(
+                    "ctx.stores.{name}: pipeline {} is not granted a store named {name:?} \
+                         (granted: {}); add it to `stores` in its [pipelines.{}] table",
+                    s.shared.pipeline,
+                    if granted.is_empty() {
+                        "none".to_string()
+                    } else {
+                        granted.join(", ")
+                    },
+                    s.shared.pipeline,
+                )
+                .into())
+            }
+        }
+    });
     engine.register_get("kv", |c: &mut Ctx| Kv {
         shared: c.shared.clone(),
     });
@@ -247,4 +272,10 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("set", Kv::set);
     engine.register_fn("delete", Kv::delete);
     engine.register_fn("keys", Kv::keys);
+}
+
+/// `ctx.stores`: the stores a pipeline grants, by name.
+#[derive(Clone)]
+pub struct GrantedStores {
+    shared: Arc<RunShared>,
 }

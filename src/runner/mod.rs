@@ -67,6 +67,9 @@ pub struct RunRequest {
     pub engine: Arc<Engine>,
     pub script: Arc<Script>,
     pub options: PipelineOptions,
+    /// The pipeline's name: with `tenant`, the ledger identity of the run, its items and
+    /// its checkpoints (two pipelines running one script keep apart).
+    pub pipeline: String,
     pub tenant: String,
     pub params: serde_json::Map<String, serde_json::Value>,
     pub ledger: Ledger,
@@ -74,6 +77,8 @@ pub struct RunRequest {
     pub api: Dynamic,
     /// The destination store as a script value, or `()`.
     pub store: Dynamic,
+    /// The stores the pipeline grants by name (`ctx.stores.NAME`).
+    pub stores: rhai::Map,
     /// Draw a progress bar (when stderr is a terminal).
     pub progress: bool,
 }
@@ -126,7 +131,7 @@ pub async fn run(req: RunRequest) -> Result<RunReport, RunError> {
 pub async fn run_until(req: RunRequest, interrupt: StopSignal) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let run_id = uuid::Uuid::new_v4().to_string();
-    let pipeline: Arc<str> = req.script.name.as_str().into();
+    let pipeline: Arc<str> = req.pipeline.as_str().into();
     let tenant: Arc<str> = req.tenant.as_str().into();
     req.ledger
         .start_run(
@@ -182,6 +187,7 @@ pub async fn run_until(req: RunRequest, interrupt: StopSignal) -> Result<RunRepo
         metrics: Mutex::new(Default::default()),
         api: req.api.clone(),
         store: req.store.clone(),
+        stores: req.stores.clone(),
     });
     let counters = Arc::new(Counters::default());
     let progress = progress::Progress::start(req.progress, pipeline.to_string(), counters.clone());

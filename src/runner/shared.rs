@@ -41,4 +41,6 @@ pub struct RunShared {
     pub api: Dynamic,
     /// The destination store (`()` when the run has none).
     pub store: Dynamic,
+    /// Every store the pipeline grants by name (`ctx.stores.NAME`), as a map.
+    pub stores: rhai::Map,
 }

@@ -22,11 +22,13 @@ async fn request(dir: &std::path::Path, source: &str) -> RunRequest {
         engine: Arc::new(engine),
         script: Arc::new(script),
         options,
+        pipeline: "t".into(),
         tenant: "default".into(),
         params: Default::default(),
         ledger: Ledger::open_dir(dir).await.unwrap(),
         api: Dynamic::UNIT,
         store: Dynamic::UNIT,
+        stores: Default::default(),
         progress: false,
     }
 }
@@ -185,4 +187,27 @@ async fn an_interrupted_run_releases_its_items_commits_nothing_and_the_next_run_
     assert_eq!(next.summary.status, "completed", "{:?}", next.summary);
     assert_eq!(next.summary.done + done_before, 400);
     assert!(next.summary.checkpoint_committed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctx_stores_gives_granted_stores_and_names_the_grant_for_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut req = request(
+        dir.path(),
+        "const OPTIONS = #{ max_attempts: 1 };\n\
+         fn discover(ctx) { ctx.emit(\"granted\", \"archive\"); ctx.emit(\"other\", \"secret\"); }\n\
+         fn process(ctx, name) { ctx.stores[name]; ctx.stores.archive; name }\n",
+    )
+    .await;
+    req.stores.insert("archive".into(), Dynamic::from(1_i64));
+    let report = run_bounded(req, StopSignal::new()).await;
+    let s = &report.summary;
+    assert_eq!((s.done, s.quarantined), (1, 1), "{s:?}");
+    let error = &s.failures[0].error;
+    assert!(
+        error.contains("not granted a store named \"secret\"")
+            && error.contains("granted: archive")
+            && error.contains("[pipelines.t]"),
+        "{error}"
+    );
 }
