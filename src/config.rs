@@ -17,7 +17,15 @@
 //!
 //! [keys.archive]                 # .encrypt("archive")
 //! file = "keys/archive.key"
+//!
+//! [pipelines.download]           # see docs/CONFIG.md and [`crate::runtime`]
+//! script = "scripts/download_recordings.rhai"
+//! tenants = ["acme"]
+//! keys = ["archive"]
 //! ```
+
+pub mod pipeline;
+pub mod serve;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +37,8 @@ use serde_json::{Map, Value};
 use crate::api::{Api, TenantConfig};
 use crate::keys::{KeyConfig, KeyRing};
 use crate::storage::{StorageConfig, Store};
+use pipeline::PipelineConfig;
+use serve::{ServeConfig, WebhookConfig};
 
 /// A tenant's API configuration and its own script parameters.
 pub type TenantEntry = (TenantConfig, Map<String, Value>);
@@ -56,6 +66,15 @@ pub struct ConfigFile {
     /// What scripts may reach beyond their run's stores (`allow_storage_uri`).
     #[serde(default)]
     pub scripts: crate::engine::ScriptsConfig,
+    /// Pipelines by name (`[pipelines.NAME]`).
+    #[serde(default)]
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+    /// `cxpipe serve` settings.
+    #[serde(default)]
+    pub serve: Option<ServeConfig>,
+    /// Each tenant's `[tenants.T.webhook]` (taken out of `tenants` when parsed).
+    #[serde(skip)]
+    pub webhooks: BTreeMap<String, WebhookConfig>,
 }
 
 /// A loaded configuration: the parsed file and its folder (relative paths start there).
@@ -64,6 +83,8 @@ pub struct Config {
     pub file: ConfigFile,
     pub dir: PathBuf,
     pub path: Option<PathBuf>,
+    /// The file's text, for positions of problems found after parsing.
+    pub text: Arc<str>,
 }
 
 /// What a run needs from the configuration, built and validated.
@@ -82,23 +103,54 @@ pub struct ConfigError(pub Vec<String>);
 impl Config {
     /// Reads and parses `path`, reporting every problem at once as `file:line:col: …`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let (config, errors) = Config::load_lenient(path)?;
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(errors))
+        }
+    }
+
+    /// Reads and parses `path`, keeping every entry that parsed: the configuration and the
+    /// problems found (`file:line:col: …`, in file order). `Err` only when the file cannot
+    /// be read or is not TOML at all.
+    pub fn load_lenient(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError(vec![format!("cannot read config {}: {e}", path.display())])
         })?;
-        let file = parse::config_file(&text, &path.display().to_string())?;
+        let (file, errors) = parse::config_file(&text, &path.display().to_string())?;
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
-        Ok(Config {
+        let config = Config {
             file,
             dir,
             path: Some(path.to_path_buf()),
-        })
+            text: text.into(),
+        };
+        Ok((config, errors))
     }
 
-    fn label(&self) -> String {
+    /// `file:line:col` of byte range `span` of the file (`file` alone when unknown).
+    pub fn at(&self, span: std::ops::Range<usize>) -> String {
+        if span.is_empty() && span.start == 0 {
+            return self.label();
+        }
+        format!(
+            "{}:{}",
+            self.label(),
+            parse::line_col(&self.text, span.start)
+        )
+    }
+
+    /// Sorts `file:line:col: …` problems into file order.
+    pub fn sort_problems(&self, problems: &mut [String]) {
+        parse::sort_problems(&self.label(), problems);
+    }
+
+    pub(crate) fn label(&self) -> String {
         self.path
             .as_ref()
             .map(|p| p.display().to_string())
@@ -131,6 +183,7 @@ impl Config {
             return Ok(None);
         };
         let mut table = table.clone();
+        table.remove("webhook");
         let params = match table.remove("params") {
             None => Map::new(),
             Some(v) => serde_json::to_value(v)
@@ -223,13 +276,21 @@ mod parse {
     use toml::Spanned;
     use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-    use super::{ConfigError, ConfigFile};
+    use super::{ConfigError, ConfigFile, WebhookConfig};
     use crate::api::TenantConfig;
 
-    const SECTIONS: &str = "params, tenants, storage, keys, scripts";
+    const SECTIONS: &[&str] = &[
+        "params",
+        "tenants",
+        "storage",
+        "keys",
+        "scripts",
+        "pipelines",
+        "serve",
+    ];
 
     /// `line:col` (1-based) of byte `offset` in `text`.
-    fn line_col(text: &str, offset: usize) -> String {
+    pub(super) fn line_col(text: &str, offset: usize) -> String {
         let before = &text[..offset.min(text.len())];
         let line = before.matches('\n').count() + 1;
         let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -246,7 +307,34 @@ mod parse {
         message: &str,
     ) -> String {
         let at = line_col(text, span.map_or(fallback, |s| s.start));
-        format!("{label}:{at}: {what}: {message}")
+        format!(
+            "{label}:{at}: {what}: {message}{}",
+            did_you_mean_field(message)
+        )
+    }
+
+    /// ` (did you mean `x`?)` for serde's "unknown field `y`, expected one of …" when a
+    /// known field is close.
+    fn did_you_mean_field(message: &str) -> String {
+        let Some(rest) = message.strip_prefix("unknown field `") else {
+            return String::new();
+        };
+        let Some((field, expected)) = rest.split_once('`') else {
+            return String::new();
+        };
+        let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        crate::runtime::suggest::did_you_mean(field, &known)
+    }
+
+    /// Sorts `label:line:col: …` problems into file order.
+    pub(super) fn sort_problems(label: &str, errors: &mut [String]) {
+        errors.sort_by_key(|e| {
+            let at = e.strip_prefix(label).unwrap_or(e);
+            let mut parts = at.trim_start_matches(':').splitn(3, ':');
+            let line = parts.next().and_then(|l| l.parse::<usize>().ok());
+            let col = parts.next().and_then(|c| c.parse::<usize>().ok());
+            (line, col)
+        });
     }
 
     /// Deserializes one value, keeping its position for the error.
@@ -294,28 +382,48 @@ mod parse {
         out
     }
 
-    /// Checks each `[tenants.NAME]` (less its `params` table) as the API client will read it.
-    fn check_tenants(label: &str, text: &str, v: Spanned<DeValue<'_>>, errors: &mut Vec<String>) {
+    /// Checks each `[tenants.NAME]` (less its `params` and `webhook` tables) as the API
+    /// client will read it; parses each `[tenants.NAME.webhook]`.
+    fn check_tenants(
+        label: &str,
+        text: &str,
+        v: Spanned<DeValue<'_>>,
+        errors: &mut Vec<String>,
+    ) -> BTreeMap<String, WebhookConfig> {
+        let mut webhooks = BTreeMap::new();
         let DeValue::Table(tenants) = v.into_inner() else {
-            return;
+            return webhooks;
         };
         for (name, tenant) in tenants {
             let span = tenant.span();
             let DeValue::Table(table) = tenant.into_inner() else {
                 continue;
             };
-            let api: DeTable<'_> = table
-                .into_iter()
-                .filter(|(k, _)| k.get_ref() != "params")
-                .collect();
+            let mut api = DeTable::new();
+            for (k, v) in table {
+                match k.get_ref().as_ref() {
+                    "params" => {}
+                    "webhook" => {
+                        let what = format!("[tenants.{}.webhook]", name.get_ref());
+                        if let Some(hook) = value::<WebhookConfig>(label, text, &what, v, errors) {
+                            webhooks.insert(name.get_ref().to_string(), hook);
+                        }
+                    }
+                    _ => {
+                        api.insert(k, v);
+                    }
+                }
+            }
             let what = format!("[tenants.{}]", name.get_ref());
             let api = Spanned::new(span, DeValue::Table(api));
             let _ = value::<TenantConfig>(label, text, &what, api, errors);
         }
+        webhooks
     }
 
-    /// Parses `text` (the file `label`) into a [`ConfigFile`], reporting every problem.
-    pub fn config_file(text: &str, label: &str) -> Result<ConfigFile, ConfigError> {
+    /// Parses `text` (the file `label`) into a [`ConfigFile`] of the entries that parsed,
+    /// and every problem found (in file order); `Err` when `text` is not TOML.
+    pub fn config_file(text: &str, label: &str) -> Result<(ConfigFile, Vec<String>), ConfigError> {
         let root = DeTable::parse(text).map_err(|e| {
             let start = e.span().map_or(0, |s| s.start);
             ConfigError(vec![format!(
@@ -333,7 +441,7 @@ mod parse {
                 }
                 "tenants" => {
                     file.tenants = entries(label, text, "tenants", v.clone(), &mut errors);
-                    check_tenants(label, text, v, &mut errors);
+                    file.webhooks = check_tenants(label, text, v, &mut errors);
                 }
                 "storage" => file.storage = entries(label, text, "storage", v, &mut errors),
                 "keys" => file.keys = entries(label, text, "keys", v, &mut errors),
@@ -341,29 +449,24 @@ mod parse {
                     file.scripts =
                         value(label, text, "[scripts]", v, &mut errors).unwrap_or_default()
                 }
+                "pipelines" => file.pipelines = entries(label, text, "pipelines", v, &mut errors),
+                "serve" => file.serve = value(label, text, "[serve]", v, &mut errors),
                 other => errors.push(located(
                     label,
                     text,
                     Some(key.span()),
                     0,
                     &format!("unknown section `{other}`"),
-                    &format!("expected one of {SECTIONS}"),
+                    &format!(
+                        "expected one of {}{}",
+                        SECTIONS.join(", "),
+                        crate::runtime::suggest::did_you_mean(other, SECTIONS)
+                    ),
                 )),
             }
         }
-        if errors.is_empty() {
-            Ok(file)
-        } else {
-            // In file order.
-            errors.sort_by_key(|e| {
-                let at = e.strip_prefix(label).unwrap_or(e);
-                let mut parts = at.trim_start_matches(':').splitn(3, ':');
-                let line = parts.next().and_then(|l| l.parse::<usize>().ok());
-                let col = parts.next().and_then(|c| c.parse::<usize>().ok());
-                (line, col)
-            });
-            Err(ConfigError(errors))
-        }
+        sort_problems(label, &mut errors);
+        Ok((file, errors))
     }
 }
 

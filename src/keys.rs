@@ -61,6 +61,17 @@ pub enum KeyError {
     WeakStretch { name: String, what: String },
     #[error("no key named {0:?} is configured (add a [keys.{0}] table)")]
     Unknown(String),
+    #[error(
+        "key {name:?} is not granted to pipeline {pipeline} (granted: {granted}); add it to its \
+         keys: `keys = [\"{name}\"]` in [pipelines.{pipeline}]{configure}"
+    )]
+    NotGranted {
+        name: String,
+        pipeline: String,
+        granted: String,
+        /// Also needed when no `[keys.NAME]` exists.
+        configure: String,
+    },
     #[error("{} keys are invalid: {}", .0.len(), .0.join("; "))]
     Many(Vec<String>),
 }
@@ -130,10 +141,12 @@ pub fn key_id(kek: &[u8; 32]) -> [u8; 8] {
     id
 }
 
-/// The named keys of one configuration.
+/// The named keys of one configuration, or the part of them one pipeline is granted.
 #[derive(Clone, Debug, Default)]
 pub struct KeyRing {
     keys: BTreeMap<String, Kek>,
+    /// Set on a pipeline's ring: its name and every configured key name (for errors).
+    grant: Option<(String, Vec<String>)>,
 }
 
 impl KeyRing {
@@ -185,11 +198,40 @@ impl KeyRing {
         self.keys.insert(name.to_string(), kek);
     }
 
+    /// The ring pipeline `pipeline` may use: only the keys named in `granted` (names not
+    /// in this ring are left out; the configuration check reports them). Asking it for
+    /// another key is an error naming the pipeline and the line to add.
+    pub fn granted(&self, pipeline: &str, granted: &[String]) -> KeyRing {
+        KeyRing {
+            keys: self
+                .keys
+                .iter()
+                .filter(|(n, _)| granted.contains(n))
+                .map(|(n, k)| (n.clone(), k.clone()))
+                .collect(),
+            grant: Some((pipeline.to_string(), self.names())),
+        }
+    }
+
     /// The key named `name`.
     pub fn get(&self, name: &str) -> Result<&Kek, KeyError> {
-        self.keys
-            .get(name)
-            .ok_or_else(|| KeyError::Unknown(name.to_string()))
+        self.keys.get(name).ok_or_else(|| match &self.grant {
+            None => KeyError::Unknown(name.to_string()),
+            Some((pipeline, configured)) => KeyError::NotGranted {
+                name: name.to_string(),
+                pipeline: pipeline.clone(),
+                granted: if self.keys.is_empty() {
+                    "none".into()
+                } else {
+                    self.names().join(", ")
+                },
+                configure: if configured.iter().any(|c| c == name) {
+                    String::new()
+                } else {
+                    format!(", and configure it in a [keys.{name}] table")
+                },
+            },
+        })
     }
 
     /// The key whose id is `id`, with its name.

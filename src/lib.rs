@@ -31,6 +31,7 @@ pub mod log_limit;
 pub mod natives;
 pub mod registry;
 pub mod runner;
+pub mod runtime;
 pub mod secret;
 pub mod sim;
 pub mod storage;

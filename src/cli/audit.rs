@@ -8,12 +8,12 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
-use super::decrypt::open_store;
 use super::ledger_args::LedgerArgs;
 use crate::flow::{Flow, Source};
 use crate::keys::KeyRing;
 use crate::ledger::audit_log::AuditFilter;
 use crate::ledger::{AuditEntry, Ledger};
+use crate::runtime::tools::open_store;
 
 /// Rows read from the ledger per query while exporting.
 const EXPORT_PAGE: i64 = 1000;

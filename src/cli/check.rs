@@ -4,9 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::engine::{EngineSettings, Script, ScriptError, check};
+use crate::engine::EngineSettings;
 use crate::registry::build_engine;
-use crate::runner::PipelineOptions;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -41,37 +40,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
 /// Every problem in the script at `path`, one line (or block) each.
 pub fn problems_of(engine: &rhai::Engine, path: &std::path::Path) -> Vec<String> {
-    load_and_check(engine, path).err().unwrap_or_default()
-}
-
-/// Compiles the script once, checks its hooks, calls and `OPTIONS`; returns the script
-/// ready to run, or every problem found.
-pub fn load_and_check(
-    engine: &rhai::Engine,
-    path: &std::path::Path,
-) -> Result<(Script, PipelineOptions), Vec<String>> {
-    let script = match Script::load(engine, path) {
-        Ok(s) => s,
-        Err(ScriptError::Invalid(d)) => return Err(vec![d.to_string()]),
-        Err(e) => return Err(vec![e.to_string()]),
-    };
-    let mut problems: Vec<String> = check::check(engine, &script)
-        .into_iter()
-        .map(|d| d.to_string())
-        .collect();
-    let options = match script.options(engine) {
-        Ok(map) => PipelineOptions::from_map(&map)
-            .map_err(|errors| {
-                problems.extend(errors.into_iter().map(|e| format!("{}: {e}", script.label)))
-            })
-            .ok(),
-        Err(e) => {
-            problems.push(e.to_string());
-            None
-        }
-    };
-    match options {
-        Some(options) if problems.is_empty() => Ok((script, options)),
-        _ => Err(problems),
-    }
+    crate::runtime::load_and_check(engine, path)
+        .err()
+        .unwrap_or_default()
 }

@@ -7,13 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use crate::config::Config;
 use crate::flow::codec::Codec;
 use crate::flow::run::{self, Sink};
 use crate::flow::{Flow, Source, Stage, envelope};
 use crate::keys::KeyRing;
 use crate::secret::{Secret, SecretRef};
-use crate::storage::Store;
 
 #[derive(Debug, clap::Args)]
 pub struct DecryptArgs {
@@ -51,7 +49,7 @@ pub struct DecryptArgs {
 pub async fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
     let cwd = PathBuf::from(".");
     let mut keys = match &args.config {
-        Some(path) => load_keys(path)?,
+        Some(path) => crate::runtime::tools::load_keys(path)?,
         None => KeyRing::empty(),
     };
     let cli_key = if let Some(var) = &args.key_env {
@@ -83,7 +81,7 @@ pub async fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
     };
     let source = match &args.store {
         Some(s) => Source::Read {
-            store: open_store(s, args.config.as_deref())?,
+            store: crate::runtime::tools::open_store(s, args.config.as_deref())?,
             key: args.input.clone(),
         },
         None => Source::File(PathBuf::from(&args.input)),
@@ -251,20 +249,4 @@ fn write_output(path: Option<&Path>, data: &[u8]) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The `[keys]` of a configuration file.
-pub(super) fn load_keys(path: &Path) -> anyhow::Result<KeyRing> {
-    Ok(Config::load(path)?.keys()?)
-}
-
-/// A store from a URI, or from `[storage.NAME]` of the configuration.
-pub(super) fn open_store(spec: &str, config: Option<&Path>) -> anyhow::Result<Store> {
-    if spec.contains("://") {
-        return Ok(Store::from_uri(spec)?);
-    }
-    let Some(path) = config else {
-        bail!("{spec:?} is not a URI; give --config to look it up as [storage.{spec}]");
-    };
-    Ok(Config::load(path)?.store(spec)?)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::run::{prepare, print_report};
+use super::run::print_report;
 use crate::engine::embedded;
 use crate::ledger::Ledger;
 use crate::runner;
@@ -129,9 +129,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
 
     let ledger = Ledger::open_dir(&dir.join("state")).await?;
-    let request = prepare(
-        &script,
+    let request = crate::runtime::script_request(
         Some(&config),
+        &script,
         "demo",
         None,
         Default::default(),

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod audit;
 mod bench;
 mod check;
+mod config;
 mod decrypt;
 mod demo;
 mod items;
@@ -35,6 +36,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Compile scripts and check their hooks and calls; report every problem.
     Check(check::CheckArgs),
+    /// Check `cxpipe.toml`: tenants, stores, keys, pipelines and their scripts.
+    Config(config::ConfigArgs),
     /// Look at and re-queue items in the ledger.
     Items(items::ItemsArgs),
     /// Export the hash-chained audit log, or verify that no entry was edited, removed or reordered.
@@ -88,6 +91,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Check(args) => check::run(args).await,
+        Command::Config(args) => config::run(args).await,
         Command::Items(args) => items::run(args).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Bench(args) => bench::run(args).await,

@@ -3,19 +3,15 @@
 //! SIGTERM ends the run cleanly (see [`runner::StopSignal`]) with exit code 130 or 143; a
 //! second one exits at once.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context as _, bail};
-use rhai::Dynamic;
 
 use super::ledger_args::LedgerArgs;
-use crate::config::Config;
-use crate::engine::{EngineSettings, Script};
-use crate::ledger::Ledger;
-use crate::registry::build_engine;
-use crate::runner::{self, PipelineOptions, RunReport, RunRequest, StopSignal};
+use crate::runner::{self, RunReport, StopSignal};
+use crate::runtime;
 use crate::terminal::{escape, escape_lines};
 
 /// Exit codes of a run ended by SIGINT and SIGTERM (128 + the signal, as shells report).
@@ -24,21 +20,27 @@ pub const EXIT_SIGTERM: u8 = 143;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The pipeline script.
-    pub script: PathBuf,
+    /// The pipeline script (its stem names the pipeline in the ledger).
+    #[arg(required_unless_present = "pipeline", conflicts_with = "pipeline")]
+    pub script: Option<PathBuf>,
+    /// Run the configured `[pipelines.NAME]` once instead of a script (see docs/CONFIG.md).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub pipeline: Option<String>,
     #[command(flatten)]
     pub ledger: LedgerArgs,
     /// A parameter for `ctx.params` (`k=v`; `v` is parsed as JSON when it can be).
     #[arg(long = "param", value_name = "K=V")]
     pub params: Vec<String>,
-    /// Tenant name (selects `[tenants.NAME]` in the config).
-    #[arg(long, default_value = "default")]
-    pub tenant: String,
+    /// Tenant name (selects `[tenants.NAME]` in the config; default `default`, or with
+    /// `--pipeline` its only tenant).
+    #[arg(long)]
+    pub tenant: Option<String>,
     /// Configuration file: tenants, stores, keys, params (see docs/CONFIG.md).
     #[arg(long, value_name = "FILE", env = "CXPIPE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The `[storage.NAME]` that `ctx.store` writes to (default `default`, or the only one).
-    #[arg(long, value_name = "NAME")]
+    /// The `[storage.NAME]` that `ctx.store` writes to (default `default`, or the only one;
+    /// with `--pipeline`, the pipeline's `store`).
+    #[arg(long, value_name = "NAME", conflicts_with = "pipeline")]
     pub store: Option<String>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
@@ -64,69 +66,31 @@ pub fn parse_params(
     Ok(out)
 }
 
-/// Compiles and checks `path`; every problem becomes one error.
-pub fn load_checked(
-    engine: &rhai::Engine,
-    path: &std::path::Path,
-) -> anyhow::Result<(Script, PipelineOptions)> {
-    super::check::load_and_check(engine, path).map_err(|problems| {
-        anyhow::anyhow!(
-            "{} has {} problem(s):\n{}",
-            path.display(),
-            problems.len(),
-            problems.join("\n")
-        )
-    })
-}
-
-/// Loads the config (if any), builds the engine with its keys, compiles and checks the
-/// script, and assembles the run.
-pub fn prepare(
-    script: &Path,
-    config: Option<&Path>,
-    tenant: &str,
-    store: Option<&str>,
-    params: serde_json::Map<String, serde_json::Value>,
-    ledger: Ledger,
-    progress: bool,
-) -> anyhow::Result<RunRequest> {
-    let config = match config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    let setup = config.setup(tenant, store, params)?;
-    let engine = build_engine(
-        &EngineSettings::with_scripts(&config.file.scripts),
-        setup.keys.clone(),
-    );
-    let (script, options) = load_checked(&engine, script)?;
-    let pipeline = script.name.clone();
-    Ok(RunRequest {
-        engine: Arc::new(engine),
-        script: Arc::new(script),
-        options,
-        pipeline,
-        tenant: tenant.to_string(),
-        params: setup.params,
-        ledger,
-        api: setup.api.map(Dynamic::from).unwrap_or(Dynamic::UNIT),
-        store: setup.store.map(Dynamic::from).unwrap_or(Dynamic::UNIT),
-        stores: Default::default(),
-        progress,
-    })
-}
-
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let ledger = args.ledger.open().await?;
-    let request = prepare(
-        &args.script,
-        args.config.as_deref(),
-        &args.tenant,
-        args.store.as_deref(),
-        parse_params(&args.params)?,
-        ledger,
-        !args.no_progress,
-    )?;
+    let params = parse_params(&args.params)?;
+    let progress = !args.no_progress;
+    let config = args.config.as_deref();
+    let request = match (&args.pipeline, &args.script) {
+        (Some(pipeline), _) => runtime::pipeline_request(
+            config,
+            pipeline,
+            args.tenant.as_deref(),
+            params,
+            ledger,
+            progress,
+        )?,
+        (None, Some(script)) => runtime::script_request(
+            config,
+            script,
+            args.tenant.as_deref().unwrap_or(runtime::DEFAULT_TENANT),
+            args.store.as_deref(),
+            params,
+            ledger,
+            progress,
+        )?,
+        (None, None) => bail!("give a SCRIPT or --pipeline NAME"),
+    };
     let grace = request.options.interrupt_grace;
     let exit_code = Arc::new(OnceLock::new());
     let stop = StopSignal::new();

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::decrypt::{load_keys, open_store};
 use crate::keys::KeyRing;
+use crate::runtime::tools::{load_keys, open_store};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {

@@ -5,14 +5,44 @@
 //! Imports stay inside those folder trees: a path that is absolute or climbs with `..` is
 //! refused, and a file found through a symlink that leads outside its tree is refused too
 //! (paths are canonicalized and checked for containment).
+//!
+//! Every module loaded while a script compiles is recorded ([`track_imports`]): its
+//! absolute path (or `embedded:NAME` for the built-in stdlib) and a hash of its text, so a
+//! generation knows which files to watch and when it is stale.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Module, Position, Scope, Shared};
 
 type SharedModule = Shared<Module>;
 
 use super::embedded;
+
+thread_local! {
+    static IMPORTS: RefCell<Option<BTreeMap<String, String>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a compilation on this thread) and returns what it returned with every module
+/// the resolver loaded meanwhile: absolute path or `embedded:NAME` → SHA-256 of its text.
+pub fn track_imports<T>(f: impl FnOnce() -> T) -> (T, BTreeMap<String, String>) {
+    let previous = IMPORTS.with(|i| i.replace(Some(BTreeMap::new())));
+    let out = f();
+    let imports = IMPORTS.with(|i| i.replace(previous)).unwrap_or_default();
+    (out, imports)
+}
+
+/// Records a loaded module when a compilation on this thread is tracking imports.
+fn record_import(name: String, text: &str) {
+    IMPORTS.with(|i| {
+        if let Some(map) = i.borrow_mut().as_mut() {
+            map.insert(name, hex::encode(Sha256::digest(text.as_bytes())));
+        }
+    });
+}
 
 /// The module resolver installed in every engine.
 pub struct ScriptResolver {
@@ -108,10 +138,15 @@ impl ScriptResolver {
                 });
             }
             if let Ok(text) = std::fs::read_to_string(&candidate) {
+                record_import(real.to_string_lossy().into_owned(), &text);
                 return Ok(Some((candidate.to_string_lossy().into_owned(), text)));
             }
         }
-        Ok(embedded::stdlib(path).map(|text| (format!("<stdlib>/{file}"), text.to_string())))
+        Ok(embedded::stdlib(path).map(|text| {
+            let name = path.strip_suffix(".rhai").unwrap_or(path);
+            record_import(format!("embedded:{name}"), text);
+            (format!("<stdlib>/{file}"), text.to_string())
+        }))
     }
 }
 

@@ -2,6 +2,7 @@
 //! compile time), content hash and the `OPTIONS` constant.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,6 +50,9 @@ pub struct Script {
     pub ast: Arc<AST>,
     /// SHA-256 of the source (hex).
     pub hash: String,
+    /// Every module its imports loaded (nested ones too): absolute path, or
+    /// `embedded:NAME` for the built-in stdlib → SHA-256 of its text.
+    pub imports: Arc<BTreeMap<String, String>>,
 }
 
 impl Script {
@@ -81,7 +85,9 @@ impl Script {
         dir: Option<&Path>,
     ) -> Result<Script, ScriptError> {
         let previous = set_script_dir(dir.map(Path::to_path_buf));
-        let compiled = engine.compile_into_self_contained(&Scope::new(), source);
+        let (compiled, imports) = super::resolver::track_imports(|| {
+            engine.compile_into_self_contained(&Scope::new(), source)
+        });
         set_script_dir(previous);
         let mut ast =
             compiled.map_err(|e| ScriptError::Invalid(diagnostic_from_eval(&e, label)))?;
@@ -92,6 +98,7 @@ impl Script {
             source: source.into(),
             ast: Arc::new(ast),
             hash: hex::encode(Sha256::digest(source.as_bytes())),
+            imports: Arc::new(imports),
         })
     }
 
