@@ -5,6 +5,7 @@
 //! Item writes from workers go through [`writer::LedgerWriter`], which batches them.
 
 pub mod audit_log;
+mod events;
 mod items;
 mod schema;
 mod state;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
+pub use events::StoredEvent;
 pub use items::{AdmitItem, Admitted, ItemFilter, ItemRow, ItemUpdate, ResumableItem};
 pub use state::{AuditEntry, AuditEvent};
 
@@ -339,6 +341,7 @@ mod tests {
         let deferred = concat!(".begin", "()");
         for (file, source) in [
             ("mod.rs", include_str!("mod.rs")),
+            ("events.rs", include_str!("events.rs")),
             ("items.rs", include_str!("items.rs")),
             ("state.rs", include_str!("state.rs")),
             ("writer.rs", include_str!("writer.rs")),

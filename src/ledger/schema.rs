@@ -88,4 +88,20 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE UNIQUE INDEX runs_one_running ON runs (pipeline, tenant) WHERE status = 'running'",
         ],
     },
+    Migration {
+        version: 4,
+        name: "webhook events",
+        statements: &[
+            "CREATE TABLE webhook_events (
+            tenant TEXT NOT NULL,
+            pipeline TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            received_at BIGINT NOT NULL,
+            body TEXT NOT NULL,
+            handed_at BIGINT,
+            PRIMARY KEY (tenant, pipeline, event_id)
+        )",
+            "CREATE INDEX webhook_events_unhanded ON webhook_events (tenant, pipeline, handed_at)",
+        ],
+    },
 ];

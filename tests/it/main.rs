@@ -11,6 +11,7 @@ mod interrupt;
 mod ledger_load;
 mod other_server;
 mod runner;
+mod serve;
 mod sim;
 mod storage;
 mod workflows;
