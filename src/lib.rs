@@ -10,6 +10,7 @@
 //! - [`runner`]: one run of a pipeline: discover → admission → worker pool → finish.
 //! - [`natives`]: small native helpers for scripts (time).
 //! - [`ledger`]: the SQLite ledger of runs, items, checkpoints, kv and audit.
+//! - [`serve`]: `cxpipe serve` parts: the scheduler and the hot-reload file watcher.
 //! - [`secret`]: secrets referenced from configuration; never printed.
 //! - [`item_scope`]: the item a script call works on, for native stages on that thread.
 //! - [`log_limit`]: folds floods of identical log lines into one summary line.
@@ -32,6 +33,7 @@ pub mod natives;
 pub mod registry;
 pub mod runner;
 pub mod secret;
+pub mod serve;
 pub mod sim;
 pub mod storage;
 pub mod terminal;

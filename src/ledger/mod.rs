@@ -6,6 +6,7 @@
 
 pub mod audit_log;
 mod items;
+mod schedule;
 mod schema;
 mod state;
 pub mod writer;
@@ -341,6 +342,7 @@ mod tests {
             ("mod.rs", include_str!("mod.rs")),
             ("items.rs", include_str!("items.rs")),
             ("state.rs", include_str!("state.rs")),
+            ("schedule.rs", include_str!("schedule.rs")),
             ("writer.rs", include_str!("writer.rs")),
         ] {
             assert!(

@@ -88,4 +88,16 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE UNIQUE INDEX runs_one_running ON runs (pipeline, tenant) WHERE status = 'running'",
         ],
     },
+    Migration {
+        version: 3,
+        name: "schedule fires",
+        statements: &["CREATE TABLE schedule_fires (
+            pipeline TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            fire_at BIGINT NOT NULL,
+            node TEXT NOT NULL,
+            claimed_at BIGINT NOT NULL,
+            PRIMARY KEY (pipeline, tenant, fire_at)
+        )"],
+    },
 ];
