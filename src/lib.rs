@@ -10,7 +10,7 @@
 //! - [`runner`]: one run of a pipeline: discover → admission → worker pool → finish.
 //! - [`natives`]: small native helpers for scripts (time).
 //! - [`ledger`]: the SQLite ledger of runs, items, checkpoints, kv and audit.
-//! - [`serve`]: `cxpipe serve`: webhooks, metrics, status and the HTTP routes.
+//! - [`serve`]: `cxpipe serve`: scheduler, file watcher, webhooks, metrics, status and the HTTP routes.
 //! - [`secret`]: secrets referenced from configuration; never printed.
 //! - [`item_scope`]: the item a script call works on, for native stages on that thread.
 //! - [`log_limit`]: folds floods of identical log lines into one summary line.

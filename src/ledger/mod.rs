@@ -7,6 +7,7 @@
 pub mod audit_log;
 mod events;
 mod items;
+mod schedule;
 mod schema;
 mod state;
 pub mod writer;
@@ -344,6 +345,7 @@ mod tests {
             ("events.rs", include_str!("events.rs")),
             ("items.rs", include_str!("items.rs")),
             ("state.rs", include_str!("state.rs")),
+            ("schedule.rs", include_str!("schedule.rs")),
             ("writer.rs", include_str!("writer.rs")),
         ] {
             assert!(

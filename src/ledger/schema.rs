@@ -89,6 +89,18 @@ pub const MIGRATIONS: &[Migration] = &[
         ],
     },
     Migration {
+        version: 3,
+        name: "schedule fires",
+        statements: &["CREATE TABLE schedule_fires (
+            pipeline TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            fire_at BIGINT NOT NULL,
+            node TEXT NOT NULL,
+            claimed_at BIGINT NOT NULL,
+            PRIMARY KEY (pipeline, tenant, fire_at)
+        )"],
+    },
+    Migration {
         version: 4,
         name: "webhook events",
         statements: &[

@@ -35,7 +35,7 @@ pub fn audit_hash(prev_hash: &str, seq: i64, at: i64, fields: [&str; 4], data: &
 }
 
 /// `host:pid` of this process, recorded with each run it starts.
-fn process_owner() -> String {
+pub(super) fn process_owner() -> String {
     format!("{}:{}", host_name(), std::process::id())
 }
 
