@@ -122,6 +122,7 @@ async fn measure(n: u64, concurrency: usize) -> anyhow::Result<serde_json::Value
         store: Dynamic::UNIT,
         stores: Default::default(),
         progress: false,
+        generations: None,
     })
     .await?;
     let secs = started.elapsed().as_secs_f64();

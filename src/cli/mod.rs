@@ -14,6 +14,8 @@ mod demo;
 mod items;
 mod ledger_args;
 pub mod run;
+mod schedule;
+mod serve;
 mod sim;
 mod verify;
 
@@ -44,6 +46,10 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Measure cxpipe itself (see docs/PERFORMANCE.md).
     Bench(bench::BenchArgs),
+    /// Serve every pipeline of a config: schedules, webhooks, hot reload, status and metrics.
+    Serve(serve::ServeArgs),
+    /// List scheduled pipelines and their next fire times.
+    Schedule(schedule::ScheduleArgs),
     /// Run the CXone simulator on loopback.
     Sim(sim::SimArgs),
     /// Decrypt an object written with `.encrypt(key)` (or a seed-004 JSON envelope).
@@ -96,6 +102,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit(args) => audit::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Sim(args) => sim::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
+        Command::Schedule(args) => schedule::run(args).await,
         Command::Decrypt(args) => decrypt::run(args).await,
         Command::Verify(args) => verify::run(args).await,
     }

@@ -116,7 +116,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// SIGINT and SIGTERM, watched from before the run starts (so an early Ctrl-C is not
 /// lost to the default handler).
-struct Signals {
+pub(super) struct Signals {
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -124,7 +124,7 @@ struct Signals {
 }
 
 impl Signals {
-    fn watch() -> anyhow::Result<Signals> {
+    pub(super) fn watch() -> anyhow::Result<Signals> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -138,7 +138,7 @@ impl Signals {
     }
 
     /// The next signal's name and the exit code it asks for.
-    async fn next(&mut self) -> (&'static str, u8) {
+    pub(super) async fn next(&mut self) -> (&'static str, u8) {
         #[cfg(unix)]
         {
             tokio::select! {

@@ -42,10 +42,10 @@ impl Default for ServeConfig {
 pub struct WebhookConfig {
     /// HMAC-SHA256 secret the sender signs `timestamp.body` with.
     pub secret: SecretRef,
-    /// Header carrying the hex signature (default `x-cxpipe-signature`).
+    /// Header carrying the hex signature (default `X-Nice-Signature`, as CXone and the simulator send it).
     #[serde(default = "defaults::signature_header")]
     pub signature_header: String,
-    /// Header carrying the Unix timestamp that was signed (default `x-cxpipe-timestamp`).
+    /// Header carrying the Unix timestamp that was signed (default `Nice-Request-Timestamp`).
     #[serde(default = "defaults::timestamp_header")]
     pub timestamp_header: String,
     /// How far the timestamp may be from now (default `300s`).
@@ -71,10 +71,10 @@ mod defaults {
         Duration::from_secs(30)
     }
     pub fn signature_header() -> String {
-        "x-cxpipe-signature".into()
+        "X-Nice-Signature".into()
     }
     pub fn timestamp_header() -> String {
-        "x-cxpipe-timestamp".into()
+        "Nice-Request-Timestamp".into()
     }
     pub fn tolerance() -> Duration {
         Duration::from_secs(300)

@@ -386,6 +386,23 @@ impl Ledger {
             })
             .collect())
     }
+
+    /// The id of the live run of pipeline × tenant, if one is recorded as running.
+    pub async fn running_run(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+    ) -> Result<Option<String>, LedgerError> {
+        let row = sqlx::query(
+            "SELECT run_id FROM runs WHERE pipeline = $1 AND tenant = $2 AND status = 'running'",
+        )
+        .bind(pipeline)
+        .bind(tenant)
+        .fetch_optional(self.pool())
+        .await
+        .doing(|| format!("reading the running run of {pipeline}/{tenant}"))?;
+        Ok(row.map(|r| r.get(0)))
+    }
 }
 
 #[cfg(test)]

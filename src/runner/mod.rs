@@ -81,6 +81,9 @@ pub struct RunRequest {
     pub stores: rhai::Map,
     /// Draw a progress bar (when stderr is a terminal).
     pub progress: bool,
+    /// Newer generations of the script, published by `cxpipe serve`'s hot reload: items
+    /// started after a new one arrives run on it; items already running finish on theirs.
+    pub generations: Option<tokio::sync::watch::Receiver<Option<Arc<crate::runtime::Generation>>>>,
 }
 
 /// What a run produced.
@@ -407,6 +410,7 @@ fn build_summary(
             .collect(),
         checkpoint,
         checkpoint_committed: checkpoint.committed(),
+        next_due: None,
         error,
     }
 }
@@ -454,3 +458,9 @@ async fn run_finish(
         }
     }
 }
+
+// TEMP STUBS (replaced by h-runner)
+#[derive(Debug, Default)]
+pub struct EventOutcome { pub admitted: u64, pub duplicates: u64 }
+pub async fn deliver_event(_req: &RunRequest, _event: serde_json::Value) -> Result<EventOutcome, RunError> { todo!() }
+impl crate::ledger::Ledger { pub async fn next_due(&self, _p: &str, _t: &str) -> Result<Option<i64>, LedgerError> { todo!() } }

@@ -30,6 +30,7 @@ async fn request(dir: &std::path::Path, source: &str) -> RunRequest {
         store: Dynamic::UNIT,
         stores: Default::default(),
         progress: false,
+        generations: None,
     }
 }
 

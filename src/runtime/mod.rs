@@ -388,6 +388,7 @@ impl Runtime {
             store: store.map(Dynamic::from).unwrap_or(Dynamic::UNIT),
             stores,
             progress,
+            generations: None,
         })
     }
 

@@ -9,10 +9,15 @@
 //! - [`status`]: the node's status as data (`/status`).
 //! - [`page`]: the status page HTML (`/`).
 //! - [`http`]: the routes and the [`http::ServeHost`] trait the daemon implements.
+//! - [`daemon`]: the daemon: slots per pipeline × tenant, runs, shutdown; `host` is it as
+//!   the routes see it, `reload` its hot reload.
 
+pub mod daemon;
+mod host;
 pub mod http;
 pub mod metrics;
 pub mod page;
+mod reload;
 pub mod schedule;
 pub mod status;
 pub mod watch;

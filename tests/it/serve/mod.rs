@@ -6,3 +6,4 @@ mod host;
 mod ops;
 mod page;
 mod prom;
+mod daemon;
