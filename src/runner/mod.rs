@@ -410,7 +410,6 @@ fn build_summary(
             .collect(),
         checkpoint,
         checkpoint_committed: checkpoint.committed(),
-        next_due: None,
         error,
     }
 }
@@ -459,8 +458,3 @@ async fn run_finish(
     }
 }
 
-// TEMP STUBS (replaced by h-runner)
-#[derive(Debug, Default)]
-pub struct EventOutcome { pub admitted: u64, pub duplicates: u64 }
-pub async fn deliver_event(_req: &RunRequest, _event: serde_json::Value) -> Result<EventOutcome, RunError> { todo!() }
-impl crate::ledger::Ledger { pub async fn next_due(&self, _p: &str, _t: &str) -> Result<Option<i64>, LedgerError> { todo!() } }

@@ -173,7 +173,6 @@ pub struct Summary {
     pub checkpoint: CheckpointOutcome,
     /// `checkpoint == "committed"` (kept for scripts that read it).
     pub checkpoint_committed: bool,
-    pub next_due: Option<String>, // TEMP STUB
     pub error: Option<String>,
 }
 
