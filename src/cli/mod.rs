@@ -26,8 +26,25 @@ pub struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `cxpipe=debug`.
     #[arg(long, global = true, env = "CXPIPE_LOG", default_value = "warn")]
     pub log: String,
+    /// Log line format on stderr: `text` for people, `json` (one object a line, with the
+    /// run's and item's span fields: tenant, pipeline, run_id, item_key) for log shippers.
+    #[arg(
+        long,
+        global = true,
+        env = "CXPIPE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,7 +79,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     restore_sigpipe();
     let cli = Cli::parse();
-    init_tracing(&cli.log);
+    init_tracing(&cli.log, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -120,21 +137,32 @@ fn restore_sigpipe() {
     }
 }
 
-/// Logs to stderr through the filter, with floods of identical lines folded
-/// ([`crate::log_limit`]).
-fn init_tracing(filter: &str) {
+/// Logs to stderr through the filter, as text or JSON lines, with floods of identical
+/// lines folded ([`crate::log_limit`]). JSON lines carry the fields of the spans they were
+/// logged in (`span` and `spans`): the run's tenant, pipeline and run_id, the item's key.
+fn init_tracing(filter: &str, format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let lines = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(
-            std::env::var_os("NO_COLOR").is_none()
-                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        );
+    let text = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(
+                std::env::var_os("NO_COLOR").is_none()
+                    && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            )
+    });
+    let json = (format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+    });
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(crate::log_limit::RateLimit::new(lines))
+        .with(crate::log_limit::RateLimit::new(text))
+        .with(crate::log_limit::RateLimit::new(json))
         .try_init();
 }

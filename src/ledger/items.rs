@@ -33,6 +33,15 @@ pub struct ResumableItem {
     pub next_at: Option<i64>,
 }
 
+/// What waits in the ledger for a pipeline × tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    /// Items in state `deferred`.
+    pub deferred: u64,
+    /// When the earliest unfinished item falls due (ledger ms).
+    pub next_due: Option<i64>,
+}
+
 /// A state change of one item, written by the batched writer.
 #[derive(Clone, Debug)]
 pub struct ItemUpdate {
@@ -185,7 +194,9 @@ impl Ledger {
             ));
         }
         sql.push_str(
-            " ON CONFLICT (pipeline, tenant, item_key) DO UPDATE SET state = 'leased', \
+            " ON CONFLICT (pipeline, tenant, item_key) DO UPDATE SET \
+             state = CASE WHEN items.next_at > excluded.updated_at THEN items.state \
+             ELSE 'leased' END, \
              payload = excluded.payload, lease_owner = excluded.lease_owner, \
              run_id = excluded.run_id, script_hash = excluded.script_hash, \
              updated_at = excluded.updated_at \
@@ -224,8 +235,47 @@ impl Ledger {
             .collect())
     }
 
+    /// Adds emitted items as `pending` (no owner) for the next run to take up; a key
+    /// already in the ledger, in any state, is left as it is. Returns how many were added.
+    pub async fn admit_pending(
+        &self,
+        pipeline: &str,
+        tenant: &str,
+        script_hash: &str,
+        batch: &[AdmitItem],
+    ) -> Result<u64, LedgerError> {
+        let mut tx = self.begin_write("starting to admit pending items").await?;
+        let mut added = 0;
+        for item in batch {
+            let done = sqlx::query(
+                "INSERT INTO items (pipeline, tenant, item_key, payload, state, attempts, \
+                 script_hash, updated_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6) \
+                 ON CONFLICT (pipeline, tenant, item_key) DO NOTHING",
+            )
+            .bind(pipeline)
+            .bind(tenant)
+            .bind(&item.key)
+            .bind(&item.payload)
+            .bind(script_hash)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .doing(|| format!("admitting pending item {} of {pipeline}/{tenant}", item.key))?;
+            added += done.rows_affected();
+        }
+        tx.commit().await.doing(|| {
+            format!(
+                "committing {} pending items of {pipeline}/{tenant}",
+                batch.len()
+            )
+        })?;
+        Ok(added)
+    }
+
     /// Leases up to `limit` unfinished items left by earlier runs (pending, leased by a dead
-    /// run, failed awaiting retry, or deferred until no later than `due_before`).
+    /// run, failed awaiting retry, or deferred until no later than `due_before`). One not
+    /// due yet keeps its state (deferred, failed) until processed, so a run that leaves it
+    /// leaves it as it was.
     pub async fn lease_unfinished(
         &self,
         pipeline: &str,
@@ -235,7 +285,8 @@ impl Ledger {
         limit: i64,
     ) -> Result<Vec<ResumableItem>, LedgerError> {
         let rows = sqlx::query(
-            "UPDATE items SET state = 'leased', lease_owner = $3, run_id = $3, updated_at = $5 \
+            "UPDATE items SET lease_owner = $3, run_id = $3, updated_at = $5, \
+             state = CASE WHEN next_at > $5 THEN state ELSE 'leased' END \
              WHERE pipeline = $1 AND tenant = $2 AND item_key IN (
                 SELECT item_key FROM items WHERE pipeline = $1 AND tenant = $2
                 AND state IN ('pending', 'leased', 'failed', 'deferred')
@@ -264,6 +315,32 @@ impl Ledger {
                 next_at: r.get(3),
             })
             .collect())
+    }
+
+    /// How many items of `pipeline` × `tenant` wait deferred, and when the earliest
+    /// unfinished one (pending, failed or deferred) falls due, in ledger ms.
+    pub async fn waiting(&self, pipeline: &str, tenant: &str) -> Result<Waiting, LedgerError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(CASE WHEN state = 'deferred' THEN 1 ELSE 0 END), 0), \
+             MIN(COALESCE(next_at, updated_at)) FROM items \
+             WHERE pipeline = $1 AND tenant = $2 AND state IN ('pending', 'failed', 'deferred')",
+        )
+        .bind(pipeline)
+        .bind(tenant)
+        .fetch_one(self.pool())
+        .await
+        .doing(|| format!("reading the waiting items of {pipeline}/{tenant}"))?;
+        Ok(Waiting {
+            deferred: row.get::<i64, _>(0).max(0) as u64,
+            next_due: row.get(1),
+        })
+    }
+
+    /// When the earliest unfinished item of `pipeline` × `tenant` (pending, failed or
+    /// deferred) falls due, in ledger ms; `None` when nothing waits. A daemon wakes the
+    /// pipeline then.
+    pub async fn next_due(&self, pipeline: &str, tenant: &str) -> Result<Option<i64>, LedgerError> {
+        Ok(self.waiting(pipeline, tenant).await?.next_due)
     }
 
     /// Writes a batch of state changes in one transaction.

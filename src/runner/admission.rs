@@ -11,10 +11,11 @@ use std::time::Duration;
 use rhai::Dynamic;
 use tokio::sync::mpsc;
 
+use super::due::{Wait, Waiting, due_in};
 use super::shared::{Emitted, RunShared};
 use super::stop::StopSignal;
 use super::summary::Counters;
-use super::worker::{self, WorkItem, WorkMsg};
+use super::worker::{WorkItem, WorkMsg};
 use crate::ledger::{AdmitItem, LedgerError, now_ms};
 
 /// Emitted items admitted to the ledger in one statement at most.
@@ -25,16 +26,28 @@ fn wait_until(at: Option<i64>) -> Duration {
     Duration::from_millis(at.map(|at| (at - now_ms()).max(0) as u64).unwrap_or(0))
 }
 
-/// Queues `item` (after `delay`) unless the run halts first; false when halted.
-async fn queue(
-    work: &mpsc::Sender<WorkMsg>,
-    item: WorkItem,
-    delay: Duration,
-    halt: &StopSignal,
-) -> bool {
-    tokio::select! {
-        _ = worker::send_after(work, item, delay) => !halt.is_stopped(),
-        _ = halt.stopped() => false,
+/// Where admission hands items: the workers' queue, or the due-queue for ones not due yet.
+pub struct Queues {
+    pub work: mpsc::Sender<WorkMsg>,
+    pub due: mpsc::UnboundedSender<Waiting>,
+}
+
+impl Queues {
+    /// Queues `item` for the workers now, or in the due-queue until `delay` has passed
+    /// (as a deferral: the run may leave it for the next one). False when halted.
+    async fn queue(&self, item: WorkItem, delay: Duration, halt: &StopSignal) -> bool {
+        if !delay.is_zero() {
+            let waiting = Waiting {
+                due: due_in(delay),
+                kind: Wait::Defer,
+                item,
+            };
+            return self.due.send(waiting).is_ok() && !halt.is_stopped();
+        }
+        tokio::select! {
+            sent = self.work.send(WorkMsg::Item(item)) => sent.is_ok() && !halt.is_stopped(),
+            _ = halt.stopped() => false,
+        }
     }
 }
 
@@ -58,7 +71,7 @@ impl FirstEmitWins {
 pub async fn admit_loop(
     shared: Arc<RunShared>,
     mut rx: mpsc::Receiver<Emitted>,
-    work: mpsc::Sender<WorkMsg>,
+    queues: Queues,
     counters: Arc<Counters>,
     defer_max_wait: Duration,
     halt: StopSignal,
@@ -88,7 +101,7 @@ pub async fn admit_loop(
                 attempts: item.attempts,
                 defers: 0,
             };
-            if !queue(&work, w, wait, &halt).await {
+            if !queues.queue(w, wait, &halt).await {
                 return Ok(());
             }
         }
@@ -140,12 +153,12 @@ pub async fn admit_loop(
                 attempts: item.attempts,
                 defers: 0,
             };
-            if work.is_closed() {
+            if queues.work.is_closed() {
                 return Err(LedgerError::Invalid(
                     "workers stopped before the queue drained".into(),
                 ));
             }
-            if !queue(&work, w, wait, &halt).await {
+            if !queues.queue(w, wait, &halt).await {
                 return Ok(());
             }
         }

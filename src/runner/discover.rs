@@ -63,7 +63,9 @@ pub async fn run_discover(
         attempt: 0,
         deferrals: 0,
     };
+    let span = tracing::error_span!("discover");
     let task = tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
         let _close = close;
         item_scope::with(scope, || call_hook(&engine, &script, "discover", (ctx,))).map_err(|e| {
             if hit_deadline(&e) {

@@ -11,6 +11,9 @@
 //! - `discover`: the `discover` call under its deadline.
 //! - `admission`: emitted items → ledger → work queue (the first emit of a key wins).
 //! - `worker`: one `process` call and what its outcome does to the item.
+//! - [`event`]: [`deliver_event`], an event through `on_event` into pending items.
+//! - `due`: the one timer that holds waiting items (deferred, backing off) until due, and
+//!   decides when only deferrals not due soon are left (the run then ends without them).
 //! - [`stop`]: [`StopSignal`], how a run is asked to end early.
 //! - [`summary`], [`progress`], [`backoff`], [`outcome`], [`shared`].
 
@@ -18,6 +21,8 @@ mod admission;
 pub mod backoff;
 pub mod ctx;
 mod discover;
+mod due;
+pub mod event;
 pub mod options;
 pub mod outcome;
 pub mod progress;
@@ -34,12 +39,14 @@ use std::time::{Duration, Instant};
 
 use rhai::{Dynamic, Engine, EvalAltResult, Scope};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::engine::{Script, format_eval_error};
 use crate::item_scope::{self, ItemScope};
 use crate::ledger::writer::LedgerWriter;
 use crate::ledger::{Ledger, LedgerError};
 
+pub use event::{EventOutcome, deliver_event};
 pub use options::PipelineOptions;
 use shared::{Emitted, RunShared};
 pub use stop::StopSignal;
@@ -113,6 +120,10 @@ pub enum RunError {
     Ledger(#[from] LedgerError),
     #[error("run task failed: {0}")]
     Task(String),
+    #[error("{script} defines no `on_event(ctx, event)`; add one to take events for this pipeline")]
+    NoEventHook { script: String },
+    #[error("on_event of {script} failed: {error}")]
+    Event { script: String, error: String },
 }
 
 /// Calls hook `name` of `script` with a fresh scope.
@@ -131,9 +142,27 @@ pub async fn run(req: RunRequest) -> Result<RunReport, RunError> {
 }
 
 /// Runs the pipeline to completion, or until `interrupt` fires (see the module docs).
+/// Everything it logs, on any thread, is inside a `run` span (tenant, pipeline, run_id);
+/// a worker's lines also inside an `item` span (item_key, attempt). The spans are at
+/// ERROR level so that any filter that lets a line through keeps its context (the default
+/// filter is `warn`).
 pub async fn run_until(req: RunRequest, interrupt: StopSignal) -> Result<RunReport, RunError> {
-    let started = Instant::now();
     let run_id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::error_span!(
+        "run",
+        tenant = %req.tenant,
+        pipeline = %req.pipeline,
+        run_id = %run_id
+    );
+    run_in_span(req, interrupt, run_id).instrument(span).await
+}
+
+async fn run_in_span(
+    req: RunRequest,
+    interrupt: StopSignal,
+    run_id: String,
+) -> Result<RunReport, RunError> {
+    let started = Instant::now();
     let pipeline: Arc<str> = req.pipeline.as_str().into();
     let tenant: Arc<str> = req.tenant.as_str().into();
     req.ledger
@@ -155,6 +184,7 @@ pub async fn run_until(req: RunRequest, interrupt: StopSignal) -> Result<RunRepo
                 }
             }
         }
+        .in_current_span()
     }));
     let committed = req.ledger.checkpoints(&pipeline, &tenant).await?;
     let writer = LedgerWriter::spawn(req.ledger.clone());
@@ -171,42 +201,50 @@ pub async fn run_until(req: RunRequest, interrupt: StopSignal) -> Result<RunRepo
             }
         }
     }));
-    let params = rhai::serde::to_dynamic(serde_json::Value::Object(req.params.clone()))
-        .map_err(|e| RunError::Task(format!("params: {e}")))?;
     let (emit_tx, emit_rx) = mpsc::channel::<Emitted>(1024);
-    let shared = Arc::new(RunShared {
-        pipeline: pipeline.clone(),
-        tenant: tenant.clone(),
-        run_id: run_id.clone(),
-        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        script_hash: req.script.hash.clone(),
-        params,
-        ledger: req.ledger.clone(),
-        writer: writer.clone(),
-        handle: tokio::runtime::Handle::current(),
-        committed,
-        pending_checkpoints: Mutex::new(Default::default()),
-        emitter: Mutex::new(Some(emit_tx)),
-        metrics: Mutex::new(Default::default()),
-        api: req.api.clone(),
-        store: req.store.clone(),
-        stores: req.stores.clone(),
-    });
+    let shared = new_shared(&req, run_id.clone(), writer.clone(), committed, emit_tx)?;
     let counters = Arc::new(Counters::default());
     let progress = progress::Progress::start(req.progress, pipeline.to_string(), counters.clone());
     tracing::info!(run_id, %pipeline, %tenant, "run started");
 
-    let workers = Workers::start(&req, shared.clone(), counters.clone(), halt.clone());
-    let admission = tokio::spawn(admission::admit_loop(
+    let (due_tx, due_rx) = mpsc::unbounded_channel();
+    let workers = Workers::start(
+        &req,
         shared.clone(),
-        emit_rx,
-        workers.sender(),
         counters.clone(),
-        req.options.defer_max_wait,
         halt.clone(),
+        due_tx.clone(),
+    );
+    let intake_done = tokio_util::sync::CancellationToken::new();
+    let due_queue = AbortOnDrop(tokio::spawn(
+        due::due_loop(
+            due_rx,
+            workers.sender(),
+            counters.clone(),
+            intake_done.clone(),
+            halt.clone(),
+            req.options.defer_linger,
+        )
+        .in_current_span(),
     ));
+    let admission = tokio::spawn(
+        admission::admit_loop(
+            shared.clone(),
+            emit_rx,
+            admission::Queues {
+                work: workers.sender(),
+                due: due_tx,
+            },
+            counters.clone(),
+            req.options.defer_max_wait,
+            halt.clone(),
+        )
+        .in_current_span(),
+    );
     let discover_error = discover::run_discover(&req, shared.clone(), &halt).await;
-    let admission_error = match admission.await {
+    let admission_joined = admission.await;
+    intake_done.cancel();
+    let admission_error = match admission_joined {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(format!("admission failed: {e}")),
         Err(e) => Some(format!(
@@ -224,6 +262,7 @@ pub async fn run_until(req: RunRequest, interrupt: StopSignal) -> Result<RunRepo
         tracing::error!(error = %err, "workers failed");
         halt.stop(err.clone());
     }
+    drop(due_queue);
     // Idle workers stop at once; after a halt, ones still busy are left behind.
     let linger = if halt.is_stopped() {
         Duration::from_secs(1)
@@ -243,14 +282,17 @@ pub async fn run_until(req: RunRequest, interrupt: StopSignal) -> Result<RunRepo
             .or(admission_error)
             .or(discover_error)
     };
+    // Whatever this run still holds (deferred items it left, or everything unfinished
+    // after a halt) is handed back for the next run.
+    let released = req.ledger.release_run(&pipeline, &tenant, &run_id).await?;
     if halt.is_stopped() {
-        let released = req.ledger.release_run(&pipeline, &tenant, &run_id).await?;
         tracing::warn!(
             released,
             reason = halt.reason().unwrap_or_default(),
             "run halted; unfinished items released for the next run"
         );
     }
+    let waiting = req.ledger.waiting(&pipeline, &tenant).await?;
     let failed = counters.quarantined.load(Relaxed) + counters.failed.load(Relaxed);
     let clean = error.is_none() && failed == 0;
     let pending = std::mem::take(
@@ -272,6 +314,8 @@ pub async fn run_until(req: RunRequest, interrupt: StopSignal) -> Result<RunRepo
         failed > 0,
     );
     let mut summary = build_summary(&shared, &counters, started, checkpoint, error);
+    summary.deferred_left = waiting.deferred;
+    summary.next_due = waiting.next_due.and_then(summary::rfc3339_ms);
     if interrupted {
         summary.status = STATUS_INTERRUPTED.into();
     } else if !clean && summary.error.is_none() {
@@ -293,6 +337,36 @@ pub async fn run_until(req: RunRequest, interrupt: StopSignal) -> Result<RunRepo
     flushed.and(flushed_after_finish)?;
     tracing::info!(run_id, status = %summary.status, done = summary.done, "run finished");
     Ok(RunReport { summary, report })
+}
+
+/// The state a run (or one event delivery, `run_id` then naming it) shares with its hooks.
+pub(crate) fn new_shared(
+    req: &RunRequest,
+    run_id: String,
+    writer: LedgerWriter,
+    committed: std::collections::BTreeMap<String, String>,
+    emit_tx: mpsc::Sender<Emitted>,
+) -> Result<Arc<RunShared>, RunError> {
+    let params = rhai::serde::to_dynamic(serde_json::Value::Object(req.params.clone()))
+        .map_err(|e| RunError::Task(format!("params: {e}")))?;
+    Ok(Arc::new(RunShared {
+        pipeline: req.pipeline.as_str().into(),
+        tenant: req.tenant.as_str().into(),
+        run_id,
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        script_hash: req.script.hash.clone(),
+        params,
+        ledger: req.ledger.clone(),
+        writer,
+        handle: tokio::runtime::Handle::current(),
+        committed,
+        pending_checkpoints: Mutex::new(Default::default()),
+        emitter: Mutex::new(Some(emit_tx)),
+        metrics: Mutex::new(Default::default()),
+        api: req.api.clone(),
+        store: req.store.clone(),
+        stores: req.stores.clone(),
+    }))
 }
 
 /// Waits until every item this run took on is finished. Once the run is halted, waits
@@ -395,6 +469,8 @@ fn build_summary(
         failed: c.failed.load(Relaxed),
         retries: c.retries.load(Relaxed),
         deferrals: c.deferrals.load(Relaxed),
+        deferred_left: 0,
+        next_due: None,
         skip_reasons: c
             .skip_reasons
             .lock()
@@ -433,7 +509,9 @@ async fn run_finish(
         attempt: 0,
         deferrals: 0,
     };
+    let span = tracing::error_span!("finish");
     let result = tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
         item_scope::with(scope, || call_hook(&engine, &script, "finish", (ctx, arg)))
             .map_err(|e| format_eval_error(&e, &script.label))
             .and_then(|v| {

@@ -24,10 +24,15 @@ pub struct PipelineOptions {
     /// Most Rhai operations one `process` call may run (a runaway loop fails the item).
     pub max_operations: u64,
     /// A deferred item is re-tried within the run when its delay ends within this long of
-    /// the deferral; otherwise it stays deferred in the ledger for the next run.
+    /// the deferral (and the run is still going then, see `defer_linger`); otherwise it
+    /// stays deferred in the ledger for the next run.
     pub defer_max_wait: Duration,
     /// Deferrals of one item within a run before it is left for the next run.
     pub max_defers: u32,
+    /// Once nothing else is left to do, how long the run waits for deferred items to fall
+    /// due; when none is due within this long, the run ends and leaves them `deferred` in
+    /// the ledger for the next run (the summary says how many and when the first is due).
+    pub defer_linger: Duration,
 }
 
 impl Default for PipelineOptions {
@@ -43,6 +48,7 @@ impl Default for PipelineOptions {
             max_operations: 500_000_000,
             defer_max_wait: Duration::from_secs(300),
             max_defers: 50,
+            defer_linger: Duration::from_secs(10),
         }
     }
 }
@@ -85,10 +91,11 @@ impl PipelineOptions {
                 "discover_timeout" => parse_duration(value).map(|d| o.discover_timeout = d),
                 "interrupt_grace" => parse_duration(value).map(|d| o.interrupt_grace = d),
                 "defer_max_wait" => parse_duration(value).map(|d| o.defer_max_wait = d),
+                "defer_linger" => parse_duration(value).map(|d| o.defer_linger = d),
                 other => Err(format!(
                     "unknown option `{other}` (known: concurrency, max_attempts, retry_backoff, \
                      retry_backoff_max, item_timeout, discover_timeout, interrupt_grace, \
-                     max_operations, defer_max_wait, max_defers)"
+                     max_operations, defer_max_wait, max_defers, defer_linger)"
                 )),
             };
             if let Err(e) = result {

@@ -1,5 +1,7 @@
 //! [`StopSignal`]: asks a run to end early (Ctrl-C, SIGTERM, or a ledger that can no longer
-//! be written), with the reason it reports. Cheap to clone; the first reason wins.
+//! be written), with the reason it reports. Cheap to clone; the first reason wins. It wraps
+//! a [`CancellationToken`], so a daemon can cancel a run from outside: pass
+//! [`StopSignal::from_token`] a child of its shutdown token, or cancel [`StopSignal::token`].
 
 use std::sync::{Arc, OnceLock};
 
@@ -19,6 +21,19 @@ impl StopSignal {
         StopSignal::default()
     }
 
+    /// A signal that fires when `token` is cancelled (by its owner, or a parent token).
+    pub fn from_token(token: CancellationToken) -> StopSignal {
+        StopSignal {
+            token,
+            reason: Arc::default(),
+        }
+    }
+
+    /// The token behind the signal: cancelling it stops the run (reason `cancelled`).
+    pub fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
     /// Fires the signal with `reason` (e.g. `interrupted by SIGINT`); later reasons are
     /// ignored.
     pub fn stop(&self, reason: impl Into<String>) {
@@ -31,9 +46,13 @@ impl StopSignal {
         self.token.is_cancelled()
     }
 
-    /// Why the run was asked to stop, once it was.
+    /// Why the run was asked to stop, once it was (`cancelled` when its token was
+    /// cancelled with no reason given).
     pub fn reason(&self) -> Option<String> {
-        self.reason.get().cloned()
+        self.reason
+            .get()
+            .cloned()
+            .or_else(|| self.is_stopped().then(|| "cancelled".to_string()))
     }
 
     /// Resolves when the signal fires.
@@ -58,5 +77,20 @@ mod tests {
         stop.stop("interrupted by SIGTERM");
         waiter.await.unwrap();
         assert_eq!(stop.reason().as_deref(), Some("interrupted by SIGINT"));
+    }
+
+    #[tokio::test]
+    async fn cancelling_the_token_from_outside_stops_the_signal() {
+        let daemon = CancellationToken::new();
+        let stop = StopSignal::from_token(daemon.child_token());
+        assert!(!stop.is_stopped() && stop.reason().is_none());
+        daemon.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(10), stop.stopped())
+            .await
+            .expect("woke");
+        assert_eq!(stop.reason().as_deref(), Some("cancelled"));
+        let own = StopSignal::new();
+        own.token().cancel();
+        assert!(own.is_stopped());
     }
 }

@@ -18,6 +18,12 @@ pub fn metric_value(sum: f64) -> serde_json::Value {
     }
 }
 
+/// A ledger time (ms since the epoch) as RFC 3339 UTC with milliseconds.
+pub fn rfc3339_ms(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
 /// Live counters, updated by the admission task and the workers.
 #[derive(Default)]
 pub struct Counters {
@@ -164,6 +170,12 @@ pub struct Summary {
     /// inside one attempt are counted apart, in `metrics["api.retries"]`.
     pub retries: u64,
     pub deferrals: u64,
+    /// Items of this pipeline × tenant waiting `deferred` in the ledger after the run (left
+    /// by this run or earlier ones); the next run takes them up once due.
+    pub deferred_left: u64,
+    /// When the earliest unfinished item of this pipeline × tenant falls due (RFC 3339
+    /// UTC), so a daemon can wake the pipeline then; none when nothing waits.
+    pub next_due: Option<String>,
     pub skip_reasons: BTreeMap<String, u64>,
     pub failures: Vec<Failure>,
     /// Sums of `ctx.metric(name, value)`; whole numbers print as integers.

@@ -1,7 +1,7 @@
 //! The worker pool: `concurrency` blocking threads, each taking items from one bounded
 //! queue, calling `process` under the item deadline, and recording what came of it:
-//! done, skipped, deferred (re-queued later), failed (re-queued with backoff) or
-//! quarantined after the last attempt. A panic anywhere in handling an item fails that
+//! done, skipped, deferred (handed to the due-queue), failed (handed to the due-queue with
+//! its backoff) or quarantined after the last attempt. A panic anywhere in handling an item fails that
 //! attempt and the worker goes on; once the run is halted, queued items are not started
 //! (they stay leased and the run releases them).
 
@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::backoff::retry_delay;
 use super::ctx::Ctx;
+use super::due::{Wait, Waiting, due_in};
 use super::outcome::Outcome;
 use super::shared::RunShared;
 use super::stop::StopSignal;
@@ -43,19 +44,6 @@ fn due_at(delay: Duration) -> i64 {
     now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Queues `item` now, or after `delay` from a timer task.
-pub async fn send_after(tx: &mpsc::Sender<WorkMsg>, item: WorkItem, delay: Duration) {
-    if delay.is_zero() {
-        let _ = tx.send(WorkMsg::Item(item)).await;
-    } else {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = tx.send(WorkMsg::Item(item)).await;
-        });
-    }
-}
-
 /// The running pool.
 pub struct Workers {
     tx: mpsc::Sender<WorkMsg>,
@@ -69,7 +57,8 @@ struct WorkerEnv {
     shared: Arc<RunShared>,
     counters: Arc<Counters>,
     halt: StopSignal,
-    tx: mpsc::Sender<WorkMsg>,
+    /// Where items that wait (deferred, backing off) go.
+    due: mpsc::UnboundedSender<Waiting>,
     rx: Mutex<mpsc::Receiver<WorkMsg>>,
 }
 
@@ -79,6 +68,7 @@ impl Workers {
         shared: Arc<RunShared>,
         counters: Arc<Counters>,
         halt: StopSignal,
+        due: mpsc::UnboundedSender<Waiting>,
     ) -> Workers {
         let n = req.options.concurrency.max(1);
         let (tx, rx) = mpsc::channel(n * 4);
@@ -89,13 +79,16 @@ impl Workers {
             shared,
             counters,
             halt,
-            tx: tx.clone(),
+            due,
             rx: Mutex::new(rx),
         });
         let threads = (0..n)
             .map(|_| {
                 let env = env.clone();
-                tokio::task::spawn_blocking(move || worker_loop(&env))
+                // The worker's lines belong to the run (this span) and, per call, to
+                // the item (see `handle`).
+                let span = tracing::Span::current();
+                tokio::task::spawn_blocking(move || span.in_scope(|| worker_loop(&env)))
             })
             .collect();
         Workers { tx, threads }
@@ -181,11 +174,17 @@ pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 /// What handling an item decided: the state to write and whether to queue it again.
 struct Step {
     update: ItemUpdate,
-    requeue: Option<Duration>,
+    requeue: Option<(Duration, Wait)>,
 }
 
 fn handle(env: &WorkerEnv, mut item: WorkItem) {
     let (key, attempts) = (item.key.clone(), item.attempts);
+    let span = tracing::error_span!(
+        "item",
+        item_key = %crate::terminal::escape(&key),
+        attempt = attempts + 1
+    );
+    let _span = span.enter();
     // A panic outside the script call (bookkeeping) must not kill the worker or leave the
     // item unaccounted for: it fails the attempt like a thrown error would.
     let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(env, &mut item)))
@@ -228,11 +227,16 @@ fn record(env: &WorkerEnv, item: WorkItem, step: Step) {
         tracing::error!(item = %crate::terminal::escape(&item.key), error = %e, "item state not recorded");
     }
     match step.requeue {
-        Some(delay) if !env.halt.is_stopped() => {
-            let tx = env.tx.clone();
-            shared
-                .handle
-                .spawn(async move { send_after(&tx, item, delay).await });
+        Some((delay, kind)) if !env.halt.is_stopped() => {
+            let waiting = Waiting {
+                due: due_in(delay),
+                kind,
+                item,
+            };
+            if env.due.send(waiting).is_err() {
+                // The queue has ended (the run is ending): the ledger keeps the item.
+                env.counters.outstanding.fetch_sub(1, Relaxed);
+            }
         }
         _ => {
             env.counters.outstanding.fetch_sub(1, Relaxed);
@@ -302,7 +306,7 @@ fn decide(env: &WorkerEnv, item: &mut WorkItem) -> Step {
                 item.defers += 1;
                 c.deferrals.fetch_add(1, Relaxed);
                 if delay <= env.options.defer_max_wait && item.defers <= env.options.max_defers {
-                    requeue = Some(delay);
+                    requeue = Some((delay, Wait::Defer));
                 } else {
                     c.deferred.fetch_add(1, Relaxed);
                 }
@@ -328,7 +332,7 @@ fn decide(env: &WorkerEnv, item: &mut WorkItem) -> Step {
                 tracing::warn!(item = %crate::terminal::escape(&item.key), attempt, error = %message, "attempt failed; will retry");
                 c.retries.fetch_add(1, Relaxed);
                 item.attempts = attempt;
-                requeue = Some(delay);
+                requeue = Some((delay, Wait::Retry));
             } else {
                 update.state = ItemState::Quarantined;
                 tracing::error!(item = %crate::terminal::escape(&item.key), attempt, error = %message, "item quarantined");

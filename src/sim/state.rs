@@ -49,6 +49,8 @@ pub struct SimState {
     pub legal_hold: Mutex<Vec<serde_json::Value>>,
     faults: RwLock<Arc<Faults>>,
     started: Instant,
+    /// How far `POST /_sim/clock/advance` moved the simulator's clock ahead (ms).
+    advanced_ms: AtomicU64,
     rolls: AtomicU64,
     stopped: AtomicBool,
     base_url: OnceLock<String>,
@@ -85,6 +87,7 @@ impl SimState {
             legal_hold: Mutex::default(),
             faults: RwLock::new(Arc::new(config.faults.clone())),
             started: Instant::now(),
+            advanced_ms: AtomicU64::new(0),
             rolls: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             base_url: OnceLock::new(),
@@ -105,9 +108,16 @@ impl SimState {
         self.limiter.reset();
     }
 
-    /// Time since the simulator started.
+    /// Time since the simulator started, plus however far its clock was advanced.
     pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+        self.started.elapsed() + Duration::from_millis(self.advanced_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves the simulator's clock ahead by `by` (e.g. so `Processing` recordings become
+    /// ready in a test without waiting).
+    pub fn advance_clock(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.advanced_ms.fetch_add(ms, Ordering::Relaxed);
     }
 
     /// A deterministic sequence of draws in `[0, 1)`; true with probability `rate`.

@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod deferred;
 mod demo;
 mod download;
 mod flow;

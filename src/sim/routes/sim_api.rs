@@ -1,5 +1,7 @@
 //! Test and verification endpoints: `GET /_sim/stats`, `POST /_sim/stats/reset`,
-//! `GET|POST /_sim/control` (JSON merge patch of the fault knobs).
+//! `GET|POST /_sim/control` (JSON merge patch of the fault knobs), `POST /_sim/clock/advance`
+//! (`{"secs": N}`: moves the simulator's clock ahead, e.g. so `Processing` recordings become
+//! ready).
 
 use std::sync::Arc;
 
@@ -17,6 +19,21 @@ pub fn routes() -> Router<Arc<SimState>> {
         .route("/_sim/stats", get(stats))
         .route("/_sim/stats/reset", post(reset_stats))
         .route("/_sim/control", get(control).post(patch_control))
+        .route("/_sim/clock/advance", post(advance_clock))
+}
+
+async fn advance_clock(
+    State(state): State<Arc<SimState>>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let secs = body["secs"]
+        .as_u64()
+        .ok_or_else(|| ApiError::bad_request("expected {\"secs\": N} with N >= 0".to_string()))?;
+    state.advance_clock(std::time::Duration::from_secs(secs));
+    tracing::info!(secs, "simulator clock advanced");
+    Ok(Json(
+        serde_json::json!({ "elapsed_ms": state.elapsed().as_millis() as u64 }),
+    ))
 }
 
 async fn stats(State(state): State<Arc<SimState>>) -> Json<Value> {
