@@ -74,10 +74,10 @@ fn row(out: &mut String, p: &PipelineStatus) {
         Some(e) => format!("<pre class=\"error\">{}</pre>", escape(e)),
         None => "<span class=\"none\">-</span>".into(),
     };
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<tr><td>{}</td><td>{}</td><td><code>{hash}</code></td><td>{}</td><td>{running}</td>\
-         <td>{last}</td><td>{error}</td></tr>\n",
+         <td>{last}</td><td>{error}</td></tr>",
         escape(&p.pipeline),
         escape(&p.tenant),
         time(&p.next_fire),

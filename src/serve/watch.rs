@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use notify_debouncer_full::notify::event::{AccessKind, AccessMode};
+use notify_debouncer_full::notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify_debouncer_full::notify::{self, EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache};
 use tokio::sync::mpsc;
@@ -89,11 +89,13 @@ impl WatchSet {
             out.extend(self.files.values().cloned());
             return;
         }
-        // Opening or reading a file (the daemon compiling it) is not a change.
-        if let EventKind::Access(kind) = event.kind {
-            if kind != AccessKind::Close(AccessMode::Write) {
-                return;
-            }
+        // Opening or reading a file (the daemon compiling it, which also updates its access
+        // time) is not a change; nor is any other metadata change (`touch` alone does not
+        // reload: a content change always comes with a write, create or rename).
+        match event.kind {
+            EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write) => return,
+            EventKind::Modify(ModifyKind::Metadata(_)) => return,
+            _ => {}
         }
         out.extend(
             event

@@ -24,12 +24,15 @@ fn entry(pipeline: &str, expr: &str, misfire: Misfire) -> Entry {
     }
 }
 
+/// A started fire: key, scheduled time, the time the sink saw it.
+type Seen = (FireKey, DateTime<Utc>, DateTime<Utc>);
+
 /// A sink that records each fire with the time it saw it, and can play busy.
 #[derive(Debug)]
 struct Recorder {
     clock: TokioClock,
     busy: AtomicBool,
-    fires: Mutex<Vec<(FireKey, DateTime<Utc>, DateTime<Utc>)>>,
+    fires: Mutex<Vec<Seen>>,
 }
 
 impl Recorder {
