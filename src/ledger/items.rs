@@ -53,6 +53,8 @@ pub struct ItemUpdate {
     pub next_at: Option<i64>,
     pub result: Option<String>,
     pub last_error: Option<String>,
+    /// The hash of the script generation that processed this attempt (kept when `None`).
+    pub script_hash: Option<String>,
 }
 
 /// An item as stored, for `cxpipe items`.
@@ -140,7 +142,8 @@ pub(crate) async fn apply_in(
         sqlx::query(
             "UPDATE items SET state = $4, attempts = $5, next_at = $6, \
              result = COALESCE($7, result), last_error = $8, updated_at = $9, \
-             lease_owner = CASE WHEN $10 = 1 THEN lease_owner ELSE NULL END \
+             lease_owner = CASE WHEN $10 = 1 THEN lease_owner ELSE NULL END, \
+             script_hash = COALESCE($11, script_hash) \
              WHERE pipeline = $1 AND tenant = $2 AND item_key = $3",
         )
         .bind(&*u.pipeline)
@@ -153,6 +156,7 @@ pub(crate) async fn apply_in(
         .bind(&u.last_error)
         .bind(now)
         .bind(lease_owner_kept as i64)
+        .bind(&u.script_hash)
         .execute(&mut *conn)
         .await
         .doing(|| format!("updating item {}", u.key))?;
@@ -468,6 +472,7 @@ mod tests {
             next_at: None,
             result: None,
             last_error: None,
+        script_hash: None,
         }
     }
 

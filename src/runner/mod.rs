@@ -69,6 +69,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Where a run hears of newer generations of its script (`cxpipe serve`'s hot reload).
+pub type GenerationWatch = tokio::sync::watch::Receiver<Option<Arc<crate::runtime::Generation>>>;
+
 /// Everything one run needs.
 pub struct RunRequest {
     pub engine: Arc<Engine>,
@@ -90,7 +93,7 @@ pub struct RunRequest {
     pub progress: bool,
     /// Newer generations of the script, published by `cxpipe serve`'s hot reload: items
     /// started after a new one arrives run on it; items already running finish on theirs.
-    pub generations: Option<tokio::sync::watch::Receiver<Option<Arc<crate::runtime::Generation>>>>,
+    pub generations: Option<GenerationWatch>,
 }
 
 /// What a run produced.

@@ -19,7 +19,7 @@ use super::outcome::Outcome;
 use super::shared::RunShared;
 use super::stop::StopSignal;
 use super::summary::{Counters, Failure};
-use super::{PipelineOptions, RunRequest, call_hook, item_scope_for};
+use super::{GenerationWatch, PipelineOptions, RunRequest, call_hook, item_scope_for};
 use crate::engine::{Script, format_eval_error};
 use crate::item_scope;
 use crate::ledger::{ItemState, ItemUpdate, now_ms};
@@ -53,6 +53,8 @@ pub struct Workers {
 struct WorkerEnv {
     engine: Arc<Engine>,
     script: Arc<Script>,
+    /// Newer generations published by a reload (see [`RunRequest::generations`]).
+    generations: Option<GenerationWatch>,
     options: PipelineOptions,
     shared: Arc<RunShared>,
     counters: Arc<Counters>,
@@ -75,6 +77,7 @@ impl Workers {
         let env = Arc::new(WorkerEnv {
             engine: req.engine.clone(),
             script: req.script.clone(),
+            generations: req.generations.clone(),
             options: req.options.clone(),
             shared,
             counters,
@@ -214,6 +217,7 @@ fn failed_by_panic(env: &WorkerEnv, key: &str, attempts: i64, what: &str) -> Ste
             next_at: None,
             result: None,
             last_error: Some(error),
+            script_hash: None,
         },
         requeue: None,
     }
@@ -244,16 +248,28 @@ fn record(env: &WorkerEnv, item: WorkItem, step: Step) {
     }
 }
 
+/// The script an item starting now runs on, and its hash: the newest generation a
+/// reload published, else the run's own script.
+fn current_script(env: &WorkerEnv) -> (Arc<Script>, String) {
+    let newest = env.generations.as_ref().and_then(|g| g.borrow().clone());
+    match newest {
+        Some(g) => (g.script.clone(), g.hash.clone()),
+        None => (env.script.clone(), env.shared.script_hash.clone()),
+    }
+}
+
 fn decide(env: &WorkerEnv, item: &mut WorkItem) -> Step {
     let shared = &env.shared;
     let attempt = item.attempts + 1;
     let deadline = Instant::now() + env.options.item_timeout;
-    let scope = item_scope_for(
+    let (script, script_hash) = current_script(env);
+    let mut scope = item_scope_for(
         shared,
         &item.key,
         Some(deadline),
         Some(env.options.max_operations),
     );
+    scope.script_hash = script_hash.clone();
     let ctx = Ctx {
         shared: shared.clone(),
         item_key: Some(item.key.as_str().into()),
@@ -263,7 +279,7 @@ fn decide(env: &WorkerEnv, item: &mut WorkItem) -> Step {
     let call = || {
         call_hook(
             &env.engine,
-            &env.script,
+            &script,
             "process",
             (ctx, item.value.clone()),
         )
@@ -287,6 +303,7 @@ fn decide(env: &WorkerEnv, item: &mut WorkItem) -> Step {
         next_at: None,
         result: None,
         last_error: None,
+        script_hash: Some(script_hash),
     };
     let mut requeue = None;
     match result {
@@ -319,7 +336,7 @@ fn decide(env: &WorkerEnv, item: &mut WorkItem) -> Step {
             c.done.fetch_add(1, Relaxed);
         }
         Err(err) => {
-            let message = format_eval_error(&err, &env.script.label);
+            let message = format_eval_error(&err, &script.label);
             update.last_error = Some(message.clone());
             if attempt < env.options.max_attempts as i64 && crate::engine::thrown_retryable(&err) {
                 let delay = retry_delay(

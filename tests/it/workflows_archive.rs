@@ -407,6 +407,7 @@ fn members_of_a_batch_that_failed_for_good_stay_out_of_new_batches() {
             next_at: None,
             result: None,
             last_error: Some("HTTP 500".into()),
+            script_hash: None,
         };
         ledger.apply(&[update]).await.unwrap();
     });

@@ -54,6 +54,7 @@ async fn metrics_parse_as_prometheus_text_and_item_counts_agree_with_the_ledger(
             next_at: None,
             result: None,
             last_error: None,
+            script_hash: None,
         })
         .collect();
     ledger.apply(&updates).await.unwrap();
