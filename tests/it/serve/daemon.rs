@@ -199,9 +199,8 @@ pub async fn until_done_more_than(env: &TestEnv, pipeline: &str, n: i64, limit: 
 fn slow_script(n: usize, version: i64) -> String {
     format!(
         "const OPTIONS = #{{ concurrency: 2 }};\n\
-         const VERSION = {version};\n\
          fn discover(ctx) {{ for i in 0..{n} {{ ctx.emit(`k${{i}}`, i); }} }}\n\
-         fn process(ctx, item) {{ let x = 0; for j in 0..20000 {{ x += j; }} #{{ v: VERSION }} }}\n"
+         fn process(ctx, item) {{ let x = 0; for j in 0..20000 {{ x += j; }} #{{ v: {version} }} }}\n"
     )
 }
 
