@@ -10,6 +10,7 @@ mod hostile;
 mod interrupt;
 mod ledger_load;
 mod other_server;
+mod pipelines;
 mod runner;
 mod sim;
 mod storage;
