@@ -11,6 +11,7 @@ mod hostile;
 mod interrupt;
 mod ledger_load;
 mod other_server;
+mod pipelines;
 mod runner;
 mod serve;
 mod sim;
