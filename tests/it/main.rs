@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod demo;
+mod docs;
 mod download;
 mod flow;
 mod harness;
