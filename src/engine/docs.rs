@@ -489,12 +489,15 @@ pub fn functions(engine: &Engine) -> Result<Vec<FnDoc>, MetadataError> {
             examples,
         });
     }
+    // The metadata lists overloads in no fixed order; the reference must not change
+    // between builds.
     out.sort_by(|a, b| {
-        (&a.receiver, &a.kind, &a.name, a.params.len()).cmp(&(
+        (&a.receiver, &a.kind, &a.name, a.params.len(), &a.params).cmp(&(
             &b.receiver,
             &b.kind,
             &b.name,
             b.params.len(),
+            &b.params,
         ))
     });
     Ok(out)
