@@ -15,6 +15,7 @@ use crate::api::pages::Pages;
 use crate::api::paginate::{PageSpec, Pager};
 use crate::api::path::{ApiPath, encode_segment};
 use crate::api::poll::{PollSpec, poll};
+use crate::natives::thrown::Thrown;
 
 /// Registers `Api`, `Pages` (iterable in `for`) and the `ctx.api` functions.
 pub fn register(engine: &mut Engine) {
@@ -32,15 +33,7 @@ pub fn block_on<F: Future>(fut: F) -> Result<F::Output, Box<EvalAltResult>> {
 }
 
 fn runtime_error(message: &str) -> Box<EvalAltResult> {
-    let mut map = Map::new();
-    map.insert("message".into(), message.into());
-    map.insert("status".into(), Dynamic::UNIT);
-    map.insert("retryable".into(), false.into());
-    map.insert("request_id".into(), Dynamic::UNIT);
-    Box::new(EvalAltResult::ErrorRuntime(
-        Dynamic::from_map(map),
-        Position::NONE,
-    ))
+    Thrown::new(message).into()
 }
 
 fn to_json(value: Dynamic, what: &str) -> Result<Value, Box<EvalAltResult>> {
@@ -102,6 +95,14 @@ fn spec<T: serde::de::DeserializeOwned>(map: Map, what: &str) -> Result<T, Box<E
 #[export_module]
 mod api_functions {
     use super::*;
+
+    /// The tenant's API client (`ctx.api`): requests carry its token (never visible to
+    /// scripts), are rate-limited, and retried on 429/5xx. Errors are the catchable map
+    /// `#{ message, status, retryable, request_id }`.
+    pub type Api = super::Api;
+
+    /// A lazy walk over a paginated collection (`ctx.api.paginate`), for use in `for`.
+    pub type Pages = super::Pages;
 
     /// The tenant this client talks to.
     ///

@@ -4,6 +4,7 @@ mod api;
 mod cli;
 mod deferred;
 mod demo;
+mod docs;
 mod download;
 mod flow;
 mod harness;
