@@ -14,6 +14,7 @@ mod items;
 mod ledger_args;
 pub mod run;
 mod sim;
+mod sim_run;
 mod verify;
 
 /// cxpipe: move CXone recordings, transcripts and metadata into your own storage.

@@ -11,7 +11,9 @@ use anyhow::{Context as _, bail};
 use rhai::Dynamic;
 
 use super::ledger_args::LedgerArgs;
+use super::sim_run::{SimRun, SimRunArgs};
 use crate::config::Config;
+use crate::dry_run::{self, DryRun};
 use crate::engine::{EngineSettings, Script};
 use crate::ledger::Ledger;
 use crate::registry::build_engine;
@@ -46,6 +48,13 @@ pub struct RunArgs {
     /// Do not draw the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Change nothing: reads are sent; mutating API calls (POST, PUT, PATCH, DELETE; not
+    /// `ctx.api.query` or `paginate` pages) and store writes are recorded instead, and the
+    /// run works on a throwaway copy of the ledger. The report lists what would have changed.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub sim: SimRunArgs,
 }
 
 /// Parses `k=v` pairs; values that parse as JSON become JSON, others strings.
@@ -116,9 +125,36 @@ pub fn prepare(
     })
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let ledger = args.ledger.open().await?;
-    let request = prepare(
+pub async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
+    let sim = match args.sim.sim {
+        true => Some(SimRun::start(&mut args).await?),
+        false => None,
+    };
+    let result = run_once(&args).await;
+    if let Some(sim) = sim {
+        let report = result.as_ref().ok().map(|(report, _)| report);
+        sim.finish(&args.script, report, args.json).await;
+    }
+    result.map(|(_, code)| code)
+}
+
+async fn run_once(args: &RunArgs) -> anyhow::Result<(RunReport, ExitCode)> {
+    let dry = args.dry_run.then(DryRun::new);
+    let throwaway = match &dry {
+        Some(_) => Some(
+            dry_run::ledger::throwaway_copy(&dry_run::ledger::ledger_file(
+                &args.ledger.state,
+                args.ledger.ledger.as_deref(),
+            ))
+            .await?,
+        ),
+        None => None,
+    };
+    let ledger = match &throwaway {
+        Some(copy) => copy.ledger.clone(),
+        None => args.ledger.open().await?,
+    };
+    let mut request = prepare(
         &args.script,
         args.config.as_deref(),
         &args.tenant,
@@ -127,6 +163,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ledger,
         !args.no_progress,
     )?;
+    if let Some(dry) = &dry {
+        dry.attach(&mut request);
+    }
     let grace = request.options.interrupt_grace;
     let exit_code = Arc::new(OnceLock::new());
     let stop = StopSignal::new();
@@ -140,14 +179,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let result = runner::run_until(request, stop).await;
     listener.abort();
     let report = result.context("running the pipeline")?;
-    print_report(&report, args.json)?;
-    Ok(if report.interrupted() {
+    print_report_and(&report, args.json, dry.as_ref())?;
+    let code = if report.interrupted() {
         ExitCode::from(exit_code.get().copied().unwrap_or(EXIT_SIGINT))
     } else if report.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    };
+    Ok((report, code))
 }
 
 /// SIGINT and SIGTERM, watched from before the run starts (so an early Ctrl-C is not
@@ -215,12 +255,24 @@ async fn stop_on_signals(
 /// Prints the run report: JSON (`{summary, report}`, `report` only when `finish` returned
 /// something other than the summary) or a few human lines.
 pub fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
+    print_report_and(report, json, None)
+}
+
+/// [`print_report`], then (for a dry run) what would have changed (`dry_run` in JSON).
+pub fn print_report_and(
+    report: &RunReport,
+    json: bool,
+    dry: Option<&DryRun>,
+) -> anyhow::Result<()> {
     let s = &report.summary;
     let own_report = report.report != serde_json::to_value(s)?;
     if json {
         let mut out = serde_json::json!({ "summary": s });
         if own_report {
             out["report"] = report.report.clone();
+        }
+        if let Some(dry) = dry {
+            out["dry_run"] = dry_run::report::to_json(&dry.changes());
         }
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -264,6 +316,9 @@ pub fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
     }
     if own_report {
         println!("report:\n{}", serde_json::to_string_pretty(&report.report)?);
+    }
+    for line in dry.map(|d| dry_run::report::lines(&d.changes())).unwrap_or_default() {
+        println!("{line}");
     }
     Ok(())
 }

@@ -37,6 +37,7 @@ mod webhooks;
 
 pub use config::{Faults, RateLimit, RetryAfterForm, SimConfig, SizeDistribution};
 pub use credentials::SimCredentials;
+pub use dataset::Dataset;
 pub use server::SimServer;
 
 /// Error starting or steering a simulator.
