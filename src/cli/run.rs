@@ -317,7 +317,10 @@ pub fn print_report_and(
     if own_report {
         println!("report:\n{}", serde_json::to_string_pretty(&report.report)?);
     }
-    for line in dry.map(|d| dry_run::report::lines(&d.changes())).unwrap_or_default() {
+    for line in dry
+        .map(|d| dry_run::report::lines(&d.changes()))
+        .unwrap_or_default()
+    {
         println!("{line}");
     }
     Ok(())

@@ -131,10 +131,10 @@ impl SimRun {
         std::fs::write(&config_path, text)
             .with_context(|| format!("writing {}", config_path.display()))?;
         eprintln!(
-            "simulator: {} ({} recordings, faults {:?}); folder {}",
+            "simulator: {} ({} recordings, faults {}); folder {}",
             server.base_url(),
             sim.recordings,
-            sim.faults,
+            format!("{:?}", sim.faults).to_lowercase(),
             dir.display()
         );
         args.config = Some(config_path);
@@ -240,8 +240,14 @@ mod tests {
         let text = tenant_snippet("http://127.0.0.1:9", "cid", r#"env = "SIM_SECRET""#);
         let parsed: toml::Table = toml::from_str(&text).unwrap();
         let tenant = &parsed["tenants"]["sim"];
-        assert_eq!(tenant["auth"]["token_url"].as_str(), Some("/api/v2/oauth/token"));
-        assert_eq!(tenant["auth"]["client_secret"]["env"].as_str(), Some("SIM_SECRET"));
+        assert_eq!(
+            tenant["auth"]["token_url"].as_str(),
+            Some("/api/v2/oauth/token")
+        );
+        assert_eq!(
+            tenant["auth"]["client_secret"]["env"].as_str(),
+            Some("SIM_SECRET")
+        );
     }
 
     #[test]

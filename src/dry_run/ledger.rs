@@ -99,15 +99,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let real = Ledger::open_dir(dir.path()).await.unwrap();
         real.kv_set("p", "t", "seen", "1").await.unwrap();
-        let copy = throwaway_copy(&ledger_file(dir.path(), None)).await.unwrap();
+        let copy = throwaway_copy(&ledger_file(dir.path(), None))
+            .await
+            .unwrap();
         assert_eq!(
             copy.ledger.kv_get("p", "t", "seen").await.unwrap(),
             Some("1".to_string())
         );
-        copy.ledger
-            .kv_set("p", "t", "written", "2")
-            .await
-            .unwrap();
+        copy.ledger.kv_set("p", "t", "written", "2").await.unwrap();
         assert_eq!(real.kv_get("p", "t", "written").await.unwrap(), None);
         let copy_dir = copy.dir().to_path_buf();
         drop(copy);

@@ -128,7 +128,10 @@ mod tests {
         assert_eq!(request.options.defer_max_wait, Duration::ZERO);
         for value in [request.store.clone(), request.stores["archive"].clone()] {
             let store = value.cast::<Store>();
-            store.put("k", bytes::Bytes::from_static(b"abc")).await.unwrap();
+            store
+                .put("k", bytes::Bytes::from_static(b"abc"))
+                .await
+                .unwrap();
             assert_eq!(store.size("k").await.unwrap(), None, "nothing stored");
         }
         assert_eq!(dry.changes().len(), 2);

