@@ -12,7 +12,7 @@ use super::demo::{ensure_key, write_private};
 use super::run::RunArgs;
 use super::sim::FaultLevel;
 use crate::runner::RunReport;
-use crate::sim::{Dataset, Faults, SimConfig, SimServer};
+use crate::sim::{Faults, SimConfig, SimServer, recording_ids};
 
 /// The tenant name of the simulator in the config `--sim` writes.
 pub const TENANT: &str = "sim";
@@ -53,10 +53,7 @@ auth = {{ kind = "client_credentials", token_url = "/api/v2/oauth/token", client
 
 /// Params that make the shipped scripts finish in seconds on the simulator (short polls
 /// and windows) and give `compliance_export.rhai` a request; other scripts ignore them.
-fn params(dataset: &Dataset) -> String {
-    let ids: Vec<String> = (0..dataset.len().min(6))
-        .map(|i| dataset.recording(i).id)
-        .collect();
+fn params(ids: &[String]) -> String {
     format!(
         r#"[tenants.{TENANT}.params]
 encrypt_key = "{TENANT}"
@@ -109,7 +106,7 @@ impl SimRun {
                 ..config
             },
         };
-        let dataset = Dataset::new(&config);
+        let ids = recording_ids(&config, 6);
         let server = SimServer::start(config)
             .await
             .context("starting the simulator")?;
@@ -124,7 +121,7 @@ impl SimRun {
                 &creds.client_id,
                 r#"file = "secrets/client_secret""#
             ),
-            params(&dataset),
+            params(&ids),
             objects.display()
         );
         let config_path = dir.join("cxpipe.toml");
