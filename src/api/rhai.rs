@@ -1,5 +1,5 @@
 //! The `ctx.api` surface scripts see: type `Api` with `get/post/put/patch/delete`,
-//! `paginate` and `poll` (each taking a path string or an array of segments), and
+//! `query` (a read-only POST, sent in a dry run too), `dry_run`, `paginate` and `poll` (each taking a path string or an array of segments), and
 //! `path_segment`. Only converts between Rhai and JSON and calls the native stage; must run
 //! on a blocking thread of the tokio runtime (script calls do).
 
@@ -49,6 +49,12 @@ fn send(
     body: Option<Value>,
 ) -> RhaiResult {
     let value = block_on(api.request(method, path, query.as_ref(), body.as_ref()))??;
+    rhai::serde::to_dynamic(value)
+}
+
+/// `POST path` as a read-only query: sent even in a dry run.
+fn send_query(api: &Api, path: ApiPath, body: Value) -> RhaiResult {
+    let value = block_on(api.query(Method::POST, path, None, Some(&body)))??;
     rhai::serde::to_dynamic(value)
 }
 
@@ -146,6 +152,42 @@ mod api_functions {
     pub fn post(api: &mut Api, path: &str, body: Dynamic) -> RhaiResult {
         let body = to_json(body, "body")?;
         send(api, Method::POST, text_path(path), None, Some(body))
+    }
+
+    /// `POST path` with a JSON body, for a read-only query such as a search: unlike
+    /// `post`, it is sent in a `--dry-run` too (where `post`, `put`, `patch` and `delete`
+    /// are only recorded and answer `#{ dry_run: true }`). Pages of `paginate` are always
+    /// sent.
+    ///
+    /// ```rhai
+    /// let found = ctx.api.query("/api/v2/interactions/query", #{ filter: "status = closed" });
+    /// ```
+    #[rhai_fn(name = "query", return_raw, pure)]
+    pub fn query(api: &mut Api, path: &str, body: Dynamic) -> RhaiResult {
+        let body = to_json(body, "body")?;
+        send_query(api, text_path(path), body)
+    }
+
+    /// `query` (a read-only `POST`, sent in a dry run too) to a path of segments.
+    ///
+    /// ```rhai
+    /// let found = ctx.api.query(["api", "v2", "interactions", "query"], #{ filter: "" });
+    /// ```
+    #[rhai_fn(name = "query", return_raw, pure)]
+    pub fn query_segments(api: &mut Api, segments: Array, body: Dynamic) -> RhaiResult {
+        let body = to_json(body, "body")?;
+        send_query(api, segments_path(&segments)?, body)
+    }
+
+    /// True in a `--dry-run`: mutating calls are recorded, not sent, and answer
+    /// `#{ dry_run: true }`; store writes are hashed, not stored.
+    ///
+    /// ```rhai
+    /// if ctx.api.dry_run { ctx.log("dry run: nothing will change"); }
+    /// ```
+    #[rhai_fn(get = "dry_run", pure)]
+    pub fn dry_run(api: &mut Api) -> bool {
+        api.is_dry_run()
     }
 
     /// `PUT path` with a JSON body.

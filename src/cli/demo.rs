@@ -38,7 +38,7 @@ pub struct DemoArgs {
 }
 
 /// Writes `path` with `text` and owner-only permissions (keys and secrets).
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(super) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -51,7 +51,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// The demo key: kept across demo runs so earlier objects stay decryptable.
-fn ensure_key(path: &Path) -> anyhow::Result<bool> {
+pub(super) fn ensure_key(path: &Path) -> anyhow::Result<bool> {
     if path.exists() {
         return Ok(false);
     }

@@ -18,6 +18,7 @@ pub mod run;
 mod schedule;
 mod serve;
 mod sim;
+mod sim_run;
 mod verify;
 
 /// cxpipe: move CXone recordings, transcripts and metadata into your own storage.
