@@ -10,6 +10,7 @@ mod bench;
 mod check;
 mod decrypt;
 mod demo;
+mod demo_workflows;
 mod items;
 mod ledger_args;
 pub mod run;
