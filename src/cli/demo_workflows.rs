@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use crate::sim::{SimConfig, SimCredentials};
 
 /// One workflow the demo can run.
+#[derive(Debug)]
 pub struct DemoWorkflow {
     /// The script's name in `scripts/` (and the `--workflow` value).
     pub name: &'static str,
@@ -21,7 +22,7 @@ pub struct DemoWorkflow {
     pub real_platform: bool,
     /// Adjusts the simulator for this workflow.
     sim: fn(&mut SimConfig),
-    /// Params that need the running simulator (e.g. ids to ask for), as TOML lines.
+    /// Asks the running simulator for recording ids to export (`interaction_ids`).
     needs_ids: bool,
     /// Fixed params, as TOML lines of `[tenants.demo.params]`.
     params: &'static str,

@@ -126,18 +126,15 @@ fn jwt(n: u64) -> String {
     )
 }
 
-/// Checks the bearer token; a token is refused after 5 API requests.
-fn authed(s: &Other, headers: &HeaderMap) -> Result<(), Response> {
+/// The 401 for a request whose bearer token is wrong or already used 5 times, if so.
+fn refused(s: &Other, headers: &HeaderMap) -> Option<Response> {
     let current = format!("Bearer {}", jwt(s.tokens.load(Ordering::SeqCst)));
     let ok = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(current.as_str());
     if !ok || s.uses.fetch_add(1, Ordering::SeqCst) >= 5 {
-        return Err((
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"message": "token expired"})),
-        )
-            .into_response());
+        let body = Json(json!({"message": "token expired"}));
+        return Some((StatusCode::UNAUTHORIZED, body).into_response());
     }
-    Ok(())
+    None
 }
 
 async fn openid(State(s): State<Arc<Other>>) -> Json<Value> {
@@ -194,7 +191,7 @@ async fn completed(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = authed(&s, &headers) {
+    if let Some(r) = refused(&s, &headers) {
         return r;
     }
     let since = q
@@ -244,7 +241,7 @@ async fn playback(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = authed(&s, &headers) {
+    if let Some(r) = refused(&s, &headers) {
         return r;
     }
     if (s.playback_calls.fetch_add(1, Ordering::SeqCst) + 1) % 7 == 0 {
