@@ -10,5 +10,6 @@ mod demo_workflows;
 mod killed;
 mod retention;
 mod retention_server;
+mod shipped;
 mod transcripts;
 mod transcripts_server;
