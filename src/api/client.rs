@@ -445,7 +445,25 @@ impl Api {
         inner
             .base
             .get_or_try_init(|| async {
-                let text = inner.auth.discover_base(&inner.http).await?;
+                // Discovery (token, openid- and cxone-configuration) is retried like any
+                // request: a 5xx or a reset on the first call must not fail the run.
+                let mut retries = 0;
+                let text = loop {
+                    match inner.auth.discover_base(&inner.http).await {
+                        Ok(text) => break text,
+                        Err(err) if err.retryable() && retries < inner.max_retries => {
+                            let wait = inner.backoff.delay(retries);
+                            if past_item_deadline(Some(wait)) {
+                                return Err(err);
+                            }
+                            retries += 1;
+                            tracing::warn!(tenant = %inner.tenant, retry = retries, error = %err, "discovering the API base failed; retrying");
+                            let until = inner.clock.now() + wait;
+                            inner.clock.sleep_until(until).await;
+                        }
+                        Err(err) => return Err(err),
+                    }
+                };
                 tracing::info!(tenant = %inner.tenant, base = %text, "discovered the API base URL");
                 Url::parse(&text).map_err(|e| ApiError::Config {
                     tenant: inner.tenant.clone(),

@@ -11,6 +11,7 @@ mod check;
 mod config;
 mod decrypt;
 mod demo;
+mod demo_workflows;
 mod docs;
 mod items;
 mod ledger_args;
