@@ -5,6 +5,7 @@
 //! - [`api`]: per-tenant API client: auth, rate budgets, retries, pagination, polling.
 //! - [`cli`]: the command line, one file per subcommand.
 //! - [`config`]: `cxpipe.toml`: tenants, stores, keys, params; built with every error at once.
+//! - [`dry_run`]: `run --dry-run`: records the changes a run would make instead of making them.
 //! - [`engine`]: the Rhai engine, module resolution, script generations, checks, diagnostics.
 //! - [`registry`]: builds the engine with every native namespace registered.
 //! - [`runner`]: one run of a pipeline: discover → admission → worker pool → finish.
@@ -23,6 +24,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod dry_run;
 pub mod engine;
 pub mod flow;
 pub mod item_scope;

@@ -16,6 +16,7 @@ use crate::api::auth::{Authenticator, error_message};
 use crate::api::backoff::{Backoff, parse_retry_after};
 use crate::api::clock::{Clock, TokioClock};
 use crate::api::config::TenantConfig;
+use crate::api::dry_run;
 use crate::api::durations::MAX_SERVER_WAIT;
 use crate::api::error::ApiError;
 use crate::api::http::{HttpClient, StallRules, redirect_policy};
@@ -23,12 +24,15 @@ use crate::api::limiter::RateBudgets;
 use crate::api::path::ApiPath;
 use crate::api::stats::{ApiStats, Counters};
 use crate::api::target;
+use crate::dry_run::DryRun;
 use crate::secret::Secret;
 
 /// One tenant's API client; cheap to clone (shared state behind an `Arc`).
 #[derive(Clone)]
 pub struct Api {
     inner: Arc<Inner>,
+    /// Set for `--dry-run`: mutating calls are recorded here, not sent.
+    dry_run: Option<DryRun>,
 }
 
 impl std::fmt::Debug for Api {
@@ -159,7 +163,23 @@ impl Api {
                 clock,
                 counters: Counters::default(),
             }),
+            dry_run: None,
         })
+    }
+
+    /// This client (same token, budgets and counters) in a dry run: mutating calls
+    /// (POST, PUT, PATCH, DELETE) are recorded in `dry` and answered `{"dry_run": true}`
+    /// without being sent; reads and [`Api::query`] calls are sent.
+    pub fn with_dry_run(&self, dry: DryRun) -> Api {
+        Api {
+            inner: self.inner.clone(),
+            dry_run: Some(dry),
+        }
+    }
+
+    /// Whether this client is in a dry run.
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run.is_some()
     }
 
     /// The tenant's name.
@@ -192,7 +212,7 @@ impl Api {
     /// Sends `method path` (relative to the base URL, or an absolute URL on the same
     /// origin) with optional query map and JSON body; returns the parsed JSON (`null` for
     /// an empty body). Retries stop early when the current item's deadline would pass.
-    #[tracing::instrument(name = "api", skip_all, fields(tenant = %self.inner.tenant, %method, path = tracing::field::Empty))]
+    /// In a dry run a mutating call is recorded instead (see [`Api::with_dry_run`]).
     pub async fn request(
         &self,
         method: Method,
@@ -200,8 +220,39 @@ impl Api {
         query: Option<&Value>,
         body: Option<&Value>,
     ) -> Result<Value, ApiError> {
+        let path = path.into();
+        if let Some(dry) = &self.dry_run
+            && dry_run::is_mutating(&method)
+        {
+            let url = self.url(&path, query).await?;
+            let shown = target::display_path(&url);
+            return Ok(dry_run::pretend(dry, &method, &shown, body));
+        }
+        self.send(method, path, query, body).await
+    }
+
+    /// A read-only query: like [`Api::request`], but sent even in a dry run, whatever its
+    /// method (a search sent by POST, a page of a paginated walk).
+    pub async fn query(
+        &self,
+        method: Method,
+        path: impl Into<ApiPath>,
+        query: Option<&Value>,
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        self.send(method, path.into(), query, body).await
+    }
+
+    #[tracing::instrument(name = "api", skip_all, fields(tenant = %self.inner.tenant, %method, path = tracing::field::Empty))]
+    async fn send(
+        &self,
+        method: Method,
+        path: ApiPath,
+        query: Option<&Value>,
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
         let inner = &self.inner;
-        let url = self.url(&path.into(), query).await?;
+        let url = self.url(&path, query).await?;
         let base = self.base().await?;
         let family = inner.budgets.family_for(&target::relative_path(base, &url));
         let shown = target::display_path(&url);
@@ -394,7 +445,25 @@ impl Api {
         inner
             .base
             .get_or_try_init(|| async {
-                let text = inner.auth.discover_base(&inner.http).await?;
+                // Discovery (token, openid- and cxone-configuration) is retried like any
+                // request: a 5xx or a reset on the first call must not fail the run.
+                let mut retries = 0;
+                let text = loop {
+                    match inner.auth.discover_base(&inner.http).await {
+                        Ok(text) => break text,
+                        Err(err) if err.retryable() && retries < inner.max_retries => {
+                            let wait = inner.backoff.delay(retries);
+                            if past_item_deadline(Some(wait)) {
+                                return Err(err);
+                            }
+                            retries += 1;
+                            tracing::warn!(tenant = %inner.tenant, retry = retries, error = %err, "discovering the API base failed; retrying");
+                            let until = inner.clock.now() + wait;
+                            inner.clock.sleep_until(until).await;
+                        }
+                        Err(err) => return Err(err),
+                    }
+                };
                 tracing::info!(tenant = %inner.tenant, base = %text, "discovered the API base URL");
                 Url::parse(&text).map_err(|e| ApiError::Config {
                     tenant: inner.tenant.clone(),

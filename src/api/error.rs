@@ -1,7 +1,9 @@
 //! [`ApiError`]: what went wrong talking to a tenant's API, whether retrying can help, and
 //! the map scripts catch. Messages name the tenant and the path, never a token or secret.
 
-use rhai::{Dynamic, EvalAltResult, Map, Position};
+use rhai::{EvalAltResult, Map};
+
+use crate::natives::thrown::Thrown;
 
 /// An error from the API stages.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -121,30 +123,24 @@ impl ApiError {
         }
     }
 
+    /// The failure as scripts see it ([`crate::natives::thrown`]).
+    pub fn thrown(&self) -> Thrown {
+        Thrown::new(self.to_string())
+            .status(self.status())
+            .retryable(self.retryable())
+            .request_id(self.request_id())
+    }
+
     /// The map scripts catch: `#{status, message, retryable, request_id}` (status and
     /// request_id are `()` when absent).
     pub fn to_rhai_map(&self) -> Map {
-        let mut map = Map::new();
-        let status = self
-            .status()
-            .map_or(Dynamic::UNIT, |s| Dynamic::from(s as i64));
-        let request_id = self
-            .request_id()
-            .map_or(Dynamic::UNIT, |r| Dynamic::from(r.to_string()));
-        map.insert("status".into(), status);
-        map.insert("message".into(), self.to_string().into());
-        map.insert("retryable".into(), self.retryable().into());
-        map.insert("request_id".into(), request_id);
-        map
+        self.thrown().to_map()
     }
 }
 
 impl From<ApiError> for Box<EvalAltResult> {
     fn from(err: ApiError) -> Self {
-        Box::new(EvalAltResult::ErrorRuntime(
-            Dynamic::from_map(err.to_rhai_map()),
-            Position::NONE,
-        ))
+        err.thrown().into()
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`http`]: the HTTP client with header timeout, body progress rule and same-origin redirects.
 //! - [`target`]: request URLs (base joining, same-origin rule, masking in messages).
 //! - [`stats`]: [`ApiStats`] counters.
+//! - [`dry_run`]: `--dry-run`: which calls change something, and what is recorded instead.
 //! - [`auth`]: grants (client credentials, password + discovery, bearer) and the token cache.
 //! - [`limiter`]: endpoint families and their GCRA budgets with 429 pauses.
 //! - [`backoff`]: jittered exponential backoff and `Retry-After`.
@@ -25,6 +26,7 @@ pub mod backoff;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod dry_run;
 pub mod durations;
 pub mod error;
 pub mod http;

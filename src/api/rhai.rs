@@ -1,5 +1,5 @@
 //! The `ctx.api` surface scripts see: type `Api` with `get/post/put/patch/delete`,
-//! `paginate` and `poll` (each taking a path string or an array of segments), and
+//! `query` (a read-only POST, sent in a dry run too), `dry_run`, `paginate` and `poll` (each taking a path string or an array of segments), and
 //! `path_segment`. Only converts between Rhai and JSON and calls the native stage; must run
 //! on a blocking thread of the tokio runtime (script calls do).
 
@@ -15,6 +15,7 @@ use crate::api::pages::Pages;
 use crate::api::paginate::{PageSpec, Pager};
 use crate::api::path::{ApiPath, encode_segment};
 use crate::api::poll::{PollSpec, poll};
+use crate::natives::thrown::Thrown;
 
 /// Registers `Api`, `Pages` (iterable in `for`) and the `ctx.api` functions.
 pub fn register(engine: &mut Engine) {
@@ -32,15 +33,7 @@ pub fn block_on<F: Future>(fut: F) -> Result<F::Output, Box<EvalAltResult>> {
 }
 
 fn runtime_error(message: &str) -> Box<EvalAltResult> {
-    let mut map = Map::new();
-    map.insert("message".into(), message.into());
-    map.insert("status".into(), Dynamic::UNIT);
-    map.insert("retryable".into(), false.into());
-    map.insert("request_id".into(), Dynamic::UNIT);
-    Box::new(EvalAltResult::ErrorRuntime(
-        Dynamic::from_map(map),
-        Position::NONE,
-    ))
+    Thrown::new(message).into()
 }
 
 fn to_json(value: Dynamic, what: &str) -> Result<Value, Box<EvalAltResult>> {
@@ -56,6 +49,12 @@ fn send(
     body: Option<Value>,
 ) -> RhaiResult {
     let value = block_on(api.request(method, path, query.as_ref(), body.as_ref()))??;
+    rhai::serde::to_dynamic(value)
+}
+
+/// `POST path` as a read-only query: sent even in a dry run.
+fn send_query(api: &Api, path: ApiPath, body: Value) -> RhaiResult {
+    let value = block_on(api.query(Method::POST, path, None, Some(&body)))??;
     rhai::serde::to_dynamic(value)
 }
 
@@ -103,6 +102,14 @@ fn spec<T: serde::de::DeserializeOwned>(map: Map, what: &str) -> Result<T, Box<E
 mod api_functions {
     use super::*;
 
+    /// The tenant's API client (`ctx.api`): requests carry its token (never visible to
+    /// scripts), are rate-limited, and retried on 429/5xx. Errors are the catchable map
+    /// `#{ message, status, retryable, request_id }`.
+    pub type Api = super::Api;
+
+    /// A lazy walk over a paginated collection (`ctx.api.paginate`), for use in `for`.
+    pub type Pages = super::Pages;
+
     /// The tenant this client talks to.
     ///
     /// ```rhai
@@ -145,6 +152,42 @@ mod api_functions {
     pub fn post(api: &mut Api, path: &str, body: Dynamic) -> RhaiResult {
         let body = to_json(body, "body")?;
         send(api, Method::POST, text_path(path), None, Some(body))
+    }
+
+    /// `POST path` with a JSON body, for a read-only query such as a search: unlike
+    /// `post`, it is sent in a `--dry-run` too (where `post`, `put`, `patch` and `delete`
+    /// are only recorded and answer `#{ dry_run: true }`). Pages of `paginate` are always
+    /// sent.
+    ///
+    /// ```rhai
+    /// let found = ctx.api.query("/api/v2/interactions/query", #{ filter: "status = closed" });
+    /// ```
+    #[rhai_fn(name = "query", return_raw, pure)]
+    pub fn query(api: &mut Api, path: &str, body: Dynamic) -> RhaiResult {
+        let body = to_json(body, "body")?;
+        send_query(api, text_path(path), body)
+    }
+
+    /// `query` (a read-only `POST`, sent in a dry run too) to a path of segments.
+    ///
+    /// ```rhai
+    /// let found = ctx.api.query(["api", "v2", "interactions", "query"], #{ filter: "" });
+    /// ```
+    #[rhai_fn(name = "query", return_raw, pure)]
+    pub fn query_segments(api: &mut Api, segments: Array, body: Dynamic) -> RhaiResult {
+        let body = to_json(body, "body")?;
+        send_query(api, segments_path(&segments)?, body)
+    }
+
+    /// True in a `--dry-run`: mutating calls are recorded, not sent, and answer
+    /// `#{ dry_run: true }`; store writes are hashed, not stored.
+    ///
+    /// ```rhai
+    /// if ctx.api.dry_run { ctx.log("dry run: nothing will change"); }
+    /// ```
+    #[rhai_fn(get = "dry_run", pure)]
+    pub fn dry_run(api: &mut Api) -> bool {
+        api.is_dry_run()
     }
 
     /// `PUT path` with a JSON body.

@@ -16,10 +16,13 @@ use crate::ledger::Ledger;
 use crate::runner;
 use crate::sim::{Faults, SimConfig, SimServer};
 
-const SCRIPT: &str = "download_recordings";
+use super::demo_workflows::{self, DemoWorkflow};
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
+    /// The shipped workflow to run (docs/WORKFLOWS.md).
+    #[arg(long, default_value = "download_recordings", value_parser = demo_workflows::NAMES)]
+    pub workflow: String,
     /// Folder for the config, key, objects, ledger and report.
     #[arg(long, default_value = "cxpipe-demo")]
     pub dir: PathBuf,
@@ -38,7 +41,7 @@ pub struct DemoArgs {
 }
 
 /// Writes `path` with `text` and owner-only permissions (keys and secrets).
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(super) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -51,7 +54,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// The demo key: kept across demo runs so earlier objects stay decryptable.
-fn ensure_key(path: &Path) -> anyhow::Result<bool> {
+pub(super) fn ensure_key(path: &Path) -> anyhow::Result<bool> {
     if path.exists() {
         return Ok(false);
     }
@@ -60,17 +63,10 @@ fn ensure_key(path: &Path) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn config_text(base_url: &str, client_id: &str, objects: &Path) -> String {
+fn config_text(tenant: &str, objects: &Path) -> String {
     format!(
         r#"# Written by `cxpipe demo` for its in-process simulator; the base URL changes every run.
-[tenants.demo]
-base_url = "{base_url}"
-auth = {{ kind = "client_credentials", token_url = "/api/v2/oauth/token", client_id = "{client_id}", client_secret = {{ file = "secrets/client_secret" }}, credentials_in = "body", scope = "recording:read recording:download" }}
-
-[tenants.demo.params]
-encrypt_key = "demo"
-processing_poll = "2s"
-
+{tenant}
 [storage.default]
 uri = "fs://{objects}"
 
@@ -92,16 +88,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "high" => Faults::high(),
         _ => Faults::default(),
     };
-    let sim = SimServer::start(SimConfig {
+    let workflow: &DemoWorkflow = demo_workflows::find(&args.workflow)?;
+    let mut sim_config = SimConfig {
         seed: args.seed,
         recordings: args.recordings,
+        interactions: args.recordings * 3 / 2,
         newest_at: chrono::Utc::now().timestamp() - 3600,
         span: Duration::from_secs(75 * 24 * 3600),
         faults,
         ..SimConfig::default()
-    })
-    .await
-    .context("starting the simulator")?;
+    };
+    workflow.adjust(&mut sim_config);
+    let sim = SimServer::start(sim_config)
+        .await
+        .context("starting the simulator")?;
     let creds = sim.credentials().clone();
     eprintln!(
         "simulator: {} ({} recordings, faults {})",
@@ -111,15 +111,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     let new_key = ensure_key(&dir.join("keys/demo.key"))?;
-    write_private(&dir.join("secrets/client_secret"), &creds.client_secret)?;
+    for (name, value) in workflow.secrets(&creds) {
+        write_private(&dir.join("secrets").join(name), value)?;
+    }
     let config = dir.join("cxpipe.toml");
-    std::fs::write(
-        &config,
-        config_text(sim.base_url(), &creds.client_id, &dir.join("objects")),
-    )?;
-    let script = dir.join(format!("{SCRIPT}.rhai"));
+    let tenant = workflow
+        .tenant_config(sim.base_url(), &creds.client_id)
+        .await?;
+    std::fs::write(&config, config_text(&tenant, &dir.join("objects")))?;
+    let script = dir.join(format!("{}.rhai", workflow.name));
     let source =
-        embedded::script(SCRIPT).context("the demo script is not built into this binary")?;
+        embedded::script(workflow.name).context("the demo script is not built into this binary")?;
     std::fs::write(&script, source)?;
     if new_key {
         eprintln!(
@@ -145,7 +147,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     print_report(&report, args.json)?;
     if !args.json {
-        print_guide(&dir, &report.summary.run_id);
+        print_guide(&dir, workflow, &report.summary.run_id);
     }
     Ok(if report.ok() {
         ExitCode::SUCCESS
@@ -154,23 +156,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_guide(dir: &Path, run_id: &str) {
+fn print_guide(dir: &Path, workflow: &DemoWorkflow, run_id: &str) {
     let rel = |p: &str| dir.join(p).display().to_string();
-    let first = first_object(&dir.join("objects/recordings"));
+    let output = format!("objects/{}", workflow.output);
+    let first = first_object(&dir.join(&output));
     println!();
     println!("where things are:");
     println!(
         "  objects    {}  (each with a .manifest.json beside it)",
-        rel("objects/recordings")
+        rel(&output)
     );
     println!(
         "  report     {}",
-        rel(&format!("objects/reports/{run_id}.json"))
+        rel(&format!("objects/{}/{run_id}.json", workflow.reports))
     );
     println!("  ledger     {}", rel("state/ledger.sqlite"));
     println!("  config     {}", rel("cxpipe.toml"));
     println!("  key        {}", rel("keys/demo.key"));
-    println!("  script     {}", rel(&format!("{SCRIPT}.rhai")));
+    println!("  script     {}", rel(&format!("{}.rhai", workflow.name)));
     println!();
     println!("verify every object against its manifest (decrypts, re-hashes):");
     println!(

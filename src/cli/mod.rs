@@ -11,12 +11,15 @@ mod check;
 mod config;
 mod decrypt;
 mod demo;
+mod demo_workflows;
+mod docs;
 mod items;
 mod ledger_args;
 pub mod run;
 mod schedule;
 mod serve;
 mod sim;
+mod sim_run;
 mod verify;
 
 /// cxpipe: move CXone recordings, transcripts and metadata into your own storage.
@@ -73,6 +76,8 @@ pub enum Command {
     Decrypt(decrypt::DecryptArgs),
     /// Re-read stored objects, recompute hashes and compare them with their manifests.
     Verify(verify::VerifyArgs),
+    /// Write the scripting reference (docs/SCRIPTING.md), or editor definition files.
+    Docs(docs::DocsArgs),
 }
 
 /// Entry point of the binary.
@@ -123,6 +128,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Schedule(args) => schedule::run(args).await,
         Command::Decrypt(args) => decrypt::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Docs(args) => docs::run(args).await,
     }
 }
 

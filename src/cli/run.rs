@@ -10,6 +10,8 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{Context as _, bail};
 
 use super::ledger_args::LedgerArgs;
+use super::sim_run::{SimRun, SimRunArgs};
+use crate::dry_run::{self, DryRun};
 use crate::runner::{self, RunReport, StopSignal};
 use crate::runtime;
 use crate::terminal::{escape, escape_lines};
@@ -48,6 +50,13 @@ pub struct RunArgs {
     /// Do not draw the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Change nothing: reads are sent; mutating API calls (POST, PUT, PATCH, DELETE; not
+    /// `ctx.api.query` or `paginate` pages) and store writes are recorded instead, and the
+    /// run works on a throwaway copy of the ledger. The report lists what would have changed.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub sim: SimRunArgs,
 }
 
 /// Parses `k=v` pairs; values that parse as JSON become JSON, others strings.
@@ -66,12 +75,40 @@ pub fn parse_params(
     Ok(out)
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let ledger = args.ledger.open().await?;
+pub async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
+    let sim = match args.sim.sim {
+        true => Some(SimRun::start(&mut args).await?),
+        false => None,
+    };
+    let result = run_once(&args).await;
+    if let Some(sim) = sim {
+        let report = result.as_ref().ok().map(|(report, _)| report);
+        let script = args.script.clone().unwrap_or_default();
+        sim.finish(&script, report, args.json).await;
+    }
+    result.map(|(_, code)| code)
+}
+
+async fn run_once(args: &RunArgs) -> anyhow::Result<(RunReport, ExitCode)> {
+    let dry = args.dry_run.then(DryRun::new);
+    let throwaway = match &dry {
+        Some(_) => Some(
+            dry_run::ledger::throwaway_copy(&dry_run::ledger::ledger_file(
+                &args.ledger.state,
+                args.ledger.ledger.as_deref(),
+            ))
+            .await?,
+        ),
+        None => None,
+    };
+    let ledger = match &throwaway {
+        Some(copy) => copy.ledger.clone(),
+        None => args.ledger.open().await?,
+    };
     let params = parse_params(&args.params)?;
     let progress = !args.no_progress;
     let config = args.config.as_deref();
-    let request = match (&args.pipeline, &args.script) {
+    let mut request = match (&args.pipeline, &args.script) {
         (Some(pipeline), _) => runtime::pipeline_request(
             config,
             pipeline,
@@ -91,6 +128,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         )?,
         (None, None) => bail!("give a SCRIPT or --pipeline NAME"),
     };
+    if let Some(dry) = &dry {
+        dry.attach(&mut request);
+    }
     let grace = request.options.interrupt_grace;
     let exit_code = Arc::new(OnceLock::new());
     let stop = StopSignal::new();
@@ -104,14 +144,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let result = runner::run_until(request, stop).await;
     listener.abort();
     let report = result.context("running the pipeline")?;
-    print_report(&report, args.json)?;
-    Ok(if report.interrupted() {
+    print_report_and(&report, args.json, dry.as_ref())?;
+    let code = if report.interrupted() {
         ExitCode::from(exit_code.get().copied().unwrap_or(EXIT_SIGINT))
     } else if report.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    };
+    Ok((report, code))
 }
 
 /// SIGINT and SIGTERM, watched from before the run starts (so an early Ctrl-C is not
@@ -179,12 +220,24 @@ async fn stop_on_signals(
 /// Prints the run report: JSON (`{summary, report}`, `report` only when `finish` returned
 /// something other than the summary) or a few human lines.
 pub fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
+    print_report_and(report, json, None)
+}
+
+/// [`print_report`], then (for a dry run) what would have changed (`dry_run` in JSON).
+pub fn print_report_and(
+    report: &RunReport,
+    json: bool,
+    dry: Option<&DryRun>,
+) -> anyhow::Result<()> {
     let s = &report.summary;
     let own_report = report.report != serde_json::to_value(s)?;
     if json {
         let mut out = serde_json::json!({ "summary": s });
         if own_report {
             out["report"] = report.report.clone();
+        }
+        if let Some(dry) = dry {
+            out["dry_run"] = dry_run::report::to_json(&dry.changes());
         }
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -228,6 +281,12 @@ pub fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
     }
     if own_report {
         println!("report:\n{}", serde_json::to_string_pretty(&report.report)?);
+    }
+    for line in dry
+        .map(|d| dry_run::report::lines(&d.changes()))
+        .unwrap_or_default()
+    {
+        println!("{line}");
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `cxpipe sim`: runs the CXone simulator on loopback until Ctrl-C, after printing its
-//! base URL and credentials on stdout (`KEY=value` lines, or one JSON object with `--json`).
+//! base URL and credentials on stdout (`KEY=value` lines and a ready `[tenants.sim]` table
+//! for a `cxpipe.toml`, or one JSON object with `--json`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -9,6 +10,9 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use crate::sim::{Faults, SimConfig, SimServer, SizeDistribution};
+
+/// The environment variable the printed `[tenants.sim]` table reads the client secret from.
+const SECRET_ENV: &str = "CXPIPE_SIM_CLIENT_SECRET";
 
 /// Fault presets for `--faults`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -112,6 +116,11 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         server.control(&patch).context("applying --faults-patch")?;
     }
     let creds = server.credentials();
+    let snippet = super::sim_run::tenant_snippet(
+        server.base_url(),
+        &creds.client_id,
+        &format!(r#"env = "{SECRET_ENV}""#),
+    );
     let details = json!({
         "base_url": server.base_url(),
         "client_id": creds.client_id,
@@ -120,17 +129,26 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         "access_key_secret": creds.access_key_secret,
         "webhook_secret": creds.webhook_secret,
         "tenant_id": creds.tenant_id(),
+        "config_snippet": snippet,
+        "client_secret_env": SECRET_ENV,
     });
     if args.json {
         println!("{details}");
     } else if let Some(fields) = details.as_object() {
-        for (key, value) in fields {
+        for (key, value) in fields.iter().filter(|(k, _)| *k != "config_snippet") {
             println!(
                 "{}={}",
                 key.to_uppercase(),
                 value.as_str().unwrap_or_default()
             );
         }
+        println!();
+        println!(
+            "# For a cxpipe.toml (then: export {SECRET_ENV}={}; cxpipe run SCRIPT --config cxpipe.toml --tenant {}):",
+            creds.client_secret,
+            super::sim_run::TENANT
+        );
+        print!("{snippet}");
     }
     eprintln!("cxpipe sim: serving {} (Ctrl-C to stop)", server.base_url());
     tokio::signal::ctrl_c()

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod diagnostics;
+pub mod docs;
 pub mod embedded;
 pub mod resolver;
 pub mod sandbox;

@@ -4,6 +4,7 @@
 //! 401 invalidates the token and the next attempt carries a fresh one. The token never
 //! enters Rhai.
 
+use rhai::plugin::*;
 use rhai::{Array, Engine, EvalAltResult};
 use tokio::sync::mpsc;
 
@@ -15,26 +16,42 @@ use crate::api::{Api, ApiPath};
 
 /// Registers `api.fetch(path)` (a string or an array of segments).
 pub fn register(engine: &mut Engine) {
-    /// Starts a flow from an endpoint of the tenant's API, sent with its token.
+    engine.register_global_module(exported_module!(api_fetch_functions).into());
+}
+
+#[export_module]
+mod api_fetch_functions {
+    use super::*;
+
+    /// Starts a flow from an endpoint of the tenant's API given as an array of segments,
+    /// sent with its token (which never enters the script).
+    ///
     /// ```rhai
-    /// ctx.api.fetch(["api", "v2", "media", "recordings", id, "content"]).md5().write(ctx.store, key);
+    /// let id = "42";
+    /// ctx.api.fetch(["api", "v2", "media", "recordings", id, "content"]).md5().write(ctx.store, `media/${id}`);
     /// ```
-    fn fetch_segments(api: &mut Api, path: Array) -> Result<Flow, Box<EvalAltResult>> {
+    #[rhai_fn(name = "fetch", pure, return_raw)]
+    pub fn fetch_segments(api: &mut Api, path: Array) -> Result<Flow, Box<EvalAltResult>> {
         let path = crate::api::rhai::segments_path(&path)?;
         Ok(Flow::new(Source::Fetch(UrlSource::Api {
             api: api.clone(),
             path,
         })))
     }
-    engine.register_fn("fetch", fetch_segments);
 
-    fn fetch_text(api: &mut Api, path: &str) -> Flow {
+    /// Starts a flow from an endpoint of the tenant's API given as a path string, sent
+    /// with its token. Prefer an array of segments when the path holds ids.
+    ///
+    /// ```rhai
+    /// ctx.api.fetch("/api/v2/media/recordings/42/content").sha256().write(ctx.store, "media/42");
+    /// ```
+    #[rhai_fn(name = "fetch", pure)]
+    pub fn fetch_text(api: &mut Api, path: &str) -> Flow {
         Flow::new(Source::Fetch(UrlSource::Api {
             api: api.clone(),
             path: ApiPath::Text(path.to_string()),
         }))
     }
-    engine.register_fn("fetch", fetch_text);
 }
 
 /// Downloads `path` of `api` into `tx`: each round asks the API for the URL and a current

@@ -1,93 +1,109 @@
 //! The Rhai surface of flows: sources `fetch`, `from_json`, `from_jsonl`, `read`; stages;
 //! sinks `write` and `discard` returning receipt maps. Only converts types and calls
-//! [`super::sink`]; bytes never enter Rhai. Errors are catchable maps with `message`,
-//! `status`, `retryable`, `request_id` and `bytes_received`.
+//! [`super::sink`]; bytes never enter Rhai. Errors are the catchable maps of
+//! [`crate::natives::thrown`], with `bytes_received` for downloads.
 
 use std::sync::Arc;
 
-use rhai::{
-    Array, Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, Map, NativeCallContext,
-    Position,
-};
+use rhai::plugin::*;
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext};
 
 use super::codec::Codec;
 use super::error::FlowError;
 use super::sink;
 use super::spec::{Flow, Source, Stage, UrlSource};
 use crate::keys::KeyRing;
+use crate::natives::settings;
+use crate::natives::thrown::Thrown;
 use crate::storage::Store;
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
-/// Registers flows, stages and sinks (stores come from [`crate::storage::rhai::register`]).
+/// Registers flows, stages and sinks (stores come from [`crate::storage::rhai::register`]);
+/// `keys` are the keys `.encrypt(name)`, `.envelope(name)` and `.decrypt(name)` may name.
 pub fn register(engine: &mut Engine, keys: Arc<KeyRing>) {
     super::api_fetch::register(engine);
     engine.register_type_with_name::<Flow>("Flow");
-    register_sources(engine);
-    register_stages(engine, keys.clone());
-    register_sinks(engine, keys);
+    settings::update(engine, |s| s.keys = keys);
+    engine.register_global_module(exported_module!(flow_functions).into());
 }
 
-/// Converts a flow error into a structured, catchable script error.
+/// Converts a flow error into the catchable map of [`Thrown`] (with `bytes_received` for
+/// downloads).
 pub fn to_rhai(err: FlowError) -> Box<EvalAltResult> {
-    let mut map = Map::new();
-    map.insert("message".into(), err.to_string().into());
-    map.insert(
-        "status".into(),
-        err.status()
-            .map(|s| Dynamic::from(s as i64))
-            .unwrap_or(Dynamic::UNIT),
-    );
-    map.insert("retryable".into(), err.retryable().into());
-    map.insert("request_id".into(), Dynamic::UNIT);
+    let mut thrown = Thrown::new(err.to_string())
+        .status(err.status())
+        .retryable(err.retryable());
     if let FlowError::Fetch { received, .. } = &err {
-        map.insert("bytes_received".into(), (*received as i64).into());
+        thrown = thrown.with("bytes_received", *received as i64);
     }
-    EvalAltResult::ErrorRuntime(Dynamic::from_map(map), Position::NONE).into()
+    thrown.into()
 }
 
 fn invalid(msg: String) -> Box<EvalAltResult> {
     to_rhai(FlowError::Invalid(msg))
 }
 
-fn register_sources(engine: &mut Engine) {
+/// The key ring of the engine running this call.
+fn keys_of(ctx: &NativeCallContext) -> Arc<KeyRing> {
+    settings::of(ctx).keys
+}
+
+#[export_module]
+mod flow_functions {
+    use super::*;
+
+    /// A streaming transfer: a source (`fetch`, `from_json`, `from_jsonl`, `read`,
+    /// `ctx.api.fetch`), stages (hashes, checks, compression, encryption) and a sink
+    /// (`write`, `discard`) that returns a receipt map. Bytes never enter the script.
+    pub type Flow = super::Flow;
+
     /// Starts a flow that downloads `url` (resumed with Range after resets and truncation).
+    ///
     /// ```rhai
-    /// let r = fetch("https://media.example/rec.wav").sha256().write(store, "rec.wav");
+    /// let r = fetch("https://media.example/rec.wav").sha256().write(ctx.store, "rec.wav");
     /// ```
-    fn fetch_url(url: &str) -> RhaiResult<Flow> {
+    #[rhai_fn(name = "fetch", return_raw)]
+    pub fn fetch_url(url: &str) -> RhaiResult<Flow> {
         let url = check_url(url.to_string()).map_err(to_rhai)?;
         Ok(Flow::new(Source::Fetch(UrlSource::Fixed(url))))
     }
-    engine.register_fn("fetch", fetch_url);
 
-    /// Starts a flow whose URL comes from a function, called again when the URL expires.
+    /// Starts a flow whose URL comes from a function (returning a URL string or a map
+    /// with `url`), called again when the URL expires.
+    ///
     /// ```rhai
-    /// let r = fetch(|| rs::download_url(ctx.api, id, "combined")).md5().write(ctx.store, key);
+    /// let id = "42";
+    /// let r = fetch(|| ctx.api.get(["api", "v2", "recording", id, "download"]).url)
+    ///     .md5().write(ctx.store, `recordings/${id}.wav`);
     /// ```
-    fn fetch_fn(f: FnPtr) -> Flow {
+    #[rhai_fn(name = "fetch")]
+    pub fn fetch_fn(f: FnPtr) -> Flow {
         Flow::new(Source::Fetch(UrlSource::Function(f)))
     }
-    engine.register_fn("fetch", fetch_fn);
 
     /// Starts a flow from a value serialized as JSON.
+    ///
     /// ```rhai
     /// from_json(#{ id: 1, status: "closed" }).write(ctx.store, "interactions/1.json");
     /// ```
-    fn from_json(value: Dynamic) -> RhaiResult<Flow> {
+    #[rhai_fn(name = "from_json", return_raw)]
+    pub fn from_json(value: Dynamic) -> RhaiResult<Flow> {
         let data = serde_json::to_vec(&value).map_err(|e| invalid(format!("from_json: {e}")))?;
         Ok(Flow::new(Source::Bytes {
             data: data.into(),
             kind: "json",
         }))
     }
-    engine.register_fn("from_json", from_json);
 
     /// Starts a flow from an array, one JSON document per line.
+    ///
     /// ```rhai
+    /// let records = [#{ id: 1 }, #{ id: 2 }];
     /// from_jsonl(records).gzip(6).encrypt("archive").write(ctx.store, "batch.jsonl.gz.enc");
     /// ```
-    fn from_jsonl(items: Array) -> RhaiResult<Flow> {
+    #[rhai_fn(name = "from_jsonl", return_raw)]
+    pub fn from_jsonl(items: Array) -> RhaiResult<Flow> {
         let mut data = Vec::new();
         for item in &items {
             serde_json::to_writer(&mut data, item)
@@ -99,105 +115,118 @@ fn register_sources(engine: &mut Engine) {
             kind: "jsonl",
         }))
     }
-    engine.register_fn("from_jsonl", from_jsonl);
 
     /// Starts a flow reading an object of a store.
+    ///
     /// ```rhai
     /// let r = read(ctx.store, "batch.enc").decrypt("archive").sha256().discard();
     /// ```
-    fn read(store: Store, key: &str) -> Flow {
+    #[rhai_fn(name = "read")]
+    pub fn read(store: Store, key: &str) -> Flow {
         Flow::new(Source::Read {
             store,
             key: key.to_string(),
         })
     }
-    engine.register_fn("read", read);
-}
 
-fn register_stages(engine: &mut Engine, keys: Arc<KeyRing>) {
-    /// Adds MD5 of the bytes at this point to the receipt.
+    /// Adds MD5 of the bytes at this point to the receipt (`md5`).
+    ///
     /// ```rhai
-    /// fetch(url).md5().write(store, key).md5
+    /// let md5 = fetch("https://media.example/rec.wav").md5().write(ctx.store, "rec.wav").md5;
     /// ```
-    fn md5(f: &mut Flow) -> Flow {
+    #[rhai_fn(name = "md5", pure)]
+    pub fn md5(f: &mut Flow) -> Flow {
         f.with(Stage::Md5)
     }
-    engine.register_fn("md5", md5);
 
-    /// Adds SHA-256 of the bytes at this point (always computed at the source otherwise).
+    /// Adds SHA-256 of the bytes at this point to the receipt (the source's SHA-256 is
+    /// always computed).
+    ///
     /// ```rhai
-    /// fetch(url).sha256().write(store, key).sha256
+    /// let sha = fetch("https://media.example/rec.wav").sha256().write(ctx.store, "rec.wav").sha256;
     /// ```
-    fn sha256(f: &mut Flow) -> Flow {
+    #[rhai_fn(name = "sha256", pure)]
+    pub fn sha256(f: &mut Flow) -> Flow {
         f.with(Stage::Sha256)
     }
-    engine.register_fn("sha256", sha256);
 
     /// Fails the flow unless exactly `n` bytes pass this point.
+    ///
     /// ```rhai
-    /// fetch(url).expect_size(rec.sizeBytes).write(store, key)
+    /// fetch("https://media.example/rec.wav").expect_size(1024).write(ctx.store, "rec.wav");
     /// ```
-    fn expect_size(f: &mut Flow, n: i64) -> RhaiResult<Flow> {
+    #[rhai_fn(name = "expect_size", pure, return_raw)]
+    pub fn expect_size(f: &mut Flow, n: i64) -> RhaiResult<Flow> {
         let n = u64::try_from(n).map_err(|_| invalid(format!("expect_size({n}): negative")))?;
         Ok(f.with(Stage::ExpectSize(n)))
     }
-    engine.register_fn("expect_size", expect_size);
 
     /// Fails the flow unless the bytes at this point have this SHA-256 (hex).
+    ///
     /// ```rhai
-    /// fetch(url).expect_sha256(job.checksum).write(store, key)
+    /// let checksum = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    /// fetch("https://media.example/rec.wav").expect_sha256(checksum).write(ctx.store, "rec.wav");
     /// ```
-    fn expect_sha256(f: &mut Flow, hex: &str) -> Flow {
+    #[rhai_fn(name = "expect_sha256", pure)]
+    pub fn expect_sha256(f: &mut Flow, hex: &str) -> Flow {
         f.with(Stage::ExpectSha256(hex.to_ascii_lowercase()))
     }
-    engine.register_fn("expect_sha256", expect_sha256);
 
-    /// Fails the flow unless the bytes start like WAV (RIFF/WAVE), MP3 (frame sync or ID3) or OGG.
+    /// Fails the flow unless the bytes start like WAV (RIFF/WAVE), MP3 (frame sync or
+    /// ID3) or OGG; the receipt's `audio` names the format.
+    ///
     /// ```rhai
-    /// fetch(url).audio_check().write(store, key).audio   // "wav"
+    /// let format = fetch("https://media.example/rec.wav").audio_check().write(ctx.store, "rec.wav").audio;
     /// ```
-    fn audio_check(f: &mut Flow) -> Flow {
+    #[rhai_fn(name = "audio_check", pure)]
+    pub fn audio_check(f: &mut Flow) -> Flow {
         f.with(Stage::AudioCheck)
     }
-    engine.register_fn("audio_check", audio_check);
 
     /// Compresses with gzip at `level` (0..=9).
+    ///
     /// ```rhai
-    /// from_jsonl(rows).gzip(6).write(store, "rows.jsonl.gz")
+    /// from_jsonl([#{ id: 1 }]).gzip(6).write(ctx.store, "rows.jsonl.gz");
     /// ```
-    fn gzip(f: &mut Flow, level: i64) -> RhaiResult<Flow> {
+    #[rhai_fn(name = "gzip", pure, return_raw)]
+    pub fn gzip(f: &mut Flow, level: i64) -> RhaiResult<Flow> {
         let l = Codec::Gzip.check_level(level).map_err(to_rhai)?;
         Ok(f.with(Stage::Compress(Codec::Gzip, l)))
     }
-    engine.register_fn("gzip", gzip);
 
     /// Compresses with zstd at `level` (1..=22).
+    ///
     /// ```rhai
-    /// from_jsonl(rows).zstd(3).write(store, "rows.jsonl.zst")
+    /// from_jsonl([#{ id: 1 }]).zstd(3).write(ctx.store, "rows.jsonl.zst");
     /// ```
-    fn zstd(f: &mut Flow, level: i64) -> RhaiResult<Flow> {
+    #[rhai_fn(name = "zstd", pure, return_raw)]
+    pub fn zstd(f: &mut Flow, level: i64) -> RhaiResult<Flow> {
         let l = Codec::Zstd.check_level(level).map_err(to_rhai)?;
         Ok(f.with(Stage::Compress(Codec::Zstd, l)))
     }
-    engine.register_fn("zstd", zstd);
 
-    let k = keys.clone();
-    let encrypt = move |f: &mut Flow, name: &str| -> RhaiResult<Flow> {
-        k.get(name).map_err(|e| to_rhai(e.into()))?;
+    /// Encrypts with the configured key `name` (`[keys.NAME]`; format in docs/FORMAT.md).
+    ///
+    /// ```rhai
+    /// fetch("https://media.example/rec.wav").sha256().encrypt("archive").write(ctx.store, "rec.wav.enc");
+    /// ```
+    #[rhai_fn(name = "encrypt", pure, return_raw)]
+    pub fn encrypt(ctx: NativeCallContext, f: &mut Flow, name: &str) -> RhaiResult<Flow> {
+        keys_of(&ctx).get(name).map_err(|e| to_rhai(e.into()))?;
         Ok(f.with(Stage::Encrypt(name.to_string())))
-    };
-    FuncRegistration::new("encrypt")
-        .with_comments([
-            "/// Encrypts with the configured key `name` (format in docs/FORMAT.md).",
-            "/// ```rhai",
-            r#"/// fetch(url).sha256().encrypt("archive").write(store, key)"#,
-            "/// ```",
-        ])
-        .register_into_engine(engine, encrypt);
+    }
 
-    let k = keys.clone();
-    let envelope = move |f: &mut Flow, name: &str| -> RhaiResult<Flow> {
-        let kek = k.get(name).map_err(|e| to_rhai(e.into()))?;
+    /// Encrypts into the seed-004 JSON envelope (`salt`, `nonce`, `ciphertext` in base64;
+    /// PBKDF2-SHA256 480000 of the passphrase key `name`, stretched once per process;
+    /// AES-256-GCM), for readers that expect it. Holds the object in memory (≤ 256 MiB).
+    ///
+    /// ```rhai
+    /// from_jsonl([#{ id: 1 }]).gzip(6).envelope("archive").write(ctx.store, "batch.json");
+    /// ```
+    #[rhai_fn(name = "envelope", pure, return_raw)]
+    pub fn envelope(ctx: NativeCallContext, f: &mut Flow, name: &str) -> RhaiResult<Flow> {
+        let keys = keys_of(&ctx);
+        let kek = keys.get(name).map_err(|e| to_rhai(e.into()))?;
         if kek.passphrase().is_none() {
             return Err(invalid(format!(
                 "envelope({name:?}): the seed-004 envelope derives its key with PBKDF2 from a \
@@ -205,36 +234,26 @@ fn register_stages(engine: &mut Engine, keys: Arc<KeyRing>) {
             )));
         }
         Ok(f.with(Stage::Envelope(name.to_string())))
-    };
-    FuncRegistration::new("envelope")
-        .with_comments([
-            "/// Encrypts into the seed-004 JSON envelope (`salt`, `nonce`, `ciphertext` in base64;",
-            "/// PBKDF2-SHA256 480000 of the passphrase key `name`, stretched once per process;",
-            "/// AES-256-GCM), for readers that expect it. Holds the object in memory (≤ 256 MiB).",
-            "/// ```rhai",
-            r#"/// from_jsonl(records).gzip(6).envelope("archive").write(ctx.store, "batch.json")"#,
-            "/// ```",
-        ])
-        .register_into_engine(engine, envelope);
+    }
 
-    let decrypt = move |f: &mut Flow, name: &str| -> RhaiResult<Flow> {
-        keys.get(name).map_err(|e| to_rhai(e.into()))?;
+    /// Decrypts an object written with `.encrypt(name)`.
+    ///
+    /// ```rhai
+    /// let r = read(ctx.store, "rec.wav.enc").decrypt("archive").sha256().discard();
+    /// ```
+    #[rhai_fn(name = "decrypt", pure, return_raw)]
+    pub fn decrypt(ctx: NativeCallContext, f: &mut Flow, name: &str) -> RhaiResult<Flow> {
+        keys_of(&ctx).get(name).map_err(|e| to_rhai(e.into()))?;
         Ok(f.with(Stage::Decrypt(Some(name.to_string()))))
-    };
-    FuncRegistration::new("decrypt")
-        .with_comments([
-            "/// Decrypts an object written with `.encrypt(name)`.",
-            "/// ```rhai",
-            r#"/// read(store, key).decrypt("archive").sha256().discard()"#,
-            "/// ```",
-        ])
-        .register_into_engine(engine, decrypt);
+    }
 
     /// Records source ids (or any facts) in the object's manifest.
+    ///
     /// ```rhai
-    /// fetch(url).meta(#{ recording_id: rec.recordingId }).write(store, key)
+    /// fetch("https://media.example/rec.wav").meta(#{ recording_id: "42" }).write(ctx.store, "rec.wav");
     /// ```
-    fn meta(f: &mut Flow, m: Map) -> RhaiResult<Flow> {
+    #[rhai_fn(name = "meta", pure, return_raw)]
+    pub fn meta(f: &mut Flow, m: Map) -> RhaiResult<Flow> {
         let value = serde_json::to_value(Dynamic::from_map(m))
             .map_err(|e| invalid(format!("meta: {e}")))?;
         let mut out = f.clone();
@@ -243,13 +262,14 @@ fn register_stages(engine: &mut Engine, keys: Arc<KeyRing>) {
         }
         Ok(out)
     }
-    engine.register_fn("meta", meta);
 
     /// Sets how many consecutive failed download attempts end the fetch (default 5).
+    ///
     /// ```rhai
-    /// fetch(url).tries(3).write(store, key)
+    /// fetch("https://media.example/rec.wav").tries(3).write(ctx.store, "rec.wav");
     /// ```
-    fn tries(f: &mut Flow, n: i64) -> RhaiResult<Flow> {
+    #[rhai_fn(name = "tries", pure, return_raw)]
+    pub fn tries(f: &mut Flow, n: i64) -> RhaiResult<Flow> {
         let n = u32::try_from(n)
             .ok()
             .filter(|n| *n >= 1)
@@ -258,16 +278,17 @@ fn register_stages(engine: &mut Engine, keys: Arc<KeyRing>) {
         out.tries = n;
         Ok(out)
     }
-    engine.register_fn("tries", tries);
 
     /// Sets the download's progress rule: each try must bring at least `bytes` per
     /// `window` (a duration such as `"15s"`), or it fails as stalled and counts as a try
     /// without progress (default 16 KiB per 15 s). Lower it for slow links; raise it to
     /// give up sooner on a server that drips.
+    ///
     /// ```rhai
-    /// fetch(url).min_progress(65536, "10s").write(store, key)
+    /// fetch("https://media.example/rec.wav").min_progress(65536, "10s").write(ctx.store, "rec.wav");
     /// ```
-    fn min_progress(f: &mut Flow, bytes: i64, window: &str) -> RhaiResult<Flow> {
+    #[rhai_fn(name = "min_progress", pure, return_raw)]
+    pub fn min_progress(f: &mut Flow, bytes: i64, window: &str) -> RhaiResult<Flow> {
         let bytes = u64::try_from(bytes)
             .ok()
             .filter(|b| *b >= 1)
@@ -288,42 +309,36 @@ fn register_stages(engine: &mut Engine, keys: Arc<KeyRing>) {
         out.min_progress = Some((bytes, window));
         Ok(out)
     }
-    engine.register_fn("min_progress", min_progress);
-}
 
-fn register_sinks(engine: &mut Engine, keys: Arc<KeyRing>) {
-    let k = keys.clone();
-    let write =
-        move |ctx: NativeCallContext, f: &mut Flow, store: Store, key: &str| -> RhaiResult<Map> {
-            let flow = f.clone();
-            with_url_fn(&ctx, &flow, |url_fn| {
-                sink::write(&flow, &store, key, &k, url_fn)
-            })
-        };
-    FuncRegistration::new("write")
-        .with_comments([
-            "/// Runs the flow into a new object `key` (never overwrites: an existing key returns a",
-            "/// receipt with `existed: true`) and writes `KEY.manifest.json`. Returns the receipt:",
-            "/// `key, existed, bytes_read, bytes_stored, sha256, md5, stored_sha256, duration_ms, ...`.",
-            "/// ```rhai",
-            r#"/// let r = fetch(url).md5().write(ctx.store, "recordings/1.wav");"#,
-            "/// ctx.log(`stored ${r.bytes_stored} bytes, md5 ${r.md5}`);",
-            "/// ```",
-        ])
-        .register_into_engine(engine, write);
-
-    let discard = move |ctx: NativeCallContext, f: &mut Flow| -> RhaiResult<Map> {
+    /// Runs the flow into a new object `key` (never overwrites: an existing key returns a
+    /// receipt with `existed: true`) and writes `KEY.manifest.json`. Returns the receipt:
+    /// `key, existed, bytes_read, bytes_stored, sha256, md5, stored_sha256, duration_ms, ...`.
+    ///
+    /// ```rhai
+    /// let r = fetch("https://media.example/rec.wav").md5().write(ctx.store, "recordings/1.wav");
+    /// ctx.log(`stored ${r.bytes_stored} bytes, md5 ${r.md5}`);
+    /// ```
+    #[rhai_fn(name = "write", pure, return_raw)]
+    pub fn write(ctx: NativeCallContext, f: &mut Flow, store: Store, key: &str) -> RhaiResult<Map> {
         let flow = f.clone();
+        let keys = keys_of(&ctx);
+        with_url_fn(&ctx, &flow, |url_fn| {
+            sink::write(&flow, &store, key, &keys, url_fn)
+        })
+    }
+
+    /// Runs the flow for its checks and hashes only. Returns the receipt.
+    ///
+    /// ```rhai
+    /// let expected = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    /// let ok = read(ctx.store, "rec.wav.enc").decrypt("archive").sha256().discard().sha256 == expected;
+    /// ```
+    #[rhai_fn(name = "discard", pure, return_raw)]
+    pub fn discard(ctx: NativeCallContext, f: &mut Flow) -> RhaiResult<Map> {
+        let flow = f.clone();
+        let keys = keys_of(&ctx);
         with_url_fn(&ctx, &flow, |url_fn| sink::discard(&flow, &keys, url_fn))
-    };
-    FuncRegistration::new("discard")
-        .with_comments([
-            "/// Runs the flow for its checks and hashes only. Returns the receipt.",
-            "/// ```rhai",
-            r#"/// let ok = read(store, key).decrypt("archive").sha256().discard().sha256 == expected;"#,
-            "/// ```",
-        ])
-        .register_into_engine(engine, discard);
+    }
 }
 
 fn with_url_fn(

@@ -470,3 +470,6 @@ pub fn pipeline_request(
     let generation = runtime.compile(pipeline, &tenant)?;
     runtime.run_request(pipeline, &tenant, &generation, ledger, progress)
 }
+
+#[cfg(test)]
+mod tests;

@@ -51,3 +51,12 @@ pub enum SimError {
     #[error("invalid simulator configuration: {0}")]
     Config(String),
 }
+
+/// The ids of the first `n` recordings of the dataset `config` describes (for a config that
+/// names recordings, such as the compliance request `cxpipe run --sim` writes).
+pub fn recording_ids(config: &SimConfig, n: usize) -> Vec<String> {
+    let dataset = dataset::Dataset::new(config);
+    (0..dataset.len().min(n))
+        .map(|i| dataset.recording(i).id)
+        .collect()
+}

@@ -1,10 +1,12 @@
 //! Destinations and sources of objects: a [`Store`] wraps an OpenDAL `Operator` built from
 //! a URI or a `[storage.NAME]` table (`fs`, `memory`, `s3`, `azblob`, `gcs`). Writes are
 //! whole-object or nothing (see [`writer`]); every archived object has a manifest sidecar
-//! (`KEY.manifest.json`) that listings hide.
+//! (`KEY.manifest.json`) that listings hide. A store in a `--dry-run` reads as usual and
+//! records its writes instead of making them ([`dry_run`]).
 
 mod config;
 mod deadline;
+mod dry_run;
 mod names;
 mod partials;
 pub mod rhai;
@@ -15,6 +17,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+
+use crate::dry_run::DryRun;
 
 pub use config::StorageConfig;
 pub use deadline::block_within;
@@ -202,6 +206,8 @@ pub struct Store {
     chunk: usize,
     /// `fs` only: stale partial files to remove before the first write.
     partials: Option<Arc<partials::PartialSweep>>,
+    /// Set for `--dry-run`: writes and deletes are recorded here, not made.
+    dry_run: Option<DryRun>,
 }
 
 impl fmt::Debug for Store {
@@ -259,7 +265,17 @@ impl Store {
             desc: desc.into(),
             chunk: if local { LOCAL_CHUNK } else { CHUNK },
             partials,
+            dry_run: None,
         })
+    }
+
+    /// This store in a dry run: reads as usual; writes are consumed and hashed, then
+    /// recorded in `dry` (key, size, SHA-256) instead of stored; deletes are recorded.
+    pub fn with_dry_run(&self, dry: DryRun) -> Store {
+        Store {
+            dry_run: Some(dry),
+            ..self.clone()
+        }
     }
 
     /// The store's URI without credentials or query.
@@ -362,6 +378,10 @@ impl Store {
     }
 
     async fn put_unchecked(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        if let Some(dry) = &self.dry_run {
+            dry_run::record_put(dry, &self.desc, key, &data);
+            return Ok(());
+        }
         self.sweep_partials().await;
         self.ops
             .write
@@ -381,6 +401,10 @@ impl Store {
     /// Deletes `key` (absent is fine).
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         check_read_key(key)?;
+        if let Some(dry) = &self.dry_run {
+            dry_run::record_delete(dry, &self.desc, key);
+            return Ok(());
+        }
         self.ops
             .read
             .delete(key)
@@ -424,6 +448,10 @@ impl Store {
         check_key(key)?;
         if self.size(key).await?.is_some() {
             return Ok(None);
+        }
+        if let Some(dry) = &self.dry_run {
+            let object = dry_run::DryRunObject::new(dry.clone(), self.describe(), key.into());
+            return Ok(Some(ObjectWriter::dry_run(object)));
         }
         self.sweep_partials().await;
         ObjectWriter::open(self, key).await
@@ -547,6 +575,67 @@ mod tests {
         assert_eq!(
             Store::from_uri("memory://c").unwrap().chunk_size(),
             LOCAL_CHUNK
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_store_reads_but_records_its_writes_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = Store::from_uri(&format!("fs://{}", dir.path().display())).unwrap();
+        real.put("kept", Bytes::from_static(b"old")).await.unwrap();
+        let dry = DryRun::new();
+        let store = real.with_dry_run(dry.clone());
+        assert_eq!(
+            store.size("kept").await.unwrap(),
+            Some(3),
+            "reads go through"
+        );
+        store
+            .put("r.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        store
+            .put_manifest("o.wav", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        store.delete("kept").await.unwrap();
+        let mut writer = store.create("o.wav").await.unwrap().expect("absent key");
+        writer.write(Bytes::from_static(b"ab")).await.unwrap();
+        writer.write(Bytes::from_static(b"c")).await.unwrap();
+        assert_eq!(writer.close().await.unwrap(), Closed::Stored(3));
+        assert!(
+            store.create("kept").await.unwrap().is_none(),
+            "existing keys stay"
+        );
+        assert_eq!(
+            real.list("").await.unwrap(),
+            ["kept"],
+            "nothing written or deleted"
+        );
+        let changes = dry.changes();
+        let keys: Vec<String> = changes
+            .iter()
+            .map(|c| match c {
+                crate::dry_run::Change::Write { key, bytes, .. } => format!("write {key} {bytes}"),
+                crate::dry_run::Change::Delete { key, .. } => format!("delete {key}"),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "write r.json 2",
+                "write o.wav.manifest.json 2",
+                "delete kept",
+                "write o.wav 3"
+            ]
+        );
+        let crate::dry_run::Change::Write { sha256, .. } = &changes[3] else {
+            unreachable!()
+        };
+        assert_eq!(
+            sha256,
+            &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"abc"))
         );
     }
 

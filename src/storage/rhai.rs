@@ -2,9 +2,13 @@
 //! `list`, `read_json`, `write_json`, `describe`. Only converts types and calls [`Store`];
 //! every call ends by the item's deadline. `storage(...)` opens arbitrary stores, so it is
 //! refused unless the configuration allows it (`[scripts] allow_storage_uri = true`), and
-//! never takes credentials from a script.
+//! never takes credentials from a script. Errors are the catchable maps of
+//! [`crate::natives::thrown`].
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Position};
+use rhai::plugin::*;
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
+
+use crate::natives::thrown::Thrown;
 
 use super::{MAX_JSON, StorageConfig, StorageError, Store};
 
@@ -49,54 +53,55 @@ fn refused(uri: &str) -> Box<EvalAltResult> {
 /// Registers the `Store` type and its methods, and `storage(...)` as `access` says.
 pub fn register(engine: &mut Engine, access: ScriptStores) {
     engine.register_type_with_name::<Store>("Store");
-    register_storage(engine, access);
-    register_methods(engine);
+    crate::natives::settings::update(engine, |s| s.stores = access);
+    engine.register_global_module(exported_module!(storage_functions).into());
 }
 
-fn register_storage(engine: &mut Engine, access: ScriptStores) {
-    if access == ScriptStores::Refused {
-        /// Refused: scripts write to `ctx.store` unless the config sets
-        /// `[scripts] allow_storage_uri = true`.
-        /// ```rhai
-        /// let store = ctx.store;
-        /// ```
-        fn storage_uri_refused(uri: &str) -> RhaiResult<Store> {
-            Err(refused(uri))
-        }
-        engine.register_fn("storage", storage_uri_refused);
-        /// Refused: see `storage(uri)`.
-        /// ```rhai
-        /// let store = ctx.store;
-        /// ```
-        fn storage_map_refused(map: Map) -> RhaiResult<Store> {
-            let uri = map
-                .get("uri")
-                .and_then(|u| u.clone().into_string().ok())
-                .unwrap_or_else(|| "storage(#{...})".into());
-            Err(refused(&uri))
-        }
-        engine.register_fn("storage", storage_map_refused);
-        return;
+/// Refuses `storage(...)` naming `uri` unless the engine's configuration allows it.
+fn allowed(ctx: &NativeCallContext, uri: &str) -> RhaiResult<()> {
+    match crate::natives::settings::of(ctx).stores {
+        ScriptStores::Allowed => Ok(()),
+        ScriptStores::Refused => Err(refused(uri)),
     }
+}
+
+#[export_module]
+mod storage_functions {
+    use super::*;
+
+    /// An object store (`ctx.store`, `ctx.stores.NAME`): filesystem, memory, S3, Azure
+    /// Blob or GCS. Objects are written whole or not at all.
+    pub type Store = super::Store;
 
     /// Opens a store from a URI: `fs:///dir`, `memory://name`, `s3://bucket/prefix?endpoint=..`,
     /// `azblob://container/prefix?endpoint=..&account_name=..`, `gcs://bucket/prefix`.
-    /// Credentials come from the environment, never from scripts.
+    /// Credentials come from the environment, never from scripts. Refused unless the
+    /// config sets `[scripts] allow_storage_uri = true`; scripts normally use `ctx.store`.
+    ///
     /// ```rhai
     /// let store = storage("fs:///srv/archive");
     /// ```
-    fn storage_uri(uri: &str) -> RhaiResult<Store> {
+    #[rhai_fn(name = "storage", return_raw)]
+    pub fn storage_uri(ctx: NativeCallContext, uri: &str) -> RhaiResult<Store> {
+        allowed(&ctx, uri)?;
         Store::from_uri(uri).map_err(to_rhai)
     }
-    engine.register_fn("storage", storage_uri);
 
     /// Opens a store from a map with `uri` and optional `endpoint`, `region`, `path_style`,
     /// `account_name`, `anonymous`. Credentials come from the environment, never from
-    /// scripts: `access_key_id`, `token` and the like are refused.
+    /// scripts: `access_key_id`, `token` and the like are refused. Refused unless the
+    /// config sets `[scripts] allow_storage_uri = true`.
+    ///
     /// ```rhai
     /// let s3 = storage(#{ uri: "s3://archive/cx", endpoint: "http://127.0.0.1:9010" });
     /// ```
-    fn storage_map(map: Map) -> RhaiResult<Store> {
+    #[rhai_fn(name = "storage", return_raw)]
+    pub fn storage_map(ctx: NativeCallContext, map: Map) -> RhaiResult<Store> {
+        let uri = map
+            .get("uri")
+            .and_then(|u| u.clone().into_string().ok())
+            .unwrap_or_else(|| "storage(#{...})".into());
+        allowed(&ctx, &uri)?;
         if let Some(field) = SECRET_FIELDS.iter().find(|f| map.contains_key(**f)) {
             return Err(config_error(
                 "storage(#{...})",
@@ -121,15 +126,14 @@ fn register_storage(engine: &mut Engine, access: ScriptStores) {
             })?;
         Store::from_config(&cfg, std::path::Path::new(".")).map_err(to_rhai)
     }
-    engine.register_fn("storage", storage_map);
-}
 
-fn register_methods(engine: &mut Engine) {
     /// Size of `key` in bytes, or -1 when it does not exist.
+    ///
     /// ```rhai
-    /// if store.size(key) == rec.sizeBytes { return ctx.skip("already archived"); }
+    /// if ctx.store.size("recordings/42.wav") == 1024 { return ctx.skip("already archived"); }
     /// ```
-    fn size(store: &mut Store, key: &str) -> RhaiResult<i64> {
+    #[rhai_fn(name = "size", pure, return_raw)]
+    pub fn size(store: &mut Store, key: &str) -> RhaiResult<i64> {
         let size = within(
             store,
             "checking",
@@ -138,13 +142,14 @@ fn register_methods(engine: &mut Engine) {
         )?;
         Ok(size.map(|s| s as i64).unwrap_or(-1))
     }
-    engine.register_fn("size", size);
 
     /// Whether `key` exists.
+    ///
     /// ```rhai
-    /// if !store.exists("index.json") { store.write_json("index.json", #{}); }
+    /// if !ctx.store.exists("index.json") { ctx.store.write_json("index.json", #{}); }
     /// ```
-    fn exists(store: &mut Store, key: &str) -> RhaiResult<bool> {
+    #[rhai_fn(name = "exists", pure, return_raw)]
+    pub fn exists(store: &mut Store, key: &str) -> RhaiResult<bool> {
         Ok(within(
             store,
             "checking",
@@ -153,13 +158,14 @@ fn register_methods(engine: &mut Engine) {
         )?
         .is_some())
     }
-    engine.register_fn("exists", exists);
 
     /// Keys under `prefix` (recursive, sorted), without manifests.
+    ///
     /// ```rhai
-    /// for key in store.list("recordings/") { print(key); }
+    /// for key in ctx.store.list("recordings/") { ctx.log(key); }
     /// ```
-    fn list(store: &mut Store, prefix: &str) -> RhaiResult<Array> {
+    #[rhai_fn(name = "list", pure, return_raw)]
+    pub fn list(store: &mut Store, prefix: &str) -> RhaiResult<Array> {
         let keys = within(
             store,
             "listing",
@@ -168,13 +174,14 @@ fn register_methods(engine: &mut Engine) {
         )?;
         Ok(keys.into_iter().map(Dynamic::from).collect())
     }
-    engine.register_fn("list", list);
 
     /// Reads a JSON document (up to 16 MiB); `()` when absent.
+    ///
     /// ```rhai
-    /// let index = store.read_json("index.json") ?? #{};
+    /// let index = ctx.store.read_json("index.json") ?? #{};
     /// ```
-    fn read_json(store: &mut Store, key: &str) -> RhaiResult<Dynamic> {
+    #[rhai_fn(name = "read_json", pure, return_raw)]
+    pub fn read_json(store: &mut Store, key: &str) -> RhaiResult<Dynamic> {
         let read = |s: Store, k: String| async move { s.read_small(&k, MAX_JSON).await };
         let Some(bytes) = within(store, "reading", key, read)? else {
             return Ok(Dynamic::UNIT);
@@ -188,14 +195,15 @@ fn register_methods(engine: &mut Engine) {
         })?;
         rhai::serde::to_dynamic(value)
     }
-    engine.register_fn("read_json", read_json);
 
     /// Writes a small JSON document, replacing any previous one atomically (for reports
     /// and indexes; archived objects go through `from_json(v).write(store, key)`).
+    ///
     /// ```rhai
-    /// store.write_json("reports/run.json", summary);
+    /// ctx.store.write_json("reports/run.json", #{ done: 3 });
     /// ```
-    fn write_json(store: &mut Store, key: &str, value: Dynamic) -> RhaiResult<()> {
+    #[rhai_fn(name = "write_json", pure, return_raw)]
+    pub fn write_json(store: &mut Store, key: &str, value: Dynamic) -> RhaiResult<()> {
         let bytes = serde_json::to_vec_pretty(&value).map_err(|e| {
             to_rhai(StorageError::Json {
                 key: key.to_string(),
@@ -207,27 +215,33 @@ fn register_methods(engine: &mut Engine) {
             s.put(&k, bytes.into()).await
         })
     }
-    engine.register_fn("write_json", write_json);
 
     /// The store's URI without credentials.
+    ///
     /// ```rhai
-    /// print(store.describe());
+    /// ctx.log(ctx.store.describe());
     /// ```
-    fn describe(store: &mut Store) -> String {
+    #[rhai_fn(name = "describe", pure)]
+    pub fn describe(store: &mut Store) -> String {
         store.describe()
     }
-    engine.register_fn("describe", describe);
-    engine.register_fn("to_string", describe);
+
+    /// The store's URI without credentials (what `print` and string interpolation show).
+    ///
+    /// ```rhai
+    /// ctx.log(`writing to ${ctx.store}`);
+    /// ```
+    #[rhai_fn(name = "to_string", pure)]
+    pub fn to_string(store: &mut Store) -> String {
+        store.describe()
+    }
 }
 
-/// Converts a storage error into a catchable script error map.
+/// Converts a storage error into the catchable map of [`Thrown`].
 pub fn to_rhai(err: StorageError) -> Box<EvalAltResult> {
-    let mut map = Map::new();
-    map.insert("message".into(), err.to_string().into());
-    map.insert("status".into(), Dynamic::UNIT);
-    map.insert("retryable".into(), err.retryable().into());
-    map.insert("request_id".into(), Dynamic::UNIT);
-    EvalAltResult::ErrorRuntime(Dynamic::from_map(map), Position::NONE).into()
+    Thrown::new(err.to_string())
+        .retryable(err.retryable())
+        .into()
 }
 
 /// Runs a store call to completion, but no later than the item's deadline.

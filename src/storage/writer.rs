@@ -2,19 +2,27 @@
 //! `if_not_exists`, so an
 //! object is either complete or absent. Any error aborts the upload (fs: the partial file in
 //! `.cxpipe-partial/` is removed; S3/Azure/GCS: the uncommitted parts are dropped); the
-//! object must then be written again from its first byte.
+//! object must then be written again from its first byte. In a dry run the bytes are only
+//! hashed and counted ([`super::dry_run`]).
 
 use bytes::Bytes;
 
+use super::dry_run::DryRunObject;
 use super::{StorageError, Store};
 
 /// An object being written. Drop without [`close`](ObjectWriter::close) leaves nothing
 /// visible, but call [`abort`](ObjectWriter::abort) to clean up promptly.
 pub struct ObjectWriter {
-    writer: Option<opendal::Writer>,
+    writer: Option<Target>,
     key: String,
     store: String,
     written: u64,
+}
+
+/// Where the bytes go.
+enum Target {
+    Store(opendal::Writer),
+    DryRun(DryRunObject),
 }
 
 /// Result of closing a writer.
@@ -50,11 +58,21 @@ impl ObjectWriter {
             }
         };
         Ok(Some(ObjectWriter {
-            writer: Some(writer),
+            writer: Some(Target::Store(writer)),
             key: key.to_string(),
             store: store.describe(),
             written: 0,
         }))
+    }
+
+    /// A writer that records the object in a dry run instead of storing it.
+    pub(super) fn dry_run(object: DryRunObject) -> ObjectWriter {
+        ObjectWriter {
+            writer: Some(Target::DryRun(object)),
+            key: String::new(),
+            store: String::new(),
+            written: 0,
+        }
     }
 
     fn err(&self, action: &'static str, source: opendal::Error) -> StorageError {
@@ -69,8 +87,14 @@ impl ObjectWriter {
     /// Appends bytes; on error the upload is aborted.
     pub async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
         let n = data.len() as u64;
-        let Some(w) = self.writer.as_mut() else {
-            return Err(self.err("writing", closed_error()));
+        let w = match self.writer.as_mut() {
+            Some(Target::Store(w)) => w,
+            Some(Target::DryRun(object)) => {
+                object.write(&data);
+                self.written += n;
+                return Ok(());
+            }
+            None => return Err(self.err("writing", closed_error())),
         };
         if let Err(e) = w.write(data).await {
             self.abort().await;
@@ -90,8 +114,10 @@ impl ObjectWriter {
 
     /// Commits the object; on error the upload is aborted and nothing is visible.
     pub async fn close(mut self) -> Result<Closed, StorageError> {
-        let Some(mut w) = self.writer.take() else {
-            return Err(self.err("closing", closed_error()));
+        let mut w = match self.writer.take() {
+            Some(Target::Store(w)) => w,
+            Some(Target::DryRun(object)) => return Ok(Closed::Stored(object.close())),
+            None => return Err(self.err("closing", closed_error())),
         };
         match w.close().await {
             Ok(_) => Ok(Closed::Stored(self.written)),
@@ -110,7 +136,7 @@ impl ObjectWriter {
 
     /// Drops everything written so far.
     pub async fn abort(&mut self) {
-        if let Some(mut w) = self.writer.take()
+        if let Some(Target::Store(mut w)) = self.writer.take()
             && let Err(e) = w.abort().await
         {
             tracing::warn!(key = %self.key, store = %self.store, error = %e, "aborting a partial write");

@@ -234,9 +234,10 @@ impl Pager {
             return Ok(None);
         };
         let query = (!request.query.is_empty()).then(|| Value::Object(request.query.clone()));
+        // A page is a read-only query whatever its method: sent even in a dry run.
         let mut response = self
             .api
-            .request(
+            .query(
                 request.method.clone(),
                 &request.target,
                 query.as_ref(),

@@ -22,7 +22,7 @@ pub const SCRIPT: &str = concat!(
 
 /// A hostile seed-001 tenant: throttling, 5xx, resets mid-download, 3-second tokens, export
 /// jobs that take a second and fail ("resubmit the job") one time in two.
-fn hostile(seed: u64, recordings: usize) -> SimConfig {
+pub(super) fn hostile(seed: u64, recordings: usize) -> SimConfig {
     SimConfig {
         seed,
         recordings,
@@ -48,7 +48,7 @@ fn hostile(seed: u64, recordings: usize) -> SimConfig {
 }
 
 /// A config for the simulator tenant asking for `ids`; `extra` is appended to its params.
-fn write_config(env: &TestEnv, sim: &Sim, ids: &[String], extra: &str) -> PathBuf {
+pub(super) fn write_config(env: &TestEnv, sim: &Sim, ids: &[String], extra: &str) -> PathBuf {
     env.write("secrets/client_secret", &sim.credentials.client_secret);
     env.write(
         "cxpipe.toml",
@@ -79,7 +79,7 @@ uri = "fs://{}"
     )
 }
 
-fn run(env: &TestEnv, config: &Path) -> crate::harness::Ran {
+pub(super) fn run(env: &TestEnv, config: &Path) -> crate::harness::Ran {
     env.run(
         Path::new(SCRIPT),
         &["--config", config.to_str().unwrap(), "--tenant", "sim"],
@@ -94,7 +94,7 @@ fn tokio_block<T>(f: impl std::future::Future<Output = T>) -> T {
         .block_on(f)
 }
 
-fn ledger_items(env: &TestEnv) -> BTreeMap<String, ItemRow> {
+pub(super) fn ledger_items(env: &TestEnv) -> BTreeMap<String, ItemRow> {
     tokio_block(async {
         let ledger = Ledger::open_dir(&env.state_dir()).await.unwrap();
         ledger

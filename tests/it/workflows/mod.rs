@@ -4,7 +4,12 @@
 mod audit;
 mod compliance;
 mod compliance_server;
+mod contacts;
+mod contacts_server;
+mod demo_workflows;
+mod killed;
 mod retention;
 mod retention_server;
+mod shipped;
 mod transcripts;
 mod transcripts_server;

@@ -21,7 +21,7 @@ pub const SCRIPT: &str = concat!(
     "/scripts/recordings_transcripts.rhai"
 );
 
-fn hostile(seed: u64, recordings: usize) -> SimConfig {
+pub(super) fn hostile(seed: u64, recordings: usize) -> SimConfig {
     SimConfig {
         seed,
         recordings,
@@ -80,7 +80,7 @@ uri = "fs://{}"
     )
 }
 
-fn sim_config(env: &TestEnv, sim: &Sim, extra: &str) -> PathBuf {
+pub(super) fn sim_config(env: &TestEnv, sim: &Sim, extra: &str) -> PathBuf {
     write_config(
         env,
         &sim.base_url,
