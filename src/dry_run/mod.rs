@@ -122,6 +122,7 @@ mod tests {
             store: Dynamic::from(store),
             stores,
             progress: false,
+            generations: None,
         };
         let dry = DryRun::new();
         dry.attach(&mut request);

@@ -132,6 +132,13 @@ pub const OPTIONS: &[OptionDoc] = &[
         meaning: "Deferrals of one item within a run before it is left deferred for the next \
                   run.",
     },
+    OptionDoc {
+        name: "defer_linger",
+        default: "\"10s\"",
+        meaning: "Once nothing else is left to do, how long the run waits for deferred items \
+                  to fall due; when none is due within it, the run ends and leaves them \
+                  `deferred` in the ledger for the next run (`deferred_left`, `next_due`).",
+    },
 ];
 
 /// A field of a map scripts receive.
@@ -243,6 +250,15 @@ pub const SUMMARY_FIELDS: &[FieldDoc] = &[
     FieldDoc {
         name: "checkpoint_committed",
         meaning: "`checkpoint == \"committed\"` (kept for scripts that read it).",
+    },
+    FieldDoc {
+        name: "deferred_left",
+        meaning: "Items of this pipeline × tenant left `deferred` in the ledger after the run \
+                  (by it or earlier runs); the next run takes them up once due.",
+    },
+    FieldDoc {
+        name: "next_due",
+        meaning: "When the earliest of them falls due (RFC 3339 UTC), or `()` when none waits.",
     },
     FieldDoc {
         name: "error",
