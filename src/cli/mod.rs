@@ -8,10 +8,12 @@ use clap::{Parser, Subcommand};
 mod audit;
 mod bench;
 mod check;
+mod completions;
 mod decrypt;
 mod demo;
 mod items;
 mod ledger_args;
+mod new;
 pub mod run;
 mod sim;
 mod verify;
@@ -35,6 +37,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Compile scripts and check their hooks and calls; report every problem.
     Check(check::CheckArgs),
+    /// Write a starting pipeline script and an example configuration (never overwrites).
+    New(new::NewArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(completions::CompletionsArgs),
     /// Look at and re-queue items in the ledger.
     Items(items::ItemsArgs),
     /// Export the hash-chained audit log, or verify that no entry was edited, removed or reordered.
@@ -88,6 +94,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Check(args) => check::run(args).await,
+        Command::New(args) => new::run(args).await,
+        Command::Completions(args) => completions::run(args),
         Command::Items(args) => items::run(args).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Bench(args) => bench::run(args).await,
