@@ -3,11 +3,15 @@
 //! self-contained generations ([`Script`]); diagnostics with `file:line:col`.
 
 pub mod check;
+mod check_members;
+mod check_options;
 pub mod diagnostics;
 pub mod embedded;
 pub mod resolver;
 pub mod sandbox;
+pub mod suggest;
 pub mod script;
+pub mod surface;
 
 use std::path::PathBuf;
 use std::time::Instant;
