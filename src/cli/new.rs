@@ -49,8 +49,8 @@ pub async fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
             .to_string(),
         None => MINIMAL.replace("{name}", name),
     };
-    let script_path = args.dir.join(format!("{name}.rhai"));
-    let config_path = args.dir.join(format!("{name}.toml"));
+    let script_path = in_dir(&args.dir, &format!("{name}.rhai"));
+    let config_path = in_dir(&args.dir, &format!("{name}.toml"));
     for path in [&script_path, &config_path] {
         if path.exists() {
             bail!(
@@ -73,13 +73,44 @@ pub async fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     println!("wrote {s}{origin}");
     println!("wrote {c} (an example configuration: a simulator tenant and a folder store)");
+    let steps = [
+        (
+            format!("cxpipe check {s}"),
+            "every problem at once, with file:line:col".to_string(),
+        ),
+        (
+            format!("cxpipe run {s} --sim"),
+            "try it against a throwaway simulator".to_string(),
+        ),
+        (
+            "cxpipe sim".to_string(),
+            format!("or run a simulator, fill in {c}, then:"),
+        ),
+        (
+            format!("cxpipe run {s} --config {c} --tenant sim"),
+            String::new(),
+        ),
+    ];
+    let width = steps.iter().map(|(cmd, _)| cmd.len()).max().unwrap_or(0);
     println!();
     println!("next:");
-    println!("  cxpipe check {s}                  # every problem at once, with file:line:col");
-    println!("  cxpipe run {s} --sim              # try it against a throwaway simulator");
-    println!("  cxpipe sim                        # or run a simulator, fill in {c}, then:");
-    println!("  cxpipe run {s} --config {c} --tenant sim");
+    for (cmd, why) in steps {
+        if why.is_empty() {
+            println!("  {cmd}");
+        } else {
+            println!("  {cmd:width$}  # {why}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `file` in `dir`, shown without a leading `./` for the current folder.
+fn in_dir(dir: &Path, file: &str) -> PathBuf {
+    if dir == Path::new(".") {
+        PathBuf::from(file)
+    } else {
+        dir.join(file)
+    }
 }
 
 /// Creates `path` with `text`, failing if it appeared meanwhile.

@@ -12,9 +12,9 @@ use super::EngineSettings;
 use super::check_members::check_members;
 use super::check_options::check_options;
 use super::diagnostics::Diagnostic;
-use super::surface::Surface;
 use super::resolver::ScriptResolver;
 use super::script::Script;
+use super::surface::Surface;
 
 /// Hooks the runner calls and their parameter lists.
 pub const HOOKS: &[(&str, &[&str], bool)] = &[
@@ -199,7 +199,8 @@ fn check_calls(
     });
 
     let known = |map: &HashMap<String, HashSet<usize>>, name: &str, arity: usize| {
-        map.get(name).is_some_and(|arities| arities.contains(&arity))
+        map.get(name)
+            .is_some_and(|arities| arities.contains(&arity))
     };
     for (ns, name, arity, pos) in calls {
         if !name
@@ -395,7 +396,10 @@ mod tests {
             p[0].starts_with("t.rhai:4:5: `Flow` has no method `sha265`; did you mean `sha256`?"),
             "{p:?}"
         );
-        assert!(p[1].contains("`Flow` has no method `gzipp`; did you mean `gzip`?"), "{p:?}");
+        assert!(
+            p[1].contains("`Flow` has no method `gzipp`; did you mean `gzip`?"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -417,8 +421,16 @@ mod tests {
              fn save(ctx, item) { let store = ctx.store; store.write_jsn(\"k\", item) }",
         );
         assert_eq!(p.len(), 2, "{p:?}");
-        assert!(p[0].contains("`Api` has no method `paginat`; did you mean `paginate`?"), "{p:?}");
-        assert!(p[1].starts_with("t.rhai:3:50: `Store` has no method `write_jsn`; did you mean `write_json`?"), "{p:?}");
+        assert!(
+            p[0].contains("`Api` has no method `paginat`; did you mean `paginate`?"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with(
+                "t.rhai:3:51: `Store` has no method `write_jsn`; did you mean `write_json`?"
+            ),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -426,11 +438,15 @@ mod tests {
         let p = in_process("  let m = item.data;\n  m.keys();\n  m.frobnicate(1);");
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
-            p[0].starts_with("t.rhai:5:5: call to unknown method `.frobnicate(..)` with 1 argument(s)"),
+            p[0].starts_with(
+                "t.rhai:5:5: call to unknown method `.frobnicate(..)` with 1 argument(s)"
+            ),
             "{p:?}"
         );
         // A variable rebound to another type is no longer known: no guess, no error.
-        assert!(in_process("  let x = ctx;\n  x = item;\n  x.anything_goes_here_maybe();").len() == 1);
+        assert!(
+            in_process("  let x = ctx;\n  x = item;\n  x.anything_goes_here_maybe();").len() == 1
+        );
     }
 
     #[test]
@@ -438,8 +454,15 @@ mod tests {
         let p = problems(
             "const OPTIONS = #{ concurency: 2 };\nfn discover(ctx) {\n  ctx.emitt(\"a\", 1);\n  missing_fn();\n}\nfn process(ctx, item) { ctx.stor }",
         );
-        let lines: Vec<&str> = p.iter().map(|m| &m[..m[7..].find(':').unwrap() + 7]).collect();
-        assert_eq!(lines, ["t.rhai:1", "t.rhai:3", "t.rhai:4", "t.rhai:6"], "{p:?}");
+        let lines: Vec<&str> = p
+            .iter()
+            .map(|m| &m[..m[7..].find(':').unwrap() + 7])
+            .collect();
+        assert_eq!(
+            lines,
+            ["t.rhai:1", "t.rhai:3", "t.rhai:4", "t.rhai:6"],
+            "{p:?}"
+        );
     }
 
     #[test]

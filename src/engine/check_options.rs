@@ -82,15 +82,14 @@ fn check_call_options(ast: &AST, file: &str, out: &mut Vec<Diagnostic>) {
     let poll = struct_fields::<PollSpec>();
     let mut found: Vec<(String, Vec<(String, Position)>)> = Vec::new();
     ast.walk(&mut |path: &[ASTNode]| {
-        let (call, method) = match path.last() {
-            Some(ASTNode::Expr(Expr::MethodCall(call, _))) => (call, true),
-            Some(ASTNode::Expr(Expr::FnCall(call, _)) | ASTNode::Stmt(Stmt::FnCall(call, _)))
-                if call.namespace.is_empty() =>
-            {
-                (call, false)
-            }
-            _ => return true,
-        };
+        let (call, method) =
+            match path.last() {
+                Some(ASTNode::Expr(Expr::MethodCall(call, _))) => (call, true),
+                Some(
+                    ASTNode::Expr(Expr::FnCall(call, _)) | ASTNode::Stmt(Stmt::FnCall(call, _)),
+                ) if call.namespace.is_empty() => (call, false),
+                _ => return true,
+            };
         let name = call.name.as_str();
         // `api.paginate(path, opts)` or `paginate(api, path, opts)`.
         let argc = if method { 2 } else { 3 };
@@ -182,7 +181,10 @@ mod tests {
     #[test]
     fn spec_fields_are_read_from_the_structs() {
         let fields = struct_fields::<PageSpec>();
-        assert!(fields.contains(&"style") && fields.contains(&"size"), "{fields:?}");
+        assert!(
+            fields.contains(&"style") && fields.contains(&"size"),
+            "{fields:?}"
+        );
         assert!(struct_fields::<PollSpec>().contains(&"every"));
     }
 
@@ -209,7 +211,7 @@ mod tests {
         );
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(
-            p[0].starts_with("t.rhai:2:53: unknown `paginate` option `sise`; did you mean `size`?"),
+            p[0].starts_with("t.rhai:2:55: unknown `paginate` option `sise`; did you mean `size`?"),
             "{p:?}"
         );
         assert!(

@@ -9,8 +9,8 @@ pub mod diagnostics;
 pub mod embedded;
 pub mod resolver;
 pub mod sandbox;
-pub mod suggest;
 pub mod script;
+pub mod suggest;
 pub mod surface;
 
 use std::path::PathBuf;

@@ -68,21 +68,52 @@ pub fn parse_signature(sig: &str) -> Option<Signature> {
 /// parameter shown without a type (`x`, `_`) takes any value.
 fn param_type(text: &str) -> String {
     match text.trim().split_once(": ") {
-        Some((_, t)) => t.trim().trim_start_matches("&mut ").trim_start_matches('&').trim().to_string(),
+        Some((_, t)) => t
+            .trim()
+            .trim_start_matches("&mut ")
+            .trim_start_matches('&')
+            .trim()
+            .to_string(),
         None => ANY.to_string(),
     }
 }
 
-/// A return type as Rhai names it: `Result<T, Box<EvalAltResult>>` is `T`, and a Rust
-/// path of a registered type is its registered name (`cxpipe::flow::rhai::Flow` → `Flow`).
+/// A type as Rhai names it: `Result<T, Box<EvalAltResult>>` (with or without Rust paths)
+/// is `T`, and a registered type is its registered name (`cxpipe::flow::rhai::Flow` →
+/// `Flow`); other paths are cut to their last segment.
 fn display_type(engine: &Engine, typ: &str) -> String {
     let typ = typ.trim();
-    let inner = typ
-        .strip_prefix("Result<")
-        .and_then(|t| t.strip_suffix(", Box<EvalAltResult>>"))
-        .unwrap_or(typ)
-        .trim();
-    engine.map_type_name(inner).to_string()
+    let inner = match typ.find("Result<") {
+        Some(i)
+            if typ.ends_with('>')
+                && typ[..i]
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == ':') =>
+        {
+            first_type_argument(&typ[i + "Result<".len()..typ.len() - 1])
+        }
+        _ => typ,
+    };
+    let mapped = engine.map_type_name(inner);
+    if mapped.contains('<') {
+        mapped.to_string()
+    } else {
+        mapped.rsplit("::").next().unwrap_or(mapped).to_string()
+    }
+}
+
+/// `A` of `A, B<C, D>`.
+fn first_type_argument(args: &str) -> &str {
+    let mut depth = 0usize;
+    for (i, c) in args.char_indices() {
+        match c {
+            '<' | '(' | '[' => depth += 1,
+            '>' | ')' | ']' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => return args[..i].trim(),
+            _ => {}
+        }
+    }
+    args.trim()
 }
 
 /// The script surface: methods, properties and return types by receiver type.
@@ -137,10 +168,10 @@ impl Surface {
                 continue;
             };
             if let Some(prop) = sig.name.strip_prefix("get$") {
-                s.properties
-                    .entry(receiver.clone())
-                    .or_default()
-                    .insert(prop.to_string(), property_type(receiver, prop, &sig.returns));
+                s.properties.entry(receiver.clone()).or_default().insert(
+                    prop.to_string(),
+                    property_type(receiver, prop, &sig.returns),
+                );
                 continue;
             }
             if let Some(prop) = sig.name.strip_prefix("set$") {
@@ -288,12 +319,31 @@ mod tests {
         let s = parse_signature("metric(c: &mut Ctx, name: &str, v: i64) -> ()").unwrap();
         assert_eq!(s.name, "metric");
         assert_eq!(s.params, ["Ctx", "str", "i64"]);
-        assert_eq!(parse_signature("f(x, _)").unwrap().params, ["Dynamic", "Dynamic"]);
+        assert_eq!(
+            parse_signature("f(x, _)").unwrap().params,
+            ["Dynamic", "Dynamic"]
+        );
         assert_eq!(s.returns, "()");
         let s = parse_signature("g(a: Map<K, V>, b: i64) -> Flow").unwrap();
         assert_eq!(s.params.len(), 2);
         assert_eq!(s.returns, "Flow");
         assert_eq!(parse_signature("f()").unwrap().params.len(), 0);
+    }
+
+    #[test]
+    fn types_are_shown_as_rhai_names_them() {
+        let e = engine();
+        for (raw, shown) in [
+            (
+                "core::result::Result<rhai::types::dynamic::Dynamic, alloc::boxed::Box<rhai::types::error::EvalAltResult>>",
+                "Dynamic",
+            ),
+            ("Result<Dynamic, Box<EvalAltResult>>", "Dynamic"),
+            (std::any::type_name::<crate::flow::Flow>(), "Flow"),
+            ("Result<Pages, Box<EvalAltResult>>", "Pages"),
+        ] {
+            assert_eq!(display_type(&e, raw), shown, "{raw}");
+        }
     }
 
     #[test]

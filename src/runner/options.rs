@@ -123,11 +123,13 @@ mod tests {
     #[test]
     fn every_listed_key_is_accepted() {
         for key in KEYS {
-            let accepted = [Dynamic::from("1s"), Dynamic::from(1_i64)].into_iter().any(|v| {
-                let mut map = Map::new();
-                map.insert((*key).into(), v);
-                PipelineOptions::from_map(&map).is_ok()
-            });
+            let accepted = [Dynamic::from("1s"), Dynamic::from(1_i64)]
+                .into_iter()
+                .any(|v| {
+                    let mut map = Map::new();
+                    map.insert((*key).into(), v);
+                    PipelineOptions::from_map(&map).is_ok()
+                });
             assert!(accepted, "OPTIONS.{key} is listed but not accepted");
         }
     }

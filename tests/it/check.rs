@@ -25,7 +25,7 @@ fn check_reports_every_member_and_option_mistake_in_line_order() {
     let expected = [
         "typos.rhai:1:20: OPTIONS.concurency: unknown option `concurency`; did you mean `concurrency`?",
         "typos.rhai:1:49: OPTIONS.item_timeout:",
-        "typos.rhai:3:56: unknown `paginate` option `sise`; did you mean `size`?",
+        "typos.rhai:3:55: unknown `paginate` option `sise`; did you mean `size`?",
         "typos.rhai:6:19: `Ctx` has no property `stor`; did you mean `store`?",
         "typos.rhai:8:8: `Flow` has no method `sha265`; did you mean `sha256`?",
         "typos.rhai:9:7: `Ctx.emit` takes 2 argument(s), found 1",
@@ -33,7 +33,11 @@ fn check_reports_every_member_and_option_mistake_in_line_order() {
     assert_eq!(lines.len(), expected.len(), "{}", ran.stdout);
     for (line, want) in lines.iter().zip(expected) {
         let shown = line.rsplit_once('/').map_or(*line, |(_, l)| l);
-        assert!(shown.starts_with(want), "want {want}\ngot  {line}\nall:\n{}", ran.stdout);
+        assert!(
+            shown.starts_with(want),
+            "want {want}\ngot  {line}\nall:\n{}",
+            ran.stdout
+        );
     }
 }
 

@@ -16,7 +16,13 @@ fn new_writes_a_minimal_pipeline_that_passes_check_and_says_what_next() {
         assert!(ran.stdout.contains(next), "{next}:\n{}", ran.stdout);
     }
     let script = std::fs::read_to_string(env.path().join("my_pipeline.rhai")).unwrap();
-    for shown in ["ctx.emit(", "ctx.skip(", "throw", "quarantined", "ctx.store.write_json("] {
+    for shown in [
+        "ctx.emit(",
+        "ctx.skip(",
+        "throw",
+        "quarantined",
+        "ctx.store.write_json(",
+    ] {
         assert!(script.contains(shown), "{shown}:\n{script}");
     }
     let config = std::fs::read_to_string(env.path().join("my_pipeline.toml")).unwrap();
@@ -47,11 +53,19 @@ fn new_from_each_shipped_workflow_writes_a_script_that_passes_check() {
         let shipped = std::fs::read_to_string(format!("{dir}/{workflow}.rhai")).unwrap();
         assert_eq!(written, shipped, "{workflow}");
         let check = env.cxpipe(&["check", &format!("{name}.rhai")]);
-        assert_eq!(check.code, 0, "{workflow}: {}\n{}", check.stdout, check.stderr);
+        assert_eq!(
+            check.code, 0,
+            "{workflow}: {}\n{}",
+            check.stdout, check.stderr
+        );
     }
     let unknown = env.cxpipe(&["new", "x", "--from", "no_such_workflow"]);
     assert_eq!(unknown.code, 2, "{}", unknown.stderr);
-    assert!(unknown.stderr.contains("download_recordings"), "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("download_recordings"),
+        "{}",
+        unknown.stderr
+    );
 }
 
 #[test]
