@@ -1,5 +1,7 @@
-//! Retry delays: jittered exponential backoff, and `Retry-After` in both of its forms
-//! (delay in seconds, or an HTTP date).
+//! Retry delays: the one jittered exponential backoff in cxpipe (HTTP retries, family
+//! pauses after a 429 without `Retry-After`, download retries in `flow::fetch`, item
+//! retries in `runner::backoff`), and `Retry-After` in both of its forms (delay in seconds,
+//! or an HTTP date). Callers decide precedence: a server's `Retry-After` wins where given.
 
 use std::time::{Duration, SystemTime};
 

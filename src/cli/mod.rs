@@ -9,12 +9,14 @@ mod audit;
 mod bench;
 mod check;
 mod config;
+mod completions;
 mod decrypt;
 mod demo;
 mod demo_workflows;
 mod docs;
 mod items;
 mod ledger_args;
+mod new;
 pub mod run;
 mod schedule;
 mod serve;
@@ -60,6 +62,10 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Check `cxpipe.toml`: tenants, stores, keys, pipelines and their scripts.
     Config(config::ConfigArgs),
+    /// Write a starting pipeline script and an example configuration (never overwrites).
+    New(new::NewArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(completions::CompletionsArgs),
     /// Look at and re-queue items in the ledger.
     Items(items::ItemsArgs),
     /// Export the hash-chained audit log, or verify that no entry was edited, removed or reordered.
@@ -120,6 +126,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::Check(args) => check::run(args).await,
         Command::Config(args) => config::run(args).await,
+        Command::New(args) => new::run(args).await,
+        Command::Completions(args) => completions::run(args),
         Command::Items(args) => items::run(args).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Bench(args) => bench::run(args).await,

@@ -1,6 +1,7 @@
 //! Static checks behind `cxpipe check` and before every run: hooks present with the right
-//! arity, and every called function defined somewhere (script, import, native), each
-//! problem reported with `file:line:col`.
+//! arity, every called function defined somewhere (script, import, native), members of
+//! known types ([`super::check_members`]) and option maps ([`super::check_options`]);
+//! every problem reported at once, in line order, with `file:line:col`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -8,9 +9,12 @@ use rhai::{AST, Engine, Position};
 use rhai::{ASTNode, Expr, Stmt};
 
 use super::EngineSettings;
+use super::check_members::check_members;
+use super::check_options::check_options;
 use super::diagnostics::Diagnostic;
 use super::resolver::ScriptResolver;
 use super::script::Script;
+use super::surface::Surface;
 
 /// Hooks the runner calls and their parameter lists.
 pub const HOOKS: &[(&str, &[&str], bool)] = &[
@@ -36,21 +40,7 @@ const INTRINSICS: &[&str] = &[
 
 /// Parses `name(a: A, b: B) -> R` into (name, arity).
 fn parse_signature(sig: &str) -> Option<(String, usize)> {
-    let open = sig.find('(')?;
-    let name = sig[..open].trim().to_string();
-    let mut depth = 0usize;
-    let (mut commas, mut any) = (0usize, false);
-    for c in sig[open + 1..].chars() {
-        match c {
-            '(' | '<' | '[' => depth += 1,
-            ')' if depth == 0 => break,
-            ')' | '>' | ']' => depth = depth.saturating_sub(1),
-            ',' if depth == 0 => commas += 1,
-            c if !c.is_whitespace() => any = true,
-            _ => {}
-        }
-    }
-    Some((name, if any { commas + 1 } else { 0 }))
+    super::surface::parse_signature(sig).map(|s| (s.name, s.params.len()))
 }
 
 /// Names and arities the engine knows natively.
@@ -117,6 +107,7 @@ pub fn check(engine: &Engine, script: &Script) -> Vec<Diagnostic> {
     }
 
     let natives = native_functions(engine);
+    let surface = Surface::of(engine);
     let mut visited = HashSet::new();
     // Imports are looked up again to check the modules' calls: from the script's folder,
     // as when it was compiled.
@@ -132,27 +123,45 @@ pub fn check(engine: &Engine, script: &Script) -> Vec<Diagnostic> {
         .map(std::path::Path::to_path_buf);
     let previous = super::script::set_script_dir(dir);
     check_calls(
-        engine,
-        &natives,
+        &Checked {
+            engine,
+            natives: &natives,
+            surface: &surface,
+        },
         &script.ast,
         file,
         &mut problems,
         &mut visited,
     );
     super::script::set_script_dir(previous);
+    check_options(&script.source, file, &mut problems);
+    // Line order, the script's own problems first, then those of its imports.
+    problems.sort_by(|a, b| {
+        (a.file != file, &a.file, a.line, a.col).cmp(&(b.file != file, &b.file, b.line, b.col))
+    });
+    problems.dedup();
     problems
 }
 
-/// Every function an AST calls must exist: defined in it, imported, or native. Imported
-/// script modules are checked the same way (each once).
+/// What calls are checked against.
+struct Checked<'a> {
+    engine: &'a Engine,
+    natives: &'a HashMap<String, HashSet<usize>>,
+    surface: &'a Surface,
+}
+
+/// Every function an AST calls must exist: defined in it, imported, or native; methods
+/// and properties are checked by [`check_members`]. Imported script modules are checked
+/// the same way (each once).
 fn check_calls(
-    engine: &Engine,
-    natives: &HashMap<String, HashSet<usize>>,
+    checked: &Checked,
     ast: &AST,
     file: &str,
     problems: &mut Vec<Diagnostic>,
     visited: &mut HashSet<String>,
 ) {
+    let (engine, natives) = (checked.engine, checked.natives);
+    check_members(checked.surface, ast, file, problems);
     let mut script_fns: HashMap<String, HashSet<usize>> = HashMap::new();
     for f in ast.iter_functions() {
         script_fns
@@ -182,27 +191,18 @@ fn check_calls(
                     .map(|i| i.name.to_string())
                     .collect::<Vec<_>>()
                     .join("::");
-                calls.push((ns, call.name.to_string(), call.args.len(), *pos, false));
-            }
-            Some(ASTNode::Expr(Expr::MethodCall(call, pos))) => {
-                calls.push((
-                    String::new(),
-                    call.name.to_string(),
-                    call.args.len() + 1,
-                    *pos,
-                    true,
-                ));
+                calls.push((ns, call.name.to_string(), call.args.len(), *pos));
             }
             _ => {}
         }
         true
     });
 
-    let known = |map: &HashMap<String, HashSet<usize>>, name: &str, arity: usize, method: bool| {
+    let known = |map: &HashMap<String, HashSet<usize>>, name: &str, arity: usize| {
         map.get(name)
-            .is_some_and(|arities| method || arities.contains(&arity))
+            .is_some_and(|arities| arities.contains(&arity))
     };
-    for (ns, name, arity, pos, method) in calls {
+    for (ns, name, arity, pos) in calls {
         if !name
             .chars()
             .next()
@@ -212,15 +212,15 @@ fn check_calls(
             continue;
         }
         let ok = if ns.is_empty() {
-            known(natives, &name, arity, method)
-                || known(&script_fns, &name, arity, method)
-                || (!method && variables.contains(&name))
+            known(natives, &name, arity)
+                || known(&script_fns, &name, arity)
+                || variables.contains(&name)
         } else {
             match modules.get(&ns) {
                 Some(m) => m
                     .functions
                     .as_ref()
-                    .is_none_or(|fns| known(fns, &name, arity, false)),
+                    .is_none_or(|fns| known(fns, &name, arity)),
                 None => false,
             }
         };
@@ -246,7 +246,10 @@ fn check_calls(
             continue;
         }
         match engine.compile(&text) {
-            Ok(module_ast) => check_calls(engine, natives, &module_ast, &label, problems, visited),
+            Ok(module_ast) => {
+                check_calls(checked, &module_ast, &label, problems, visited);
+                check_options(&text, &label, problems);
+            }
             Err(e) => problems.push(Diagnostic::new(
                 &label,
                 e.position().line().unwrap_or(0),
@@ -316,7 +319,10 @@ mod tests {
     use super::*;
 
     fn problems(src: &str) -> Vec<String> {
-        let engine = crate::engine::base_engine(&Default::default());
+        let engine = crate::registry::build_engine(
+            &Default::default(),
+            std::sync::Arc::new(crate::keys::KeyRing::empty()),
+        );
         let script = Script::compile(&engine, "t.rhai", "t", src, None).unwrap();
         check(&engine, &script)
             .into_iter()
@@ -360,5 +366,115 @@ mod tests {
             p.iter().any(|m| m.contains("hook `process` takes 2")),
             "{p:?}"
         );
+    }
+
+    /// A pipeline whose `process` body is `body` (starting on line 3).
+    fn in_process(body: &str) -> Vec<String> {
+        problems(&format!(
+            "fn discover(ctx) {{ ctx.emit(\"a\", 1); }}\nfn process(ctx, item) {{\n{body}\n}}"
+        ))
+    }
+
+    #[test]
+    fn ctx_properties_are_checked_by_name_with_a_suggestion() {
+        let p = in_process("  let s = ctx.stor;");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("t.rhai:3:15: `Ctx` has no property `stor`; did you mean `store`?"),
+            "{p:?}"
+        );
+        assert!(in_process("  let s = ctx.store; let t = ctx.tenant;").is_empty());
+    }
+
+    #[test]
+    fn flow_methods_are_checked_through_let_bindings_and_chains() {
+        let p = in_process(
+            "  let f = fetch(\"http://x\").md5();\n  f.sha265();\n  fetch(\"http://x\").sha256().gzipp(6);",
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("t.rhai:4:5: `Flow` has no method `sha265`; did you mean `sha256`?"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].contains("`Flow` has no method `gzipp`; did you mean `gzip`?"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn arity_is_checked_without_counting_the_receiver() {
+        let p = in_process("  ctx.emit(\"only a key\");\n  ctx.kv.get(\"k\", 1, 2);");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("t.rhai:3:7: `Ctx.emit` takes 2 argument(s), found 1"),
+            "{p:?}"
+        );
+        assert!(p[1].starts_with("t.rhai:4:10: `Kv.get` takes"), "{p:?}");
+    }
+
+    #[test]
+    fn api_and_store_members_are_checked_and_helpers_taking_ctx_too() {
+        let p = problems(
+            "fn discover(ctx) { for r in ctx.api.paginat(\"/x\", #{ style: \"offset\" }) { ctx.emit(r.id, r); } }\n\
+             fn process(ctx, item) { save(ctx, item) }\n\
+             fn save(ctx, item) { let store = ctx.store; store.write_jsn(\"k\", item) }",
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].contains("`Api` has no method `paginat`; did you mean `paginate`?"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with(
+                "t.rhai:3:51: `Store` has no method `write_jsn`; did you mean `write_json`?"
+            ),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_receivers_are_checked_by_method_name_only() {
+        let p = in_process("  let m = item.data;\n  m.keys();\n  m.frobnicate(1);");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with(
+                "t.rhai:5:5: call to unknown method `.frobnicate(..)` with 1 argument(s)"
+            ),
+            "{p:?}"
+        );
+        // A variable rebound to another type is no longer known: no guess, no error.
+        assert!(
+            in_process("  let x = ctx;\n  x = item;\n  x.anything_goes_here_maybe();").len() == 1
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_line_order() {
+        let p = problems(
+            "const OPTIONS = #{ concurency: 2 };\nfn discover(ctx) {\n  ctx.emitt(\"a\", 1);\n  missing_fn();\n}\nfn process(ctx, item) { ctx.stor }",
+        );
+        let lines: Vec<&str> = p
+            .iter()
+            .map(|m| &m[..m[7..].find(':').unwrap() + 7])
+            .collect();
+        assert_eq!(
+            lines,
+            ["t.rhai:1", "t.rhai:3", "t.rhai:4", "t.rhai:6"],
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_scripts_pass() {
+        let engine = crate::registry::build_engine(
+            &Default::default(),
+            std::sync::Arc::new(crate::keys::KeyRing::empty()),
+        );
+        for (name, src) in crate::engine::embedded::SCRIPTS {
+            let script = Script::compile(&engine, name, name, src, None).unwrap();
+            let p = check(&engine, &script);
+            assert!(p.is_empty(), "{name}: {p:?}");
+        }
     }
 }

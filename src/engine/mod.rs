@@ -3,12 +3,16 @@
 //! self-contained generations ([`Script`]); diagnostics with `file:line:col`.
 
 pub mod check;
+mod check_members;
+mod check_options;
 pub mod diagnostics;
 pub mod docs;
 pub mod embedded;
 pub mod resolver;
 pub mod sandbox;
 pub mod script;
+pub mod suggest;
+pub mod surface;
 
 use std::path::PathBuf;
 use std::time::Instant;

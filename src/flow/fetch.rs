@@ -231,14 +231,18 @@ pub fn give_up(
     }
 }
 
-/// The pause before retry number `failures` (jittered, doubling, at most 5 s).
+/// Longest pause between download attempts.
+const MAX_FETCH_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The pause before retry number `failures` (≥ 1): the shared jittered, doubling
+/// [`Backoff`](crate::api::backoff::Backoff) from `policy.backoff`, at most 5 s. A server's
+/// `Retry-After` takes precedence where the caller has one.
 pub fn backoff(policy: &FetchPolicy, failures: u32) -> Duration {
-    let exp = policy
-        .backoff
-        .saturating_mul(1 << failures.saturating_sub(1).min(10));
-    let capped = exp.min(Duration::from_secs(5));
-    let jitter: f64 = 0.5 + rand::random::<f64>() / 2.0;
-    capped.mul_f64(jitter)
+    crate::api::backoff::Backoff {
+        base: policy.backoff,
+        max: MAX_FETCH_BACKOFF,
+    }
+    .delay(failures.saturating_sub(1))
 }
 
 async fn one_attempt(
@@ -589,7 +593,9 @@ mod tests {
             ..FetchPolicy::default()
         };
         assert!(backoff(&p, 1) <= Duration::from_millis(100));
+        assert!(backoff(&p, 1) >= Duration::from_millis(50));
         assert!(backoff(&p, 3) >= Duration::from_millis(200));
-        assert!(backoff(&p, 30) <= Duration::from_secs(5));
+        assert!(backoff(&p, 30) <= MAX_FETCH_BACKOFF);
+        assert!(backoff(&p, 30) >= MAX_FETCH_BACKOFF / 2);
     }
 }

@@ -1,14 +1,13 @@
-//! Jittered exponential backoff for item retries.
+//! Item retry delays: the shared [`Backoff`] with item attempts counted from 1.
 
 use std::time::Duration;
+
+use crate::api::backoff::Backoff;
 
 /// Delay before attempt `attempt + 1` (attempt ≥ 1): `base · 2^(attempt-1)`, capped, then
 /// jittered into [50%, 100%] so retries of many items spread out.
 pub fn retry_delay(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    let full = exp.min(cap);
-    let jitter: f64 = 0.5 + rand::random::<f64>() * 0.5;
-    full.mul_f64(jitter)
+    Backoff { base, max: cap }.delay(attempt.saturating_sub(1))
 }
 
 #[cfg(test)]

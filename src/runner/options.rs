@@ -4,6 +4,21 @@ use std::time::Duration;
 
 use rhai::{Dynamic, Map};
 
+/// The keys `OPTIONS` accepts (`cxpipe check` suggests the nearest for a misspelt one).
+pub const KEYS: &[&str] = &[
+    "concurrency",
+    "max_attempts",
+    "retry_backoff",
+    "retry_backoff_max",
+    "item_timeout",
+    "discover_timeout",
+    "interrupt_grace",
+    "max_operations",
+    "defer_max_wait",
+    "max_defers",
+    "defer_linger",
+];
+
 /// Run settings a script declares in `const OPTIONS = #{ ... }`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PipelineOptions {
@@ -93,9 +108,8 @@ impl PipelineOptions {
                 "defer_max_wait" => parse_duration(value).map(|d| o.defer_max_wait = d),
                 "defer_linger" => parse_duration(value).map(|d| o.defer_linger = d),
                 other => Err(format!(
-                    "unknown option `{other}` (known: concurrency, max_attempts, retry_backoff, \
-                     retry_backoff_max, item_timeout, discover_timeout, interrupt_grace, \
-                     max_operations, defer_max_wait, max_defers, defer_linger)"
+                    "unknown option `{other}` (known: {})",
+                    KEYS.join(", ")
                 )),
             };
             if let Err(e) = result {
@@ -113,6 +127,20 @@ impl PipelineOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_listed_key_is_accepted() {
+        for key in KEYS {
+            let accepted = [Dynamic::from("1s"), Dynamic::from(1_i64)]
+                .into_iter()
+                .any(|v| {
+                    let mut map = Map::new();
+                    map.insert((*key).into(), v);
+                    PipelineOptions::from_map(&map).is_ok()
+                });
+            assert!(accepted, "OPTIONS.{key} is listed but not accepted");
+        }
+    }
 
     #[test]
     fn options_parse_and_report_every_error() {

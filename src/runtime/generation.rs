@@ -62,7 +62,17 @@ pub fn load_and_check(
     let options = match script.options(engine) {
         Ok(map) => PipelineOptions::from_map(&map)
             .map_err(|errors| {
-                problems.extend(errors.into_iter().map(|e| format!("{}: {e}", script.label)))
+                // `check` already reported, where written, those of a literal `OPTIONS`.
+                let located = |e: &String| {
+                    let key = e.split(": ").next().unwrap_or(e);
+                    problems.iter().any(|p| p.contains(&format!(" {key}: ")))
+                };
+                let new: Vec<String> = errors
+                    .iter()
+                    .filter(|e| !located(e))
+                    .map(|e| format!("{}: {e}", script.label))
+                    .collect();
+                problems.extend(new);
             })
             .ok(),
         Err(e) => {

@@ -1,6 +1,7 @@
 //! Integration tests: one binary driving the real `cxpipe` executable.
 
 mod api;
+mod check;
 mod cli;
 mod deferred;
 mod demo;
@@ -12,6 +13,7 @@ mod harness;
 mod hostile;
 mod interrupt;
 mod ledger_load;
+mod new;
 mod other_server;
 mod pipelines;
 mod runner;
