@@ -123,6 +123,7 @@ async fn measure(n: u64, concurrency: usize) -> anyhow::Result<serde_json::Value
         stores: Default::default(),
         progress: false,
         generations: None,
+        item_observer: None,
     })
     .await?;
     let secs = started.elapsed().as_secs_f64();

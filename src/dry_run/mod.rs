@@ -123,6 +123,7 @@ mod tests {
             stores,
             progress: false,
             generations: None,
+            item_observer: None,
         };
         let dry = DryRun::new();
         dry.attach(&mut request);

@@ -72,6 +72,9 @@ impl Drop for AbortOnDrop {
 /// Where a run hears of newer generations of its script (`cxpipe serve`'s hot reload).
 pub type GenerationWatch = tokio::sync::watch::Receiver<Option<Arc<crate::runtime::Generation>>>;
 
+/// Called with the duration of every `process` call.
+pub type ItemObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// Everything one run needs.
 pub struct RunRequest {
     pub engine: Arc<Engine>,
@@ -94,6 +97,8 @@ pub struct RunRequest {
     /// Newer generations of the script, published by `cxpipe serve`'s hot reload: items
     /// started after a new one arrives run on it; items already running finish on theirs.
     pub generations: Option<GenerationWatch>,
+    /// Told how long each `process` call took (`cxpipe serve`'s item duration metric).
+    pub item_observer: Option<ItemObserver>,
 }
 
 /// What a run produced.

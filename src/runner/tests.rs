@@ -31,6 +31,7 @@ async fn request(dir: &std::path::Path, source: &str) -> RunRequest {
         stores: Default::default(),
         progress: false,
         generations: None,
+        item_observer: None,
     }
 }
 

@@ -55,6 +55,7 @@ struct WorkerEnv {
     script: Arc<Script>,
     /// Newer generations published by a reload (see [`RunRequest::generations`]).
     generations: Option<GenerationWatch>,
+    item_observer: Option<super::ItemObserver>,
     options: PipelineOptions,
     shared: Arc<RunShared>,
     counters: Arc<Counters>,
@@ -78,6 +79,7 @@ impl Workers {
             engine: req.engine.clone(),
             script: req.script.clone(),
             generations: req.generations.clone(),
+            item_observer: req.item_observer.clone(),
             options: req.options.clone(),
             shared,
             counters,
@@ -286,6 +288,7 @@ fn decide(env: &WorkerEnv, item: &mut WorkItem) -> Step {
     };
     // A panic in a native function fails the attempt instead of killing the worker (which
     // would leave the item unfinished and the run waiting for it).
+    let started = Instant::now();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         item_scope::with(scope, call)
     }))
@@ -293,6 +296,9 @@ fn decide(env: &WorkerEnv, item: &mut WorkItem) -> Step {
         let what = panic_text(&*panic);
         Err(format!("internal error while processing (please report): {what}").into())
     });
+    if let Some(observe) = &env.item_observer {
+        observe(started.elapsed());
+    }
     let c = &env.counters;
     let mut update = ItemUpdate {
         pipeline: shared.pipeline.clone(),

@@ -389,6 +389,7 @@ impl Runtime {
             stores,
             progress,
             generations: None,
+            item_observer: None,
         })
     }
 

@@ -191,6 +191,13 @@ impl Inner {
             }
         };
         request.generations = Some(slot.live.subscribe());
+        request.item_observer = Some({
+            let (me, key) = (self.clone(), key.clone());
+            Arc::new(move |took: Duration| {
+                me.metrics
+                    .observe_item(&key.pipeline, &key.tenant, took.as_secs_f64())
+            })
+        });
         let stop = StopSignal::new();
         slot.running = Some(Running {
             started_at: Utc::now(),

@@ -234,6 +234,12 @@ async fn a_manual_run_shows_in_status_the_page_and_metrics_that_agree_with_the_l
         .unwrap_or_else(|| panic!("no cxpipe_items done in:\n{metrics}"));
     assert_eq!(in_metrics as i64, done(&env, "count").await);
     assert_eq!(in_metrics as i64, 60);
+    let timed = prom::value(
+        &samples,
+        "cxpipe_item_duration_seconds_count",
+        &[("pipeline", "count"), ("tenant", "default")],
+    );
+    assert_eq!(timed, Some(60.0), "every process call is timed:\n{metrics}");
 
     let page = served.get("/").await.text().await.unwrap();
     assert!(page.contains("count") && page.contains("completed"), "{page}");
