@@ -231,6 +231,15 @@ pub const SUMMARY_FIELDS: &[FieldDoc] = &[
         meaning: "`ctx.defer` outcomes, counting each deferral of an item.",
     },
     FieldDoc {
+        name: "deferred_left",
+        meaning: "Items of this pipeline × tenant left `deferred` in the ledger after the run \
+                  (by it or earlier runs); the next run takes them up once due.",
+    },
+    FieldDoc {
+        name: "next_due",
+        meaning: "When the earliest of them falls due (RFC 3339 UTC), or `()` when none waits.",
+    },
+    FieldDoc {
         name: "skip_reasons",
         meaning: "Map of skip reason to count.",
     },
@@ -250,15 +259,6 @@ pub const SUMMARY_FIELDS: &[FieldDoc] = &[
     FieldDoc {
         name: "checkpoint_committed",
         meaning: "`checkpoint == \"committed\"` (kept for scripts that read it).",
-    },
-    FieldDoc {
-        name: "deferred_left",
-        meaning: "Items of this pipeline × tenant left `deferred` in the ledger after the run \
-                  (by it or earlier runs); the next run takes them up once due.",
-    },
-    FieldDoc {
-        name: "next_due",
-        meaning: "When the earliest of them falls due (RFC 3339 UTC), or `()` when none waits.",
     },
     FieldDoc {
         name: "error",
