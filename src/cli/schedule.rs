@@ -45,7 +45,10 @@ pub async fn run(args: ScheduleArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!("no pipeline in {} has a schedule", escape(&config.display().to_string()));
+        println!(
+            "no pipeline in {} has a schedule",
+            escape(&config.display().to_string())
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!(

@@ -472,7 +472,7 @@ mod tests {
             next_at: None,
             result: None,
             last_error: None,
-        script_hash: None,
+            script_hash: None,
         }
     }
 

@@ -20,9 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 pub use events::StoredEvent;
-pub use items::{
-    AdmitItem, Admitted, ItemFilter, ItemRow, ItemUpdate, ResumableItem, Waiting,
-};
+pub use items::{AdmitItem, Admitted, ItemFilter, ItemRow, ItemUpdate, ResumableItem, Waiting};
 pub use state::{AuditEntry, AuditEvent};
 
 /// The state of an item in the ledger.

@@ -221,7 +221,7 @@ mod tests {
             next_at: None,
             result: Some("null".into()),
             last_error: None,
-        script_hash: None,
+            script_hash: None,
         }
     }
 

@@ -543,4 +543,3 @@ async fn run_finish(
         }
     }
 }
-

@@ -278,14 +278,7 @@ fn decide(env: &WorkerEnv, item: &mut WorkItem) -> Step {
         attempt,
         deferrals: item.defers as i64,
     };
-    let call = || {
-        call_hook(
-            &env.engine,
-            &script,
-            "process",
-            (ctx, item.value.clone()),
-        )
-    };
+    let call = || call_hook(&env.engine, &script, "process", (ctx, item.value.clone()));
     // A panic in a native function fails the attempt instead of killing the worker (which
     // would leave the item unfinished and the run waiting for it).
     let started = Instant::now();

@@ -145,7 +145,11 @@ impl Inner {
 
     /// Starts a run of `key` now, unless one is live (then, for anything but a schedule
     /// fire, one more run follows it).
-    pub(super) fn launch(self: &Arc<Self>, key: &FireKey, trigger: Trigger) -> Result<(), TriggerError> {
+    pub(super) fn launch(
+        self: &Arc<Self>,
+        key: &FireKey,
+        trigger: Trigger,
+    ) -> Result<(), TriggerError> {
         let unknown = || TriggerError::Unknown {
             pipeline: key.pipeline.clone(),
             tenant: key.tenant.clone(),
@@ -233,7 +237,10 @@ impl Inner {
                 return;
             };
             let running = slot.running.take();
-            let started_at = running.as_ref().map(|r| r.started_at).unwrap_or_else(Utc::now);
+            let started_at = running
+                .as_ref()
+                .map(|r| r.started_at)
+                .unwrap_or_else(Utc::now);
             let trigger = running.map(|r| r.trigger.as_str()).unwrap_or("unknown");
             match &result {
                 Ok(report) => {
@@ -382,10 +389,13 @@ pub(super) fn served(runtime: Arc<Runtime>) -> Result<Served, ServeError> {
     let dir = runtime.config().dir.clone();
     let mut verifiers = BTreeMap::new();
     for (tenant, hook) in &settings.webhooks {
-        let secret = hook.secret.resolve(&dir).map_err(|source| ServeError::Secret {
-            what: format!("[tenants.{tenant}.webhook] secret"),
-            source,
-        })?;
+        let secret = hook
+            .secret
+            .resolve(&dir)
+            .map_err(|source| ServeError::Secret {
+                what: format!("[tenants.{tenant}.webhook] secret"),
+                source,
+            })?;
         let verifier = Verifier::new(&WebhookSettings {
             secret,
             signature_header: hook.signature_header.clone(),
@@ -454,7 +464,9 @@ pub(super) fn build_slots(
         if let Some(running) = slot.running {
             tracing::warn!(pipeline = %key.pipeline, tenant = %key.tenant,
                 "pipeline removed from the config; its run in progress is stopped");
-            running.stop.stop("the pipeline was removed from the configuration");
+            running
+                .stop
+                .stop("the pipeline was removed from the configuration");
         }
     }
     slots
@@ -570,11 +582,7 @@ impl Daemon {
     pub async fn shutdown(self, reason: &str) {
         let inner = self.inner;
         inner.shutdown.cancel();
-        let grace = inner
-            .served
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .grace;
+        let grace = inner.served.read().unwrap_or_else(|e| e.into_inner()).grace;
         for slot in inner.slots().values() {
             if let Some(r) = &slot.running {
                 r.stop.stop(reason.to_string());

@@ -12,7 +12,7 @@ use super::http::{HandError, ServeHost, TriggerError};
 use super::metrics::Metrics;
 use super::schedule::FireKey;
 use super::status::{PipelineStatus, RunCounts, RunningRun, StatusSnapshot};
-use super::webhook::{Verifier, VerifiedEvent};
+use super::webhook::{VerifiedEvent, Verifier};
 use crate::api::ApiStats;
 use crate::ledger::{ItemFilter, Ledger};
 use crate::secret::Secret;
@@ -85,7 +85,8 @@ impl ServeHost for Host {
     }
 
     fn trigger_run(&self, pipeline: &str, tenant: &str) -> Result<(), TriggerError> {
-        self.0.launch(&FireKey::new(pipeline, tenant), Trigger::Manual)
+        self.0
+            .launch(&FireKey::new(pipeline, tenant), Trigger::Manual)
     }
 
     fn bearer_token(&self) -> Option<Secret> {
@@ -109,7 +110,13 @@ async fn hand(
         .ok_or_else(|| "the pipeline has no script that compiles".to_string())?;
     let request = inner
         .runtime()
-        .run_request(&key.pipeline, &key.tenant, &generation, inner.ledger.clone(), false)
+        .run_request(
+            &key.pipeline,
+            &key.tenant,
+            &generation,
+            inner.ledger.clone(),
+            false,
+        )
         .map_err(|e| e.to_string())?;
     let outcome = crate::runner::deliver_event(&request, event)
         .await
@@ -134,12 +141,18 @@ fn add_api_deltas(inner: &Inner) {
         let now = api.stats();
         let before = seen.get(&tenant).copied().unwrap_or_default();
         // A config reload builds new clients that count from zero again.
-        let base = if now.requests < before.requests { ApiStats::default() } else { before };
+        let base = if now.requests < before.requests {
+            ApiStats::default()
+        } else {
+            before
+        };
         let delta = ApiStats {
             requests: now.requests - base.requests,
             retries: now.retries.saturating_sub(base.retries),
             throttled: now.throttled.saturating_sub(base.throttled),
-            refreshed_after_401: now.refreshed_after_401.saturating_sub(base.refreshed_after_401),
+            refreshed_after_401: now
+                .refreshed_after_401
+                .saturating_sub(base.refreshed_after_401),
             token_requests: now.token_requests.saturating_sub(base.token_requests),
         };
         inner.metrics.add_api(&tenant, "all", &delta);

@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::daemon::{Inner, ServeError, absolute, build_slots, schedule_entries, served, watched_paths};
+use super::daemon::{
+    Inner, ServeError, absolute, build_slots, schedule_entries, served, watched_paths,
+};
 use super::watch::{Changes, DEFAULT_DEBOUNCE, Watcher};
 use crate::runtime::{Overrides, Runtime};
 

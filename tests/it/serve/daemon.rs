@@ -129,7 +129,10 @@ impl Served {
     /// `POST /pipelines/{pipeline}/run?tenant=T` with the bearer token.
     pub async fn run_now(&self, pipeline: &str, tenant: &str) -> reqwest::StatusCode {
         reqwest::Client::new()
-            .post(format!("{}/pipelines/{pipeline}/run?tenant={tenant}", self.url))
+            .post(format!(
+                "{}/pipelines/{pipeline}/run?tenant={tenant}",
+                self.url
+            ))
             .bearer_auth(TOKEN)
             .send()
             .await
@@ -190,7 +193,10 @@ pub async fn done(env: &TestEnv, pipeline: &str) -> i64 {
 pub async fn until_done_more_than(env: &TestEnv, pipeline: &str, n: i64, limit: Duration) {
     let deadline = Instant::now() + limit;
     while done(env, pipeline).await <= n {
-        assert!(Instant::now() < deadline, "fewer than {n} items done in time");
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} items done in time"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -229,7 +235,11 @@ async fn a_manual_run_shows_in_status_the_page_and_metrics_that_agree_with_the_l
 
     let metrics = served.get("/metrics").await.text().await.unwrap();
     let samples = prom::parse(&metrics);
-    let labels = [("pipeline", "count"), ("tenant", "default"), ("state", "done")];
+    let labels = [
+        ("pipeline", "count"),
+        ("tenant", "default"),
+        ("state", "done"),
+    ];
     let in_metrics = prom::value(&samples, "cxpipe_items", &labels)
         .unwrap_or_else(|| panic!("no cxpipe_items done in:\n{metrics}"));
     assert_eq!(in_metrics as i64, done(&env, "count").await);
@@ -242,7 +252,10 @@ async fn a_manual_run_shows_in_status_the_page_and_metrics_that_agree_with_the_l
     assert_eq!(timed, Some(60.0), "every process call is timed:\n{metrics}");
 
     let page = served.get("/").await.text().await.unwrap();
-    assert!(page.contains("count") && page.contains("completed"), "{page}");
+    assert!(
+        page.contains("count") && page.contains("completed"),
+        "{page}"
+    );
     assert_eq!(served.get("/healthz").await.status(), 200);
 }
 
@@ -267,8 +280,15 @@ async fn a_script_edited_mid_run_serves_new_items_and_loses_or_repeats_none() {
         })
         .await;
     let error = entry["reload_error"].as_str().unwrap();
-    assert!(error.contains("flow.rhai:1:"), "the error names file and line: {error}");
-    assert_eq!(entry["script_hash"], old_hash.as_str(), "the old generation serves");
+    assert!(
+        error.contains("flow.rhai:1:"),
+        "the error names file and line: {error}"
+    );
+    assert_eq!(
+        entry["script_hash"],
+        old_hash.as_str(),
+        "the old generation serves"
+    );
     let before_edit = done(&env, "flow").await;
 
     // Then a good edit: new items run on it.
@@ -350,7 +370,7 @@ async fn an_edited_module_reloads_the_script_that_imports_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_every_two_seconds_schedule_fires_on_time_never_overlaps_and_a_restart_does_not_refire()
- {
+{
     let env = TestEnv::new();
     env.write(
         "tick.rhai",
@@ -367,20 +387,31 @@ async fn an_every_two_seconds_schedule_fires_on_time_never_overlaps_and_a_restar
     let ran = served.stop("TERM", Duration::from_secs(30)).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
 
-    let fires = query(&env, "SELECT fire_at FROM schedule_fires WHERE pipeline = 'tick' ORDER BY fire_at").await;
+    let fires = query(
+        &env,
+        "SELECT fire_at FROM schedule_fires WHERE pipeline = 'tick' ORDER BY fire_at",
+    )
+    .await;
     let fires: Vec<i64> = fires.iter().map(|r| r.get(0)).collect();
     assert!((3..=4).contains(&fires.len()), "fires in 7 s: {fires:?}");
     for pair in fires.windows(2) {
         assert_eq!(pair[1] - pair[0], 2_000, "every 2 s: {fires:?}");
     }
-    assert!(fires.iter().all(|f| f % 2_000 == 0), "on even seconds: {fires:?}");
+    assert!(
+        fires.iter().all(|f| f % 2_000 == 0),
+        "on even seconds: {fires:?}"
+    );
     let runs = query(
         &env,
         "SELECT started_at, finished_at FROM runs WHERE pipeline = 'tick' ORDER BY started_at",
     )
     .await;
     let runs: Vec<(i64, i64)> = runs.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(runs.len(), fires.len(), "one run per fire: {runs:?} {fires:?}");
+    assert_eq!(
+        runs.len(),
+        fires.len(),
+        "one run per fire: {runs:?} {fires:?}"
+    );
     for pair in runs.windows(2) {
         assert!(pair[0].1 <= pair[1].0, "runs never overlap: {runs:?}");
     }
@@ -390,8 +421,15 @@ async fn an_every_two_seconds_schedule_fires_on_time_never_overlaps_and_a_restar
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let ran = served.stop("TERM", Duration::from_secs(30)).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
-    let after = query(&env, "SELECT fire_at, COUNT(*) FROM schedule_fires WHERE pipeline = 'tick' GROUP BY fire_at").await;
-    assert!(after.iter().all(|r| r.get::<i64, _>(1) == 1), "each instant fired once");
+    let after = query(
+        &env,
+        "SELECT fire_at, COUNT(*) FROM schedule_fires WHERE pipeline = 'tick' GROUP BY fire_at",
+    )
+    .await;
+    assert!(
+        after.iter().all(|r| r.get::<i64, _>(1) == 1),
+        "each instant fired once"
+    );
     let runs_after = query(&env, "SELECT COUNT(*) FROM runs WHERE pipeline = 'tick'").await;
     assert_eq!(
         runs_after[0].get::<i64, _>(0) as usize,
@@ -413,17 +451,28 @@ async fn sigterm_mid_run_then_a_restart_finishes_every_item_once() {
     let before = done(&env, "many").await;
     assert!(before < 2000, "stopped mid-run");
     let leased = query(&env, "SELECT COUNT(*) FROM items WHERE state = 'leased'").await;
-    assert_eq!(leased[0].get::<i64, _>(0), 0, "unfinished items were released");
+    assert_eq!(
+        leased[0].get::<i64, _>(0),
+        0,
+        "unfinished items were released"
+    );
 
     // The next start resumes on its own and finishes the rest.
     let served = Served::start(&env);
     let deadline = Instant::now() + Duration::from_secs(120);
     while done(&env, "many").await < 2000 {
-        assert!(Instant::now() < deadline, "the restart did not finish the items");
+        assert!(
+            Instant::now() < deadline,
+            "the restart did not finish the items"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(served);
-    let runs = query(&env, "SELECT summary FROM runs WHERE pipeline = 'many' AND summary IS NOT NULL").await;
+    let runs = query(
+        &env,
+        "SELECT summary FROM runs WHERE pipeline = 'many' AND summary IS NOT NULL",
+    )
+    .await;
     let processed: i64 = runs
         .iter()
         .map(|r| {
@@ -431,7 +480,10 @@ async fn sigterm_mid_run_then_a_restart_finishes_every_item_once() {
             s["done"].as_i64().unwrap_or(0)
         })
         .sum();
-    assert_eq!(processed, 2000, "each item processed once across both processes");
+    assert_eq!(
+        processed, 2000,
+        "each item processed once across both processes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,7 +503,11 @@ async fn a_script_asking_for_a_store_its_pipeline_does_not_grant_gets_a_clear_er
         })
         .await;
     assert_eq!(entry["last_run"]["counts"]["quarantined"], 1, "{entry:#}");
-    let rows = query(&env, "SELECT last_error FROM items WHERE pipeline = 'greedy'").await;
+    let rows = query(
+        &env,
+        "SELECT last_error FROM items WHERE pipeline = 'greedy'",
+    )
+    .await;
     let error: String = rows[0].get(0);
     assert!(
         error.contains("not granted a store named \"secret_archive\""),
@@ -500,13 +556,40 @@ tenants = ["acme"]
     let post = |secret: &str, ts: i64, body: &str| {
         super::host::signed_post(&client, &url, secret, ts, body)
     };
-    assert_eq!(post("whsec-e2e", now, &body).send().await.unwrap().status(), 202);
+    assert_eq!(
+        post("whsec-e2e", now, &body).send().await.unwrap().status(),
+        202
+    );
     // The sender retries (a lost ack): acknowledged, not processed again.
-    assert_eq!(post("whsec-e2e", now + 1, &body).send().await.unwrap().status(), 200);
-    assert_eq!(post("wrong-secret", now, &body).send().await.unwrap().status(), 401);
-    assert_eq!(post("whsec-e2e", now - 3_600, &body).send().await.unwrap().status(), 401);
+    assert_eq!(
+        post("whsec-e2e", now + 1, &body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        post("wrong-secret", now, &body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        post("whsec-e2e", now - 3_600, &body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     let big = serde_json::json!({ "eventId": "evt-2", "pad": "x".repeat(4096) }).to_string();
-    assert_eq!(post("whsec-e2e", now, &big).send().await.unwrap().status(), 413);
+    assert_eq!(
+        post("whsec-e2e", now, &big).send().await.unwrap().status(),
+        413
+    );
 
     let entry = served
         .until("hooked", "acme", Duration::from_secs(60), |e| {
@@ -514,9 +597,17 @@ tenants = ["acme"]
         })
         .await;
     assert_eq!(entry["last_run"]["status"], "completed", "{entry:#}");
-    let rows = query(&env, "SELECT item_key, result FROM items WHERE pipeline = 'hooked'").await;
+    let rows = query(
+        &env,
+        "SELECT item_key, result FROM items WHERE pipeline = 'hooked'",
+    )
+    .await;
     assert_eq!(rows.len(), 1, "the duplicate delivery emitted nothing new");
     assert_eq!(rows[0].get::<String, _>(0), "rec-1");
-    let events = query(&env, "SELECT COUNT(*) FROM webhook_events WHERE handed_at IS NOT NULL").await;
+    let events = query(
+        &env,
+        "SELECT COUNT(*) FROM webhook_events WHERE handed_at IS NOT NULL",
+    )
+    .await;
     assert_eq!(events[0].get::<i64, _>(0), 1);
 }
