@@ -145,7 +145,8 @@ fn recordings_stuck_processing_are_left_deferred_and_the_next_run_finishes_them_
     assert_eq!(s["deferred_left"].as_u64(), Some(0), "{s}");
     assert!(s["next_due"].is_null(), "{s}");
 
-    // Every recording stored once, each streamed once by the simulator.
+    // Every recording stored once; each streamed once, plus one resumption per stream the
+    // simulator cut short (its default faults stay on).
     let stored = listing(&env.path().join("objects"))
         .into_keys()
         .filter(|k| k.starts_with("recordings/") && !k.ends_with(".manifest.json"))
@@ -153,7 +154,12 @@ fn recordings_stuck_processing_are_left_deferred_and_the_next_run_finishes_them_
     assert_eq!(stored as u64, done);
     assert!(done > stuck as u64, "most recordings have media: {done}");
     let stats = sim.get_json("/_sim/stats");
-    assert_eq!(stats["media_streams"].as_u64(), Some(done), "{stats}");
+    let streams = stats["media_streams"].as_u64().unwrap_or(0);
+    let cut = stats["truncations"].as_u64().unwrap_or(0) + stats["resets"].as_u64().unwrap_or(0);
+    assert!(
+        (done..=done + cut).contains(&streams),
+        "{done} stored, {streams} streams, {cut} cut short: {stats}"
+    );
 }
 
 #[test]
