@@ -458,16 +458,17 @@ async fn sigterm_mid_run_then_a_restart_finishes_every_item_once() {
     );
 
     // The next start resumes on its own and finishes the rest.
-    let served = Served::start(&env);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while done(&env, "many").await < 2000 {
-        assert!(
-            Instant::now() < deadline,
-            "the restart did not finish the items"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    drop(served);
+    let mut served = Served::start(&env);
+    served
+        .until("many", "default", Duration::from_secs(120), |e| {
+            e["last_run"]["status"] == "completed"
+        })
+        .await;
+    assert_eq!(done(&env, "many").await, 2000);
+    let ran = served.stop("TERM", Duration::from_secs(60)).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let twice = query(&env, "SELECT COUNT(*) FROM items WHERE attempts != 1").await;
+    assert_eq!(twice[0].get::<i64, _>(0), 0, "no item was attempted twice");
     let runs = query(
         &env,
         "SELECT summary FROM runs WHERE pipeline = 'many' AND summary IS NOT NULL",
