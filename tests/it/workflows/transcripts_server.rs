@@ -322,8 +322,11 @@ uri = "fs://{}"
     assert!(object(&env, "media/call-R3/R3.wav").is_none());
     let content = state.content.lock().unwrap().clone();
     assert_eq!(content["R1"], 2, "half, then the rest: {content:?}");
-    assert_eq!(
-        content[BROKEN], 9,
+    // 3 tries per attempt, 3 attempts. This server lets a token make only a few requests:
+    // a try that meets a used-up token is refused (401) before it is counted here, so one
+    // attempt may show one 502 fewer, whichever item the refusal lands on.
+    assert!(
+        (7..=9).contains(&content[BROKEN]),
         "3 tries per attempt, 3 attempts: {content:?} {:?}",
         items[BROKEN].last_error
     );
