@@ -612,3 +612,52 @@ tenants = ["acme"]
     .await;
     assert_eq!(events[0].get::<i64, _>(0), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_edit_reloads_all_or_nothing() {
+    let env = TestEnv::new();
+    env.write("a.rhai", &slow_script(5, 1));
+    write_config(&env, "[pipelines.a]\nscript = \"a.rhai\"\n");
+    let served = Served::start(&env);
+    served.entry("a", "default").await;
+
+    // A good edit adds a pipeline.
+    write_config(
+        &env,
+        "[pipelines.a]\nscript = \"a.rhai\"\n\n[pipelines.b]\nscript = \"a.rhai\"\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = served.status().await;
+        let names: Vec<&str> = status["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["pipeline"].as_str())
+            .collect();
+        if names.contains(&"b") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pipeline b never appeared: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A broken edit keeps the previous config serving and says where it broke.
+    write_config(&env, "[pipelines.a]\nscript = \"a.rhai\"\nconcurrenc = 2\n");
+    let entry = served
+        .until("b", "default", Duration::from_secs(20), |e| {
+            e["reload_error"].is_string()
+        })
+        .await;
+    assert!(
+        entry["reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("cxpipe.toml:"),
+        "{entry:#}"
+    );
+    assert_eq!(served.run_now("b", "default").await, 202, "b still serves");
+}
