@@ -110,20 +110,33 @@ fn rejection_status(r: Rejection) -> StatusCode {
     }
 }
 
+/// The most a refused sender may still write after its 413 before the connection is cut.
+const LINGER_BYTES: usize = 8 * 1024 * 1024;
+/// How long a refused sender is given to finish writing.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Reads at most `cap` bytes of `body`; more is `TooLarge`, a broken stream `Malformed`.
+///
+/// A body refused as too large is read on and discarded (at most [`LINGER_BYTES`], for at
+/// most [`LINGER_TIME`]) before the answer, as a lingering close does: a server that closes
+/// a socket with unread bytes resets it, and the sender then sees the reset, not the 413.
 async fn read_capped(headers: &HeaderMap, body: Body, cap: usize) -> Result<Vec<u8>, Rejection> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|n| n > cap as u64) {
+        if declared.is_some_and(|n| n <= LINGER_BYTES as u64) {
+            linger(&mut stream).await;
+        }
         return Err(Rejection::TooLarge);
     }
     let mut out = Vec::new();
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| Rejection::Malformed)?;
         if out.len() + chunk.len() > cap {
+            linger(&mut stream).await;
             return Err(Rejection::TooLarge);
         }
         out.extend_from_slice(&chunk);
@@ -131,7 +144,39 @@ async fn read_capped(headers: &HeaderMap, body: Body, cap: usize) -> Result<Vec<
     Ok(out)
 }
 
+/// Discards what is left of a refused body, within the linger bounds.
+async fn linger(stream: &mut axum::body::BodyDataStream) {
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > LINGER_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+/// A refusal of a body that may be partly unread closes the connection, so the sender
+/// does not send its next request on a socket the server is about to drop.
 async fn hook(
+    state: State<Host>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match receive(state, path, headers, body).await {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(header::CONNECTION, "close")],
+        )
+            .into_response(),
+        status => status.into_response(),
+    }
+}
+
+async fn receive(
     State(host): State<Host>,
     Path((tenant, pipeline)): Path<(String, String)>,
     headers: HeaderMap,

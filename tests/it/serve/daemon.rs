@@ -663,15 +663,16 @@ async fn a_config_edit_reloads_all_or_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known defect: serve does not yet start a run when deferred items fall due \
-            (the wake at summary.next_due never runs the slot); fails 3 of 3"]
 async fn deferred_items_left_by_a_run_are_taken_up_when_they_fall_due() {
     let env = TestEnv::new();
     env.write(
         "later.rhai",
         "const OPTIONS = #{ defer_linger: \"1s\" };\n\
          fn discover(ctx) { ctx.emit(\"a\", 1); }\n\
-         fn process(ctx, item) { if ctx.deferrals == 0 { return ctx.defer(\"4s\", \"not yet\"); } item }\n",
+         fn process(ctx, item) {\n\
+           if ctx.kv.get(\"deferred\") == () { ctx.kv.set(\"deferred\", true); return ctx.defer(\"4s\", \"not yet\"); }\n\
+           item\n\
+         }\n",
     );
     write_config(&env, "[pipelines.later]\nscript = \"later.rhai\"\n");
     let served = Served::start(&env);
