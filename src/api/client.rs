@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use reqwest::{Method, Url};
@@ -22,7 +21,7 @@ use crate::api::error::ApiError;
 use crate::api::http::{HttpClient, StallRules, redirect_policy};
 use crate::api::limiter::RateBudgets;
 use crate::api::path::ApiPath;
-use crate::api::stats::{ApiStats, Counters};
+use crate::api::stats::{ApiStats, ClientCounters, Count, Counters};
 use crate::api::target;
 use crate::dry_run::DryRun;
 use crate::secret::Secret;
@@ -53,7 +52,7 @@ struct Inner {
     max_retries: u32,
     max_response_bytes: u64,
     clock: Arc<dyn Clock>,
-    counters: Counters,
+    counters: ClientCounters,
 }
 
 /// How one attempt ended, when it did not succeed.
@@ -161,7 +160,7 @@ impl Api {
                 max_retries: config.max_retries,
                 max_response_bytes: config.max_response_bytes,
                 clock,
-                counters: Counters::default(),
+                counters: ClientCounters::default(),
             }),
             dry_run: None,
         })
@@ -189,14 +188,13 @@ impl Api {
 
     /// Counters of requests, retries, 429s, refreshes and token requests so far.
     pub fn stats(&self) -> ApiStats {
-        let c = &self.inner.counters;
-        ApiStats {
-            requests: c.requests.load(Ordering::Relaxed),
-            retries: c.retries.load(Ordering::Relaxed),
-            throttled: c.throttled.load(Ordering::Relaxed),
-            refreshed_after_401: c.refreshed_after_401.load(Ordering::Relaxed),
-            token_requests: self.token_requests(),
-        }
+        self.inner.counters.total(self.token_requests())
+    }
+
+    /// [`Api::stats`] per endpoint family (the rate family each request went through),
+    /// with token requests as the family [`crate::api::stats::TOKEN_FAMILY`].
+    pub fn family_stats(&self) -> Vec<(String, ApiStats)> {
+        self.inner.counters.by_family(self.token_requests())
     }
 
     /// Token requests made so far for this tenant's credentials.
@@ -255,6 +253,7 @@ impl Api {
         let url = self.url(&path, query).await?;
         let base = self.base().await?;
         let family = inner.budgets.family_for(&target::relative_path(base, &url));
+        let counted = inner.counters.family(family.name());
         let shown = target::display_path(&url);
         tracing::Span::current().record("path", shown.as_str());
         let mut retries = 0;
@@ -264,16 +263,13 @@ impl Api {
             let outcome = match inner.auth.bearer(&inner.http).await {
                 Ok((token, generation)) => {
                     match self
-                        .attempt(&method, &url, &shown, token.expose(), body)
+                        .attempt(&method, &url, &shown, token.expose(), body, &counted)
                         .await
                     {
                         Err(Failure::Unauthorized(err)) if !refreshed => {
                             refreshed = true;
                             if inner.auth.rejected(generation).await {
-                                inner
-                                    .counters
-                                    .refreshed_after_401
-                                    .fetch_add(1, Ordering::Relaxed);
+                                inner.counters.add(&counted, Count::RefreshedAfter401);
                                 tracing::info!(tenant = %inner.tenant, path = %shown, "401; refreshing the token and retrying once");
                                 continue;
                             }
@@ -292,7 +288,7 @@ impl Api {
                     return Ok(value);
                 }
                 Err(Failure::Throttled(err, retry_after)) => {
-                    inner.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                    inner.counters.add(&counted, Count::Throttled);
                     let pause = family.throttled(retry_after);
                     (err, None, Some(pause))
                 }
@@ -309,7 +305,7 @@ impl Api {
                 return Err(err);
             }
             retries += 1;
-            inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+            inner.counters.add(&counted, Count::Retry);
             tracing::warn!(tenant = %inner.tenant, path = %shown, retry = retries, error = %err, "retrying");
             if let Some(wait) = wait {
                 let until = inner.clock.now() + wait;
@@ -325,6 +321,7 @@ impl Api {
         shown: &str,
         token: &str,
         body: Option<&Value>,
+        counted: &Counters,
     ) -> Result<Value, Failure> {
         let inner = &self.inner;
         let error_context = |message: String| ApiError::Transport {
@@ -342,7 +339,7 @@ impl Api {
         if let Some(body) = body {
             request = request.json(body);
         }
-        inner.counters.requests.fetch_add(1, Ordering::Relaxed);
+        inner.counters.add(counted, Count::Request);
         let mut response = inner.http.send(request).await.map_err(|stall| {
             Failure::Other(if stall.is_redirect() {
                 ApiError::Usage {
@@ -481,15 +478,22 @@ impl Api {
         Ok((url, token, generation))
     }
 
-    /// A download answered 401 to the token of `generation`: the next
+    /// A download of `url` answered 401 to the token of `generation`: the next
     /// [`Api::authorized_url`] gets a fresh one. Returns whether refreshing can help.
-    pub async fn token_rejected(&self, generation: u64) -> bool {
+    pub async fn token_rejected(&self, url: &Url, generation: u64) -> bool {
         let helps = self.inner.auth.rejected(generation).await;
         if helps {
-            self.inner
-                .counters
-                .refreshed_after_401
-                .fetch_add(1, Ordering::Relaxed);
+            let family = match self.base().await {
+                Ok(base) => self
+                    .inner
+                    .budgets
+                    .family_for(&target::relative_path(base, url))
+                    .name()
+                    .to_string(),
+                Err(_) => crate::api::stats::OTHER_FAMILY.to_string(),
+            };
+            let counted = self.inner.counters.family(&family);
+            self.inner.counters.add(&counted, Count::RefreshedAfter401);
         }
         helps
     }

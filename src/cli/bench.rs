@@ -124,6 +124,8 @@ async fn measure(n: u64, concurrency: usize) -> anyhow::Result<serde_json::Value
         progress: false,
         generations: None,
         item_observer: None,
+        bytes_written: Default::default(),
+        counters: Default::default(),
     })
     .await?;
     let secs = started.elapsed().as_secs_f64();

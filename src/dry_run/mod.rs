@@ -124,6 +124,8 @@ mod tests {
             progress: false,
             generations: None,
             item_observer: None,
+            bytes_written: Default::default(),
+            counters: Default::default(),
         };
         let dry = DryRun::new();
         dry.attach(&mut request);

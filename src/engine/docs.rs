@@ -231,6 +231,11 @@ pub const SUMMARY_FIELDS: &[FieldDoc] = &[
         meaning: "`ctx.defer` outcomes, counting each deferral of an item.",
     },
     FieldDoc {
+        name: "bytes_written",
+        meaning: "Bytes of objects committed to the pipeline's stores (`ctx.store`, \
+                  `ctx.stores`): data, manifests and documents.",
+    },
+    FieldDoc {
         name: "deferred_left",
         meaning: "Items of this pipeline × tenant left `deferred` in the ledger after the run \
                   (by it or earlier runs); the next run takes them up once due.",

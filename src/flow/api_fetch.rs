@@ -68,7 +68,7 @@ pub async fn fetch_loop(
     // Requests made when the last token was refused.
     let mut refused_after: Option<u32> = None;
     loop {
-        let (url, token, generation) =
+        let (api_url, token, generation) =
             api.authorized_url(path)
                 .await
                 .map_err(|e| FlowError::Fetch {
@@ -79,12 +79,12 @@ pub async fn fetch_loop(
                     status: None,
                     retryable: e.retryable(),
                 })?;
-        let url = url.to_string();
+        let url = api_url.to_string();
         match fetch::transfer(&url, Some(token.expose()), &mut state, policy, tx).await? {
             FetchOutcome::Done => return Ok(state),
             FetchOutcome::Refresh { status } => {
                 let refused = format!("the API refused the download with {status}");
-                if status != 401 || !api.token_rejected(generation).await {
+                if status != 401 || !api.token_rejected(&api_url, generation).await {
                     return Err(fetch::give_up(&url, &state, refused, Some(status), false));
                 }
                 // An expired token is normal; a fresh one refused at its first request is a

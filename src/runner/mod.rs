@@ -99,6 +99,12 @@ pub struct RunRequest {
     pub generations: Option<GenerationWatch>,
     /// Told how long each `process` call took (`cxpipe serve`'s item duration metric).
     pub item_observer: Option<ItemObserver>,
+    /// Bytes committed by the run's stores (the runtime opens them counting into it;
+    /// `cxpipe serve` reads it while the run goes on). Ends up in `summary.bytes_written`.
+    pub bytes_written: Arc<std::sync::atomic::AtomicU64>,
+    /// The run's live counters (done, skipped, …), fresh for each request; `cxpipe serve`
+    /// shows them for a run in progress.
+    pub counters: Arc<Counters>,
 }
 
 /// What a run produced.
@@ -211,7 +217,7 @@ async fn run_in_span(
     }));
     let (emit_tx, emit_rx) = mpsc::channel::<Emitted>(1024);
     let shared = new_shared(&req, run_id.clone(), writer.clone(), committed, emit_tx)?;
-    let counters = Arc::new(Counters::default());
+    let counters = req.counters.clone();
     let progress = progress::Progress::start(req.progress, pipeline.to_string(), counters.clone());
     tracing::info!(run_id, %pipeline, %tenant, "run started");
 
@@ -324,6 +330,7 @@ async fn run_in_span(
     let mut summary = build_summary(&shared, &counters, started, checkpoint, error);
     summary.deferred_left = waiting.deferred;
     summary.next_due = waiting.next_due.and_then(summary::rfc3339_ms);
+    summary.bytes_written = req.bytes_written.load(Relaxed);
     if interrupted {
         summary.status = STATUS_INTERRUPTED.into();
     } else if !clean && summary.error.is_none() {
@@ -477,6 +484,7 @@ fn build_summary(
         failed: c.failed.load(Relaxed),
         retries: c.retries.load(Relaxed),
         deferrals: c.deferrals.load(Relaxed),
+        bytes_written: 0,
         deferred_left: 0,
         next_due: None,
         skip_reasons: c

@@ -25,7 +25,7 @@ pub fn rfc3339_ms(ms: i64) -> Option<String> {
 }
 
 /// Live counters, updated by the admission task and the workers.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Counters {
     pub emitted: AtomicU64,
     /// Emits of a key already emitted in this discovery (the first emit wins).
@@ -170,6 +170,9 @@ pub struct Summary {
     /// inside one attempt are counted apart, in `metrics["api.retries"]`.
     pub retries: u64,
     pub deferrals: u64,
+    /// Bytes of objects committed to the pipeline's stores (`ctx.store`, `ctx.stores`):
+    /// data, manifests and documents.
+    pub bytes_written: u64,
     /// Items of this pipeline × tenant waiting `deferred` in the ledger after the run (left
     /// by this run or earlier ones); the next run takes them up once due.
     pub deferred_left: u64,

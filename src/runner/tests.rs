@@ -32,6 +32,8 @@ async fn request(dir: &std::path::Path, source: &str) -> RunRequest {
         progress: false,
         generations: None,
         item_observer: None,
+        bytes_written: Default::default(),
+        counters: Default::default(),
     }
 }
 

@@ -364,10 +364,13 @@ impl Runtime {
             errors.extend(e.0.clone());
             None
         });
+        let bytes_written = Arc::default();
+        let store = store.map(|s| s.counting_into(Arc::clone(&bytes_written)));
         let mut stores = rhai::Map::new();
         for name in &spec.stores {
             match self.config.store(name) {
                 Ok(s) => {
+                    let s = s.counting_into(Arc::clone(&bytes_written));
                     stores.insert(name.as_str().into(), Dynamic::from(s));
                 }
                 Err(e) => errors.extend(e.0),
@@ -390,6 +393,8 @@ impl Runtime {
             progress,
             generations: None,
             item_observer: None,
+            bytes_written,
+            counters: Arc::default(),
         })
     }
 

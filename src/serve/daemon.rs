@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use super::schedule::{Entry, FireKey, FireOutcome, FireSink, Misfire, Schedule, 
 use super::status::{LastRun, RunCounts};
 use super::webhook::{EventIdSource, Verifier, WebhookSettings};
 use crate::ledger::Ledger;
+use crate::runner::summary::Counters;
 use crate::runner::{self, RunReport, StopSignal};
 use crate::runtime::{Generation, Runtime, RuntimeError};
 use crate::secret::Secret;
@@ -55,6 +57,21 @@ pub(super) struct Running {
     pub started_at: DateTime<Utc>,
     pub trigger: Trigger,
     pub stop: StopSignal,
+    /// The run's live counters (for `/status`).
+    pub counters: Arc<Counters>,
+    /// Bytes the run's stores have committed, and how many of them `/metrics` has counted.
+    pub bytes: Arc<AtomicU64>,
+    pub bytes_reported: u64,
+}
+
+impl Running {
+    /// Bytes committed since the last call.
+    pub fn new_bytes(&mut self) -> u64 {
+        let now = self.bytes.load(Ordering::Relaxed);
+        let delta = now.saturating_sub(self.bytes_reported);
+        self.bytes_reported = now;
+        delta
+    }
 }
 
 /// One pipeline × tenant.
@@ -98,7 +115,8 @@ pub(super) struct Inner {
     pub tasks: TaskTracker,
     pub scheduler: Arc<Scheduler>,
     /// API counters already added to the metrics, per tenant (clients count in total).
-    pub api_seen: Mutex<BTreeMap<String, crate::api::ApiStats>>,
+    /// What each tenant × API family had done at the last scrape.
+    pub api_seen: Mutex<BTreeMap<(String, String), crate::api::ApiStats>>,
 }
 
 /// A running `cxpipe serve`.
@@ -158,13 +176,18 @@ impl Inner {
             pipeline: key.pipeline.clone(),
             tenant: key.tenant.clone(),
         };
+        let not_runnable = |reason: &str| TriggerError::NotRunnable {
+            pipeline: key.pipeline.clone(),
+            tenant: key.tenant.clone(),
+            reason: reason.to_string(),
+        };
         if self.shutdown.is_cancelled() {
-            return Err(busy());
+            return Err(not_runnable("cxpipe serve is shutting down"));
         }
         let mut slots = self.slots();
         let slot = slots.get_mut(key).ok_or_else(unknown)?;
         if !slot.enabled && trigger != Trigger::Manual {
-            return Err(unknown());
+            return Err(not_runnable("the pipeline is disabled (enabled = false)"));
         }
         if slot.running.is_some() {
             if trigger != Trigger::Schedule {
@@ -173,10 +196,12 @@ impl Inner {
             return Err(busy());
         }
         let Some(generation) = slot.generation.clone() else {
-            tracing::error!(pipeline = %key.pipeline, tenant = %key.tenant,
-                error = slot.reload_error.as_deref().unwrap_or("not compiled"),
+            let error = slot.reload_error.as_deref().unwrap_or("not compiled");
+            tracing::error!(pipeline = %key.pipeline, tenant = %key.tenant, error,
                 "no generation of the script compiles; run not started");
-            return Err(unknown());
+            return Err(not_runnable(&format!(
+                "no version of its script compiles: {error}"
+            )));
         };
         let runtime = self.runtime();
         let mut request = match runtime.run_request(
@@ -191,7 +216,7 @@ impl Inner {
                 tracing::error!(pipeline = %key.pipeline, tenant = %key.tenant, error = %e,
                     "run not started");
                 slot.reload_error = Some(e.to_string());
-                return Err(unknown());
+                return Err(not_runnable(&e.to_string()));
             }
         };
         request.generations = Some(slot.live.subscribe());
@@ -207,6 +232,9 @@ impl Inner {
             started_at: Utc::now(),
             trigger,
             stop: stop.clone(),
+            counters: request.counters.clone(),
+            bytes: request.bytes_written.clone(),
+            bytes_reported: 0,
         });
         slot.again = false;
         drop(slots);
@@ -236,7 +264,12 @@ impl Inner {
             let Some(slot) = slots.get_mut(key) else {
                 return;
             };
-            let running = slot.running.take();
+            let mut running = slot.running.take();
+            if let Some(r) = running.as_mut() {
+                let bytes = r.new_bytes();
+                self.metrics
+                    .bytes_written(&key.pipeline, &key.tenant, bytes);
+            }
             let started_at = running
                 .as_ref()
                 .map(|r| r.started_at)
@@ -260,6 +293,7 @@ impl Inner {
                             failed: s.failed,
                             quarantined: s.quarantined,
                         },
+                        error: s.error.clone(),
                     });
                     tracing::info!(pipeline = %key.pipeline, tenant = %key.tenant, trigger,
                         status = %s.status, done = s.done, "run finished");
@@ -274,6 +308,7 @@ impl Inner {
                         finished_at: Some(Utc::now()),
                         duration_ms: Some(took.as_millis() as u64),
                         counts: RunCounts::default(),
+                        error: Some(e.to_string()),
                     });
                 }
             }
@@ -354,7 +389,9 @@ impl FireSink for Sink {
                 FireOutcome::SkippedBusy
             }
             // Disabled, or no generation compiles (logged by `launch`).
-            Err(TriggerError::Unknown { .. }) => FireOutcome::SkippedBusy,
+            Err(TriggerError::Unknown { .. } | TriggerError::NotRunnable { .. }) => {
+                FireOutcome::SkippedBusy
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! handed to `on_event`, manual runs; and what a start picks up from the ledger
 //! (unfinished items, events acknowledged but never handed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -13,8 +13,8 @@ use super::metrics::Metrics;
 use super::schedule::FireKey;
 use super::status::{PipelineStatus, RunCounts, RunningRun, StatusSnapshot};
 use super::webhook::{VerifiedEvent, Verifier};
-use crate::api::ApiStats;
 use crate::ledger::{ItemFilter, Ledger};
+use crate::runner::summary::Counters;
 use crate::secret::Secret;
 
 /// Unfinished states: a start (or the end of a run) resumes a pipeline holding any.
@@ -46,6 +46,7 @@ impl ServeHost for Host {
                 tracing::warn!(error = %e, "reading item counts for /metrics");
             }
             add_api_deltas(inner);
+            add_bytes_written(inner);
             inner.metrics.render()
         })
     }
@@ -129,34 +130,36 @@ async fn hand(
     Ok(())
 }
 
-/// Adds to the metrics what each tenant's API client did since the last scrape.
+/// Adds to the metrics what each tenant's API client did, per endpoint family, since the
+/// last scrape.
 fn add_api_deltas(inner: &Inner) {
     let runtime = inner.runtime();
-    let tenants: Vec<String> = inner.slots().keys().map(|k| k.tenant.clone()).collect();
+    let tenants: BTreeSet<String> = inner.slots().keys().map(|k| k.tenant.clone()).collect();
     let mut seen = inner.api_seen.lock().unwrap_or_else(|e| e.into_inner());
     for tenant in tenants {
         let Ok(Some(api)) = runtime.api(&tenant) else {
             continue;
         };
-        let now = api.stats();
-        let before = seen.get(&tenant).copied().unwrap_or_default();
-        // A config reload builds new clients that count from zero again.
-        let base = if now.requests < before.requests {
-            ApiStats::default()
-        } else {
-            before
-        };
-        let delta = ApiStats {
-            requests: now.requests - base.requests,
-            retries: now.retries.saturating_sub(base.retries),
-            throttled: now.throttled.saturating_sub(base.throttled),
-            refreshed_after_401: now
-                .refreshed_after_401
-                .saturating_sub(base.refreshed_after_401),
-            token_requests: now.token_requests.saturating_sub(base.token_requests),
-        };
-        inner.metrics.add_api(&tenant, "all", &delta);
-        seen.insert(tenant, now);
+        for (family, now) in api.family_stats() {
+            let key = (tenant.clone(), family);
+            let before = seen.get(&key).copied().unwrap_or_default();
+            inner.metrics.add_api(&tenant, &key.1, &now.since(&before));
+            seen.insert(key, now);
+        }
+    }
+}
+
+/// Adds to the metrics the bytes each running run committed since the last scrape (a
+/// finished run's last bytes are added when it ends).
+fn add_bytes_written(inner: &Inner) {
+    let mut slots = inner.slots();
+    for (key, slot) in slots.iter_mut() {
+        if let Some(running) = slot.running.as_mut() {
+            let bytes = running.new_bytes();
+            inner
+                .metrics
+                .bytes_written(&key.pipeline, &key.tenant, bytes);
+        }
     }
 }
 
@@ -180,12 +183,12 @@ async fn snapshot(inner: &Arc<Inner>) -> StatusSnapshot {
             running: slot.running.as_ref().map(|r| RunningRun {
                 run_id: String::new(),
                 started_at: r.started_at,
-                counts: RunCounts::default(),
+                counts: live_counts(&r.counters),
             }),
             last_run: slot.last.clone(),
         })
         .collect();
-    // The counts of a run in progress, from the ledger.
+    // The id of a run in progress, from the ledger.
     for p in pipelines.iter_mut() {
         let Some(running) = p.running.as_mut() else {
             continue;
@@ -193,29 +196,23 @@ async fn snapshot(inner: &Arc<Inner>) -> StatusSnapshot {
         if let Ok(Some(run_id)) = inner.ledger.running_run(&p.pipeline, &p.tenant).await {
             running.run_id = run_id;
         }
-        let filter = ItemFilter {
-            pipeline: Some(p.pipeline.clone()),
-            tenant: Some(p.tenant.clone()),
-            ..ItemFilter::default()
-        };
-        if let Ok(counts) = inner.ledger.count_items(&filter).await {
-            for (state, n) in counts {
-                let n = n.max(0) as u64;
-                match state.as_str() {
-                    "done" => running.counts.done = n,
-                    "skipped" => running.counts.skipped = n,
-                    "deferred" => running.counts.deferred = n,
-                    "quarantined" => running.counts.quarantined = n,
-                    "failed" => running.counts.failed = n,
-                    _ => {}
-                }
-            }
-        }
     }
     StatusSnapshot {
         started_at: Some(inner.started_at),
         version: env!("CARGO_PKG_VERSION").to_string(),
         pipelines,
+    }
+}
+
+/// What a run in progress has done so far.
+fn live_counts(c: &Counters) -> RunCounts {
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    RunCounts {
+        done: n(&c.done),
+        skipped: n(&c.skipped),
+        deferred: n(&c.deferred),
+        quarantined: n(&c.quarantined),
+        failed: n(&c.failed),
     }
 }
 

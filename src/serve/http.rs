@@ -32,6 +32,14 @@ pub enum TriggerError {
     Unknown { pipeline: String, tenant: String },
     #[error("a run of {pipeline} for tenant {tenant} is already in progress")]
     Busy { pipeline: String, tenant: String },
+    /// Configured, but it cannot run now: disabled, or no version of its script compiles,
+    /// or its run could not be assembled.
+    #[error("{pipeline} for tenant {tenant} cannot run: {reason}")]
+    NotRunnable {
+        pipeline: String,
+        tenant: String,
+        reason: String,
+    },
 }
 
 /// An event could not be handed to its pipeline; it stays unhanded in the ledger and is
@@ -297,6 +305,12 @@ async fn run_now(
         }
         Err(TriggerError::Unknown { .. }) => answer(StatusCode::NOT_FOUND, "unknown"),
         Err(TriggerError::Busy { .. }) => answer(StatusCode::CONFLICT, "busy"),
+        Err(TriggerError::NotRunnable { reason, .. }) => {
+            let body = serde_json::json!({
+                "pipeline": name, "tenant": tenant, "status": "not_runnable", "reason": reason,
+            });
+            (StatusCode::CONFLICT, axum::Json(body)).into_response()
+        }
     }
 }
 

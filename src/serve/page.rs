@@ -59,14 +59,18 @@ fn row(out: &mut String, p: &PipelineStatus) {
     };
     let last = match &p.last_run {
         Some(r) => format!(
-            "<b>{}</b> {} at {}{}<br>{}",
+            "<b>{}</b> {} at {}{}<br>{}{}",
             escape(&r.status),
             escape(&r.run_id),
             time(&Some(r.started_at)),
             r.duration_ms
                 .map(|ms| format!(", {:.1} s", ms as f64 / 1000.0))
                 .unwrap_or_default(),
-            counts(&r.counts)
+            counts(&r.counts),
+            r.error
+                .as_deref()
+                .map(|e| format!("<pre class=\"error\">{}</pre>", escape(e)))
+                .unwrap_or_default()
         ),
         None => "<span class=\"none\">never ran</span>".into(),
     };
@@ -152,6 +156,7 @@ mod tests {
                         failed: 1,
                         ..RunCounts::default()
                     },
+                    error: None,
                 }),
                 ..PipelineStatus::default()
             }],
@@ -165,5 +170,33 @@ mod tests {
         );
         assert!(html.contains(", 2.5 s"), "{html}");
         assert!(html.contains("2027-01-15T08:00:00Z"), "{html}");
+    }
+
+    #[test]
+    fn a_failed_run_shows_why_escaped() {
+        let snapshot = StatusSnapshot {
+            pipelines: vec![PipelineStatus {
+                pipeline: "download".into(),
+                tenant: "beta".into(),
+                last_run: Some(LastRun {
+                    run_id: "run-3".into(),
+                    status: "failed".into(),
+                    started_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+                    finished_at: None,
+                    duration_ms: Some(100),
+                    counts: RunCounts::default(),
+                    error: Some("tenant beta: token refused <invalid_client>".into()),
+                }),
+                ..PipelineStatus::default()
+            }],
+            ..StatusSnapshot::default()
+        };
+        let html = render(&snapshot);
+        assert!(
+            html.contains(
+                "<pre class=\"error\">tenant beta: token refused &lt;invalid_client&gt;</pre>"
+            ),
+            "{html}"
+        );
     }
 }

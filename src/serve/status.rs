@@ -47,6 +47,9 @@ pub struct LastRun {
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<u64>,
     pub counts: RunCounts,
+    /// Why the run failed, when it did (the summary's `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Items of a run by outcome.

@@ -14,6 +14,7 @@ mod writer;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -208,6 +209,9 @@ pub struct Store {
     partials: Option<Arc<partials::PartialSweep>>,
     /// Set for `--dry-run`: writes and deletes are recorded here, not made.
     dry_run: Option<DryRun>,
+    /// Bytes of objects committed through this handle and its clones (see
+    /// [`Store::counting_into`]).
+    committed: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for Store {
@@ -266,7 +270,22 @@ impl Store {
             chunk: if local { LOCAL_CHUNK } else { CHUNK },
             partials,
             dry_run: None,
+            committed: Arc::default(),
         })
+    }
+
+    /// This store, adding the size of every object it commits (data, manifests and
+    /// documents; not dry runs) to `counter`: a run's bytes written.
+    pub fn counting_into(&self, counter: Arc<AtomicU64>) -> Store {
+        Store {
+            committed: counter,
+            ..self.clone()
+        }
+    }
+
+    /// Counts `n` committed bytes.
+    pub(crate) fn committed(&self, n: u64) {
+        self.committed.fetch_add(n, Ordering::Relaxed);
     }
 
     /// This store in a dry run: reads as usual; writes are consumed and hashed, then
@@ -383,11 +402,13 @@ impl Store {
             return Ok(());
         }
         self.sweep_partials().await;
+        let n = data.len() as u64;
         self.ops
             .write
             .write(key, data)
             .await
             .map_err(self.op_err("writing", key))?;
+        self.committed(n);
         Ok(())
     }
 

@@ -17,6 +17,8 @@ pub struct ObjectWriter {
     key: String,
     store: String,
     written: u64,
+    /// The store handle the object was opened on, told the size once it is committed.
+    counted: Option<Store>,
 }
 
 /// Where the bytes go.
@@ -62,6 +64,7 @@ impl ObjectWriter {
             key: key.to_string(),
             store: store.describe(),
             written: 0,
+            counted: Some(store.clone()),
         }))
     }
 
@@ -72,6 +75,7 @@ impl ObjectWriter {
             key: String::new(),
             store: String::new(),
             written: 0,
+            counted: None,
         }
     }
 
@@ -120,7 +124,12 @@ impl ObjectWriter {
             None => return Err(self.err("closing", closed_error())),
         };
         match w.close().await {
-            Ok(_) => Ok(Closed::Stored(self.written)),
+            Ok(_) => {
+                if let Some(store) = &self.counted {
+                    store.committed(self.written);
+                }
+                Ok(Closed::Stored(self.written))
+            }
             Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {
                 let _ = w.abort().await;
                 Ok(Closed::Existed)

@@ -271,6 +271,16 @@ async fn a_script_edited_mid_run_serves_new_items_and_loses_or_repeats_none() {
         .to_string();
     assert_eq!(served.run_now("flow", "default").await, 202);
     until_done_more_than(&env, "flow", 100, Duration::from_secs(60)).await;
+    // /status shows the run in progress with its own counts so far.
+    let entry = served.entry("flow", "default").await;
+    let live = entry["running"]["counts"]["done"].as_u64().unwrap_or(0);
+    assert!((1..=1000).contains(&live), "{entry:#}");
+    assert!(
+        entry["running"]["run_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{entry:#}"
+    );
 
     // A syntax error saved mid-run: the old generation keeps serving, /status says where.
     std::fs::write(&script, "fn process(ctx, item) { let = ; }\n").unwrap();
@@ -691,4 +701,31 @@ async fn deferred_items_left_by_a_run_are_taken_up_when_they_fall_due() {
         2,
         "the deferral ended the first run"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_asked_of_a_pipeline_whose_script_never_compiled_is_refused_with_the_reason() {
+    let env = TestEnv::new();
+    env.write("broken.rhai", "fn process(ctx, item) { let = ; }\n");
+    write_config(&env, "[pipelines.broken]\nscript = \"broken.rhai\"\n");
+    let served = Served::start(&env);
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/pipelines/broken/run?tenant=default",
+            served.url
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "not_runnable", "{body:#}");
+    let reason = body["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("broken.rhai:1:"),
+        "the reason names file and line: {body:#}"
+    );
+    // An unknown pipeline is still a 404.
+    assert_eq!(served.run_now("nothing", "default").await, 404);
 }

@@ -7,3 +7,4 @@ mod host;
 mod ops;
 mod page;
 mod prom;
+mod tenants;

@@ -36,6 +36,7 @@ pub fn snapshot() -> StatusSnapshot {
             deferred: 2,
             ..RunCounts::default()
         },
+        error: None,
     });
     let mut running = row("download", "beta");
     running.running = Some(RunningRun {
