@@ -117,17 +117,18 @@ mod tests {
     }
 
     #[test]
-    fn max_operations_stops_a_call_and_not_the_next() {
+    fn max_operations_stops_a_call_and_does_not_outlive_it() {
         let engine = base_engine(&EngineSettings::default());
-        let ast = engine
-            .compile("fn main() { let i = 0; while i < 20000 { i += 1; } i }")
-            .unwrap();
+        let count = "let i = 0; while i < 20000 { i += 1; } i";
+        let ast = engine.compile(format!("fn main() {{ {count} }}")).unwrap();
         let limited = ItemScope {
             max_operations: Some(5_000),
             ..ItemScope::default()
         };
         let err = call(&engine, &ast, "main", (), limited).unwrap_err();
         assert!(is_token(&err, OPERATIONS_TOKEN), "{err}");
+        // Neither an evaluation outside any call nor a later call is held to that limit.
+        assert_eq!(engine.eval::<i64>(count).unwrap(), 20_000);
         let done = call(&engine, &ast, "main", (), ItemScope::default()).unwrap();
         assert_eq!(done.as_int().unwrap(), 20_000);
     }
@@ -138,7 +139,8 @@ mod tests {
     /// sees its own scope and limits again.
     #[test]
     fn interleaved_calls_on_one_thread_each_see_their_own_scope() {
-        let seen: Arc<Mutex<Vec<(String, Option<Instant>)>>> = Arc::default();
+        type Seen = Vec<(String, Option<Instant>)>;
+        let seen: Arc<Mutex<Seen>> = Arc::default();
         let probe = {
             let seen = seen.clone();
             move |ctx: NativeCallContext| {

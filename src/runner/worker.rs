@@ -285,7 +285,7 @@ fn decide(env: &WorkerEnv, item: &mut WorkItem) -> Step {
     // would leave the item unfinished and the run waiting for it).
     let started = Instant::now();
     let result =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call())).unwrap_or_else(|panic| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|panic| {
             let what = panic_text(&*panic);
             Err(format!("internal error while processing (please report): {what}").into())
         });
