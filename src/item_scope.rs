@@ -1,10 +1,14 @@
-//! What the runner knows about the item a script call is working on, visible to native
-//! stages on the same thread (manifests record the run and script; deadlines stop work).
+//! The run and item a script call works on: handed to each call explicitly by
+//! [`crate::engine::call`] (as the call's Rhai tag), read by native functions from their
+//! `NativeCallContext` and passed on as plain values to `api`, `flow` and `storage`.
+//! Nothing here lives in a thread-local or a global.
 
-use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Instant;
 
-/// The item a script call on this thread is processing.
+use rhai::NativeCallContext;
+
+/// The run facts of one script call: what manifests record and when its work must stop.
 #[derive(Clone, Debug, Default)]
 pub struct ItemScope {
     pub run_id: String,
@@ -19,34 +23,11 @@ pub struct ItemScope {
     pub max_operations: Option<u64>,
 }
 
-thread_local! {
-    static CURRENT: RefCell<Option<ItemScope>> = const { RefCell::new(None) };
-}
-
-/// The scope of the call running on this thread, if any.
-pub fn current() -> Option<ItemScope> {
-    CURRENT.with(|c| c.borrow().clone())
-}
-
-/// The deadline of the call running on this thread, if any.
-pub fn deadline() -> Option<Instant> {
-    CURRENT.with(|c| c.borrow().as_ref().and_then(|s| s.deadline))
-}
-
-/// The deadline and operation limit of the call running on this thread.
-pub fn limits() -> (Option<Instant>, Option<u64>) {
-    CURRENT.with(|c| {
-        c.borrow()
-            .as_ref()
-            .map(|s| (s.deadline, s.max_operations))
-            .unwrap_or((None, None))
-    })
-}
-
-/// Runs `f` with `scope` installed for this thread, restoring the previous one after.
-pub fn with<R>(scope: ItemScope, f: impl FnOnce() -> R) -> R {
-    let previous = CURRENT.with(|c| c.replace(Some(scope)));
-    let out = f();
-    CURRENT.with(|c| *c.borrow_mut() = previous);
-    out
+impl ItemScope {
+    /// The scope of the script call running a native function: the one its caller handed
+    /// to [`crate::engine::call`], or an empty scope (no run, no deadline) for a call made
+    /// without one.
+    pub fn of(ctx: &NativeCallContext) -> Arc<ItemScope> {
+        crate::natives::settings::of(ctx).scope
+    }
 }

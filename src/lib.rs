@@ -13,7 +13,7 @@
 //! - [`ledger`]: the SQLite ledger of runs, items, checkpoints, kv and audit.
 //! - [`serve`]: `cxpipe serve`: scheduler, file watcher, webhooks, metrics, status and the HTTP routes.
 //! - [`secret`]: secrets referenced from configuration; never printed.
-//! - [`item_scope`]: the item a script call works on, for native stages on that thread.
+//! - [`item_scope`]: the run and item a script call works on, handed to it explicitly.
 //! - [`log_limit`]: folds floods of identical log lines into one summary line.
 //! - [`sim`]: the CXone simulator (`cxpipe sim`, tests, demo).
 //! - [`flow`]: streamed byte flows: fetch, hash, compress, encrypt, write.

@@ -1,11 +1,12 @@
 //! [`Api`]: one tenant's client. A request waits for its family's budget, carries the
 //! cached token, and is retried on 429 (pausing the family), 5xx and transport errors with
 //! jittered backoff; a 401 refreshes the token and retries once. Responses are JSON,
-//! read up to a size cap.
+//! read up to a size cap. A client handle may carry a deadline ([`Api::within`]): retries
+//! that would wait past it stop early.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::{Method, Url};
 use serde_json::Value;
@@ -32,6 +33,9 @@ pub struct Api {
     inner: Arc<Inner>,
     /// Set for `--dry-run`: mutating calls are recorded here, not sent.
     dry_run: Option<DryRun>,
+    /// Retries (and polls) that would wait past this stop early: the deadline of the
+    /// script call this handle serves (see [`Api::within`]).
+    deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for Api {
@@ -163,6 +167,7 @@ impl Api {
                 counters: ClientCounters::default(),
             }),
             dry_run: None,
+            deadline: None,
         })
     }
 
@@ -171,9 +176,25 @@ impl Api {
     /// without being sent; reads and [`Api::query`] calls are sent.
     pub fn with_dry_run(&self, dry: DryRun) -> Api {
         Api {
-            inner: self.inner.clone(),
             dry_run: Some(dry),
+            ..self.clone()
         }
+    }
+
+    /// This client (same token, budgets, counters and dry run) bounded by `deadline`,
+    /// the deadline of the item it works for: a retry, a discovery retry or a poll that
+    /// would wait past it returns the last error instead. `None`: no bound beyond the
+    /// retry policy. Native functions bind the deadline of the script call they serve.
+    pub fn within(&self, deadline: Option<Instant>) -> Api {
+        Api {
+            deadline,
+            ..self.clone()
+        }
+    }
+
+    /// The deadline this handle works to (see [`Api::within`]).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 
     /// Whether this client is in a dry run.
@@ -209,7 +230,7 @@ impl Api {
 
     /// Sends `method path` (relative to the base URL, or an absolute URL on the same
     /// origin) with optional query map and JSON body; returns the parsed JSON (`null` for
-    /// an empty body). Retries stop early when the current item's deadline would pass.
+    /// an empty body). Retries stop early when this handle's deadline would pass.
     /// In a dry run a mutating call is recorded instead (see [`Api::with_dry_run`]).
     pub async fn request(
         &self,
@@ -301,7 +322,7 @@ impl Api {
                 }
                 Err(Failure::Other(err)) => return Err(err),
             };
-            if retries >= inner.max_retries || past_item_deadline(wait.or(pause)) {
+            if retries >= inner.max_retries || self.past_deadline(wait.or(pause)) {
                 return Err(err);
             }
             retries += 1;
@@ -450,7 +471,7 @@ impl Api {
                         Ok(text) => break text,
                         Err(err) if err.retryable() && retries < inner.max_retries => {
                             let wait = inner.backoff.delay(retries);
-                            if past_item_deadline(Some(wait)) {
+                            if self.past_deadline(Some(wait)) {
                                 return Err(err);
                             }
                             retries += 1;
@@ -498,6 +519,13 @@ impl Api {
         helps
     }
 
+    /// Whether waiting `wait` would overrun this handle's deadline: then the last error is
+    /// returned instead.
+    fn past_deadline(&self, wait: Option<Duration>) -> bool {
+        self.deadline
+            .is_some_and(|deadline| Instant::now() + wait.unwrap_or_default() >= deadline)
+    }
+
     /// The full URL for `path` (plus `query`); see [`target::resolve`].
     async fn url(&self, path: &ApiPath, query: Option<&Value>) -> Result<Url, ApiError> {
         let base = self.base().await?;
@@ -507,13 +535,6 @@ impl Api {
             message,
         })
     }
-}
-
-/// Whether waiting `wait` would overrun the deadline of the item this thread works on:
-/// then the last error is returned instead.
-fn past_item_deadline(wait: Option<Duration>) -> bool {
-    crate::item_scope::deadline()
-        .is_some_and(|deadline| std::time::Instant::now() + wait.unwrap_or_default() >= deadline)
 }
 
 fn header_request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {

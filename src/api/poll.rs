@@ -1,6 +1,6 @@
 //! Polling an async job (exports, archival, media download, data extraction) until a
 //! status field says done or failed, with growing intervals and a deadline (the earlier of
-//! `timeout` and the current item's deadline).
+//! `timeout` and the deadline of the client handle, see [`Api::within`]).
 
 use std::time::Duration;
 
@@ -76,7 +76,7 @@ pub async fn poll(api: &Api, path: impl Into<ApiPath>, spec: &PollSpec) -> Resul
     let clock = api.clock();
     let started = clock.now();
     let mut deadline = started + timeout;
-    if let Some(item_deadline) = crate::item_scope::deadline() {
+    if let Some(item_deadline) = api.deadline() {
         let left = item_deadline.saturating_duration_since(std::time::Instant::now());
         deadline = deadline.min(clock.now() + left);
     }

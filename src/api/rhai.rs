@@ -1,7 +1,8 @@
 //! The `ctx.api` surface scripts see: type `Api` with `get/post/put/patch/delete`,
 //! `query` (a read-only POST, sent in a dry run too), `dry_run`, `paginate` and `poll` (each taking a path string or an array of segments), and
-//! `path_segment`. Only converts between Rhai and JSON and calls the native stage; must run
-//! on a blocking thread of the tokio runtime (script calls do).
+//! `path_segment`. Only converts between Rhai and JSON and calls the native stage, bound by
+//! the deadline of the script call; must run on a blocking thread of the tokio runtime
+//! (script calls do).
 
 use std::future::Future;
 
@@ -15,6 +16,7 @@ use crate::api::pages::Pages;
 use crate::api::paginate::{PageSpec, Pager};
 use crate::api::path::{ApiPath, encode_segment};
 use crate::api::poll::{PollSpec, poll};
+use crate::item_scope::ItemScope;
 use crate::natives::thrown::Thrown;
 
 /// Registers `Api`, `Pages` (iterable in `for`) and the `ctx.api` functions.
@@ -41,20 +43,27 @@ fn to_json(value: Dynamic, what: &str) -> Result<Value, Box<EvalAltResult>> {
         .map_err(|e| runtime_error(&format!("{what} cannot be sent as JSON: {e}")))
 }
 
+/// `api` bound by the deadline of the script call `ctx` belongs to.
+pub(crate) fn bound(ctx: &NativeCallContext, api: &Api) -> Api {
+    api.within(ItemScope::of(ctx).deadline)
+}
+
 fn send(
+    ctx: &NativeCallContext,
     api: &Api,
     method: Method,
     path: ApiPath,
     query: Option<Value>,
     body: Option<Value>,
 ) -> RhaiResult {
+    let api = bound(ctx, api);
     let value = block_on(api.request(method, path, query.as_ref(), body.as_ref()))??;
     rhai::serde::to_dynamic(value)
 }
 
 /// `POST path` as a read-only query: sent even in a dry run.
-fn send_query(api: &Api, path: ApiPath, body: Value) -> RhaiResult {
-    let value = block_on(api.query(Method::POST, path, None, Some(&body)))??;
+fn send_query(ctx: &NativeCallContext, api: &Api, path: ApiPath, body: Value) -> RhaiResult {
+    let value = block_on(bound(ctx, api).query(Method::POST, path, None, Some(&body)))??;
     rhai::serde::to_dynamic(value)
 }
 
@@ -127,8 +136,8 @@ mod api_functions {
     /// let rec = ctx.api.get("/api/v2/recording/" + id);
     /// ```
     #[rhai_fn(name = "get", return_raw, pure)]
-    pub fn get(api: &mut Api, path: &str) -> RhaiResult {
-        send(api, Method::GET, text_path(path), None, None)
+    pub fn get(ctx: NativeCallContext, api: &mut Api, path: &str) -> RhaiResult {
+        send(&ctx, api, Method::GET, text_path(path), None, None)
     }
 
     /// `GET path?query`; query values may be strings, numbers, booleans or arrays.
@@ -138,9 +147,14 @@ mod api_functions {
     /// try { ctx.api.get("/api/v2/recording/x", #{}) } catch (e) { if e.status == 404 { /* gone */ } }
     /// ```
     #[rhai_fn(name = "get", return_raw, pure)]
-    pub fn get_with_query(api: &mut Api, path: &str, query: Map) -> RhaiResult {
+    pub fn get_with_query(
+        ctx: NativeCallContext,
+        api: &mut Api,
+        path: &str,
+        query: Map,
+    ) -> RhaiResult {
         let query = to_json(Dynamic::from_map(query), "query")?;
-        send(api, Method::GET, text_path(path), Some(query), None)
+        send(&ctx, api, Method::GET, text_path(path), Some(query), None)
     }
 
     /// `POST path` with a JSON body.
@@ -149,9 +163,9 @@ mod api_functions {
     /// let job = ctx.api.post("/api/v1/recordings/export", #{ interactions: ids, format: "wav" });
     /// ```
     #[rhai_fn(name = "post", return_raw, pure)]
-    pub fn post(api: &mut Api, path: &str, body: Dynamic) -> RhaiResult {
+    pub fn post(ctx: NativeCallContext, api: &mut Api, path: &str, body: Dynamic) -> RhaiResult {
         let body = to_json(body, "body")?;
-        send(api, Method::POST, text_path(path), None, Some(body))
+        send(&ctx, api, Method::POST, text_path(path), None, Some(body))
     }
 
     /// `POST path` with a JSON body, for a read-only query such as a search: unlike
@@ -163,9 +177,9 @@ mod api_functions {
     /// let found = ctx.api.query("/api/v2/interactions/query", #{ filter: "status = closed" });
     /// ```
     #[rhai_fn(name = "query", return_raw, pure)]
-    pub fn query(api: &mut Api, path: &str, body: Dynamic) -> RhaiResult {
+    pub fn query(ctx: NativeCallContext, api: &mut Api, path: &str, body: Dynamic) -> RhaiResult {
         let body = to_json(body, "body")?;
-        send_query(api, text_path(path), body)
+        send_query(&ctx, api, text_path(path), body)
     }
 
     /// `query` (a read-only `POST`, sent in a dry run too) to a path of segments.
@@ -174,9 +188,14 @@ mod api_functions {
     /// let found = ctx.api.query(["api", "v2", "interactions", "query"], #{ filter: "" });
     /// ```
     #[rhai_fn(name = "query", return_raw, pure)]
-    pub fn query_segments(api: &mut Api, segments: Array, body: Dynamic) -> RhaiResult {
+    pub fn query_segments(
+        ctx: NativeCallContext,
+        api: &mut Api,
+        segments: Array,
+        body: Dynamic,
+    ) -> RhaiResult {
         let body = to_json(body, "body")?;
-        send_query(api, segments_path(&segments)?, body)
+        send_query(&ctx, api, segments_path(&segments)?, body)
     }
 
     /// True in a `--dry-run`: mutating calls are recorded, not sent, and answer
@@ -196,9 +215,9 @@ mod api_functions {
     /// ctx.api.put(`/api/v2/recordings/${id}/retention`, #{ retentionDays: 365 });
     /// ```
     #[rhai_fn(name = "put", return_raw, pure)]
-    pub fn put(api: &mut Api, path: &str, body: Dynamic) -> RhaiResult {
+    pub fn put(ctx: NativeCallContext, api: &mut Api, path: &str, body: Dynamic) -> RhaiResult {
         let body = to_json(body, "body")?;
-        send(api, Method::PUT, text_path(path), None, Some(body))
+        send(&ctx, api, Method::PUT, text_path(path), None, Some(body))
     }
 
     /// `PATCH path` with a JSON body.
@@ -207,9 +226,9 @@ mod api_functions {
     /// ctx.api.patch(`/api/v2/interactions/${id}`, #{ customFields: #{ archival_status: "ARCHIVED" } });
     /// ```
     #[rhai_fn(name = "patch", return_raw, pure)]
-    pub fn patch(api: &mut Api, path: &str, body: Dynamic) -> RhaiResult {
+    pub fn patch(ctx: NativeCallContext, api: &mut Api, path: &str, body: Dynamic) -> RhaiResult {
         let body = to_json(body, "body")?;
-        send(api, Method::PATCH, text_path(path), None, Some(body))
+        send(&ctx, api, Method::PATCH, text_path(path), None, Some(body))
     }
 
     /// `DELETE path`.
@@ -218,8 +237,8 @@ mod api_functions {
     /// ctx.api.delete(`/api/v2/webhooks/${hook_id}`);
     /// ```
     #[rhai_fn(name = "delete", return_raw, pure)]
-    pub fn delete(api: &mut Api, path: &str) -> RhaiResult {
-        send(api, Method::DELETE, text_path(path), None, None)
+    pub fn delete(ctx: NativeCallContext, api: &mut Api, path: &str) -> RhaiResult {
+        send(&ctx, api, Method::DELETE, text_path(path), None, None)
     }
 
     /// A lazy walk over a paginated collection, for use in `for`. Keys: `style`
@@ -235,9 +254,18 @@ mod api_functions {
     /// }
     /// ```
     #[rhai_fn(name = "paginate", return_raw, pure)]
-    pub fn paginate(api: &mut Api, path: &str, options: Map) -> Result<Pages, Box<EvalAltResult>> {
+    pub fn paginate(
+        ctx: NativeCallContext,
+        api: &mut Api,
+        path: &str,
+        options: Map,
+    ) -> Result<Pages, Box<EvalAltResult>> {
         let spec: PageSpec = spec(options, "paginate options")?;
-        Ok(Pages::new(Pager::new(api, text_path(path), &spec)?))
+        Ok(Pages::new(Pager::new(
+            &bound(&ctx, api),
+            text_path(path),
+            &spec,
+        )?))
     }
 
     /// Polls `path` until `field` is in `done` (returns the response), raising an error
@@ -250,9 +278,9 @@ mod api_functions {
     ///     done: ["COMPLETED"], failed: ["FAILED"], every: "5s", timeout: "10m" });
     /// ```
     #[rhai_fn(name = "poll", return_raw, pure)]
-    pub fn poll_job(api: &mut Api, path: &str, options: Map) -> RhaiResult {
+    pub fn poll_job(ctx: NativeCallContext, api: &mut Api, path: &str, options: Map) -> RhaiResult {
         let spec: PollSpec = spec(options, "poll options")?;
-        let value = block_on(poll(api, text_path(path), &spec))??;
+        let value = block_on(poll(&bound(&ctx, api), text_path(path), &spec))??;
         rhai::serde::to_dynamic(value)
     }
 
@@ -265,8 +293,15 @@ mod api_functions {
     /// let rec = ctx.api.get(["api", "v2", "recording", id]);
     /// ```
     #[rhai_fn(name = "get", return_raw, pure)]
-    pub fn get_segments(api: &mut Api, segments: Array) -> RhaiResult {
-        send(api, Method::GET, segments_path(&segments)?, None, None)
+    pub fn get_segments(ctx: NativeCallContext, api: &mut Api, segments: Array) -> RhaiResult {
+        send(
+            &ctx,
+            api,
+            Method::GET,
+            segments_path(&segments)?,
+            None,
+            None,
+        )
     }
 
     /// `GET` a path of segments with a query map (the query never goes in the segments).
@@ -275,9 +310,15 @@ mod api_functions {
     /// let url = ctx.api.get(["api", "v2", "recording", id, "download"], #{ channel: "combined" });
     /// ```
     #[rhai_fn(name = "get", return_raw, pure)]
-    pub fn get_segments_with_query(api: &mut Api, segments: Array, query: Map) -> RhaiResult {
+    pub fn get_segments_with_query(
+        ctx: NativeCallContext,
+        api: &mut Api,
+        segments: Array,
+        query: Map,
+    ) -> RhaiResult {
         let query = to_json(Dynamic::from_map(query), "query")?;
         send(
+            &ctx,
             api,
             Method::GET,
             segments_path(&segments)?,
@@ -292,9 +333,15 @@ mod api_functions {
     /// ctx.api.post(["api", "v2", "recording", id, "tags"], #{ tags: ["archived"] });
     /// ```
     #[rhai_fn(name = "post", return_raw, pure)]
-    pub fn post_segments(api: &mut Api, segments: Array, body: Dynamic) -> RhaiResult {
+    pub fn post_segments(
+        ctx: NativeCallContext,
+        api: &mut Api,
+        segments: Array,
+        body: Dynamic,
+    ) -> RhaiResult {
         let body = to_json(body, "body")?;
         send(
+            &ctx,
             api,
             Method::POST,
             segments_path(&segments)?,
@@ -309,9 +356,15 @@ mod api_functions {
     /// ctx.api.put(["api", "v2", "recordings", id, "retention"], #{ retentionDays: 365 });
     /// ```
     #[rhai_fn(name = "put", return_raw, pure)]
-    pub fn put_segments(api: &mut Api, segments: Array, body: Dynamic) -> RhaiResult {
+    pub fn put_segments(
+        ctx: NativeCallContext,
+        api: &mut Api,
+        segments: Array,
+        body: Dynamic,
+    ) -> RhaiResult {
         let body = to_json(body, "body")?;
         send(
+            &ctx,
             api,
             Method::PUT,
             segments_path(&segments)?,
@@ -326,9 +379,15 @@ mod api_functions {
     /// ctx.api.patch(["api", "v2", "interactions", id], #{ customFields: #{ archived: true } });
     /// ```
     #[rhai_fn(name = "patch", return_raw, pure)]
-    pub fn patch_segments(api: &mut Api, segments: Array, body: Dynamic) -> RhaiResult {
+    pub fn patch_segments(
+        ctx: NativeCallContext,
+        api: &mut Api,
+        segments: Array,
+        body: Dynamic,
+    ) -> RhaiResult {
         let body = to_json(body, "body")?;
         send(
+            &ctx,
             api,
             Method::PATCH,
             segments_path(&segments)?,
@@ -343,8 +402,15 @@ mod api_functions {
     /// ctx.api.delete(["api", "v2", "webhooks", hook_id]);
     /// ```
     #[rhai_fn(name = "delete", return_raw, pure)]
-    pub fn delete_segments(api: &mut Api, segments: Array) -> RhaiResult {
-        send(api, Method::DELETE, segments_path(&segments)?, None, None)
+    pub fn delete_segments(ctx: NativeCallContext, api: &mut Api, segments: Array) -> RhaiResult {
+        send(
+            &ctx,
+            api,
+            Method::DELETE,
+            segments_path(&segments)?,
+            None,
+            None,
+        )
     }
 
     /// `paginate` over a path of segments.
@@ -357,13 +423,14 @@ mod api_functions {
     /// ```
     #[rhai_fn(name = "paginate", return_raw, pure)]
     pub fn paginate_segments(
+        ctx: NativeCallContext,
         api: &mut Api,
         segments: Array,
         options: Map,
     ) -> Result<Pages, Box<EvalAltResult>> {
         let spec: PageSpec = spec(options, "paginate options")?;
         Ok(Pages::new(Pager::new(
-            api,
+            &bound(&ctx, api),
             segments_path(&segments)?,
             &spec,
         )?))
@@ -376,9 +443,14 @@ mod api_functions {
     ///     done: ["COMPLETED"], failed: ["FAILED"] });
     /// ```
     #[rhai_fn(name = "poll", return_raw, pure)]
-    pub fn poll_segments(api: &mut Api, segments: Array, options: Map) -> RhaiResult {
+    pub fn poll_segments(
+        ctx: NativeCallContext,
+        api: &mut Api,
+        segments: Array,
+        options: Map,
+    ) -> RhaiResult {
         let spec: PollSpec = spec(options, "poll options")?;
-        let value = block_on(poll(api, segments_path(&segments)?, &spec))??;
+        let value = block_on(poll(&bound(&ctx, api), segments_path(&segments)?, &spec))??;
         rhai::serde::to_dynamic(value)
     }
 

@@ -177,6 +177,7 @@ async fn export(
             &write_key,
             &KeyRing::empty(),
             None,
+            &Default::default(),
         )
     })
     .await?

@@ -1,7 +1,9 @@
 //! The Rhai engine: one shared [`rhai::Engine`] per configuration with our limits, module
-//! resolution, logging hooks and the per-item deadline; scripts compiled into
-//! self-contained generations ([`Script`]); diagnostics with `file:line:col`.
+//! resolution, logging hooks and the per-call deadline; [`call`] runs a script function
+//! with its run scope; scripts compiled into self-contained generations ([`Script`]);
+//! diagnostics with `file:line:col`.
 
+mod call;
 pub mod check;
 mod check_members;
 mod check_options;
@@ -15,10 +17,10 @@ pub mod suggest;
 pub mod surface;
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use rhai::{Dynamic, Engine};
+use rhai::Engine;
 
+pub use call::call;
 pub use diagnostics::{Diagnostic, format_eval_error, thrown_retryable};
 pub use sandbox::ScriptsConfig;
 pub use script::{Script, ScriptError};
@@ -78,19 +80,7 @@ pub fn base_engine(settings: &EngineSettings) -> Engine {
     // Operations are limited per call through `on_progress` (the item's `max_operations`),
     // not engine-wide, so `discover` over millions of records is not cut short.
     engine.set_max_operations(0);
-    engine.on_progress(|ops| {
-        if ops % DEADLINE_CHECK_EVERY != 0 {
-            return None;
-        }
-        let (deadline, max_ops) = crate::item_scope::limits();
-        if max_ops.is_some_and(|max| ops > max) {
-            return Some(Dynamic::from(OPERATIONS_TOKEN));
-        }
-        match deadline {
-            Some(deadline) if Instant::now() >= deadline => Some(Dynamic::from(DEADLINE_TOKEN)),
-            _ => None,
-        }
-    });
+    engine.on_progress(call::exceeded);
     engine.on_print(|text| tracing::info!(target: "cxpipe::script", "{text}"));
     engine.on_debug(|text, source, pos| {
         tracing::debug!(target: "cxpipe::script", source = source.unwrap_or(""), line = pos.line(), "{text}")
@@ -108,19 +98,5 @@ mod tests {
         let engine = base_engine(&EngineSettings::default());
         assert!(engine.compile("eval(\"1\")").is_err());
         assert!(engine.compile("fn f() { undefined_var }").is_err());
-    }
-
-    #[test]
-    fn deadline_stops_an_infinite_loop() {
-        let engine = base_engine(&EngineSettings::default());
-        let scope = crate::item_scope::ItemScope {
-            deadline: Some(Instant::now() + std::time::Duration::from_millis(50)),
-            ..Default::default()
-        };
-        let err = crate::item_scope::with(scope, || engine.run("loop { }").unwrap_err());
-        assert!(
-            matches!(*err, rhai::EvalAltResult::ErrorTerminated(..)),
-            "{err}"
-        );
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::manifest_mac::{self, Authenticity, ManifestMac};
 use super::run::Outcome;
 use super::spec::{Flow, Stage};
+use crate::item_scope::ItemScope;
 use crate::keys::KeyRing;
 use crate::storage::{StorageError, Store, manifest_key};
 
@@ -68,12 +69,10 @@ pub struct Loaded {
 }
 
 impl Manifest {
-    /// The manifest of a flow that stored `key`.
-    pub fn new(flow: &Flow, key: &str, outcome: &Outcome) -> Manifest {
-        let scope = crate::item_scope::current();
-        let pick = |f: fn(&crate::item_scope::ItemScope) -> &String| {
-            scope.as_ref().map(f).filter(|s| !s.is_empty()).cloned()
-        };
+    /// The manifest of a flow that stored `key` in the call of `scope` (its empty fields
+    /// are left out).
+    pub fn new(flow: &Flow, key: &str, outcome: &Outcome, scope: &ItemScope) -> Manifest {
+        let pick = |f: fn(&ItemScope) -> &String| Some(f(scope)).filter(|s| !s.is_empty()).cloned();
         let mut source = flow.meta.clone();
         source.insert("kind".into(), flow.source.kind().into());
         let c = &outcome.chain;

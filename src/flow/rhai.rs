@@ -12,6 +12,7 @@ use super::codec::Codec;
 use super::error::FlowError;
 use super::sink;
 use super::spec::{Flow, Source, Stage, UrlSource};
+use crate::item_scope::ItemScope;
 use crate::keys::KeyRing;
 use crate::natives::settings;
 use crate::natives::thrown::Thrown;
@@ -322,8 +323,9 @@ mod flow_functions {
     pub fn write(ctx: NativeCallContext, f: &mut Flow, store: Store, key: &str) -> RhaiResult<Map> {
         let flow = f.clone();
         let keys = keys_of(&ctx);
+        let scope = ItemScope::of(&ctx);
         with_url_fn(&ctx, &flow, |url_fn| {
-            sink::write(&flow, &store, key, &keys, url_fn)
+            sink::write(&flow, &store, key, &keys, url_fn, &scope)
         })
     }
 
@@ -337,7 +339,10 @@ mod flow_functions {
     pub fn discard(ctx: NativeCallContext, f: &mut Flow) -> RhaiResult<Map> {
         let flow = f.clone();
         let keys = keys_of(&ctx);
-        with_url_fn(&ctx, &flow, |url_fn| sink::discard(&flow, &keys, url_fn))
+        let deadline = ItemScope::of(&ctx).deadline;
+        with_url_fn(&ctx, &flow, |url_fn| {
+            sink::discard(&flow, &keys, url_fn, deadline)
+        })
     }
 }
 

@@ -51,7 +51,8 @@ enum WriterMsg {
     Restart,
 }
 
-/// Runs `flow` into `sink`. `url_fn` gives fresh URLs for `fetch(fn)` flows.
+/// Runs `flow` into `sink`. `url_fn` gives fresh URLs for `fetch(fn)` flows. The flow
+/// stops at `policy.deadline` (the item's), as do its store calls.
 pub fn run(
     flow: &Flow,
     sink: Sink,
@@ -60,6 +61,7 @@ pub fn run(
     policy: FetchPolicy,
 ) -> Result<Outcome, FlowError> {
     let started = Instant::now();
+    let deadline = policy.deadline;
     let handle = Handle::current();
     // In-memory sources are small: not worth an MD5 thread.
     let parallel = !matches!(flow.source, Source::Bytes { .. });
@@ -71,6 +73,7 @@ pub fn run(
         Sink::Store { store, key } => {
             let created = crate::storage::block_within(
                 &handle,
+                deadline,
                 &store,
                 "creating",
                 &key,
@@ -101,7 +104,7 @@ pub fn run(
                 UrlSource::Function(_) | UrlSource::Api { .. } => None,
             },
             api: match u {
-                UrlSource::Api { api, path } => Some((api.clone(), path.clone())),
+                UrlSource::Api { api, path } => Some((api.within(deadline), path.clone())),
                 _ => None,
             },
             urls: url_rx,
@@ -171,7 +174,7 @@ pub fn run(
                 SourceMsg::Done(fs) => return Ok(*fs),
                 SourceMsg::Failed(e) => return Err(e),
             }
-            if let Some(d) = crate::item_scope::deadline()
+            if let Some(d) = deadline
                 && Instant::now() >= d
             {
                 return Err(FlowError::Deadline {

@@ -10,6 +10,7 @@ use super::fetch::FetchPolicy;
 use super::manifest::Manifest;
 use super::run::{self, Outcome, Sink};
 use super::spec::Flow;
+use crate::item_scope::ItemScope;
 use crate::keys::KeyRing;
 use crate::storage::{StorageError, Store, manifest_key};
 
@@ -26,14 +27,17 @@ const WRITE_RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Runs `flow` into a new object `key` of `store` and writes its manifest. An existing key
 /// is left alone: the receipt says `existed: true` and nothing is fetched. A retryable
 /// storage error restarts the whole flow (see [`WRITE_ATTEMPTS`]); nothing partial is
-/// ever visible.
+/// ever visible. `scope` is the call's: the work stops at its deadline, and the manifest
+/// records its run, pipeline, tenant, item and script hash.
 pub fn write(
     flow: &Flow,
     store: &Store,
     key: &str,
     keys: &KeyRing,
     mut url_fn: UrlFn<'_>,
+    scope: &ItemScope,
 ) -> Result<Map<String, Value>, FlowError> {
+    let deadline = scope.deadline;
     crate::storage::check_key(key)?;
     let mut attempt = 1;
     let outcome = loop {
@@ -42,10 +46,10 @@ pub fn write(
             key: key.to_string(),
         };
         let url_fn = url_fn.as_mut().map(|f| &mut **f as &mut dyn FnMut() -> _);
-        match run::run(flow, sink, keys, url_fn, policy()) {
+        match run::run(flow, sink, keys, url_fn, policy(deadline)) {
             Err(FlowError::Storage(e)) if e.retryable() && attempt < WRITE_ATTEMPTS => {
                 let delay = WRITE_RETRY_DELAY * 2u32.pow(attempt - 1);
-                if crate::item_scope::deadline().is_some_and(|d| Instant::now() + delay >= d) {
+                if deadline.is_some_and(|d| Instant::now() + delay >= d) {
                     return Err(FlowError::Storage(e));
                 }
                 tracing::warn!(
@@ -63,10 +67,14 @@ pub fn write(
     let Some(outcome) = outcome.filter(|o| !o.existed) else {
         tracing::info!(store = %store.describe(), key, "object exists; not overwritten");
         let handle = tokio::runtime::Handle::current();
-        let size =
-            crate::storage::block_within(&handle, store, "checking", key, |s, k| async move {
-                s.size(&k).await
-            })?;
+        let size = crate::storage::block_within(
+            &handle,
+            deadline,
+            store,
+            "checking",
+            key,
+            |s, k| async move { s.size(&k).await },
+        )?;
         let mut r = Map::new();
         r.insert("key".into(), key.into());
         r.insert("existed".into(), true.into());
@@ -75,7 +83,7 @@ pub fn write(
         r.insert("write_attempts".into(), attempt.into());
         return Ok(r);
     };
-    let mut manifest = Manifest::new(flow, key, &outcome);
+    let mut manifest = Manifest::new(flow, key, &outcome, scope);
     manifest.seal(keys);
     // Not cut at the deadline: the object is committed and must get its manifest.
     tokio::runtime::Handle::current().block_on(manifest.store(store))?;
@@ -90,19 +98,20 @@ pub fn write(
     Ok(r)
 }
 
-/// Runs `flow` for its checks and hashes only.
+/// Runs `flow` for its checks and hashes only, stopping at `deadline`.
 pub fn discard(
     flow: &Flow,
     keys: &KeyRing,
     url_fn: UrlFn<'_>,
+    deadline: Option<Instant>,
 ) -> Result<Map<String, Value>, FlowError> {
-    let outcome = run::run(flow, Sink::Discard, keys, url_fn, policy())?;
+    let outcome = run::run(flow, Sink::Discard, keys, url_fn, policy(deadline))?;
     Ok(receipt(None, &outcome))
 }
 
-fn policy() -> FetchPolicy {
+fn policy(deadline: Option<Instant>) -> FetchPolicy {
     FetchPolicy {
-        deadline: crate::item_scope::deadline(),
+        deadline,
         ..FetchPolicy::default()
     }
 }

@@ -11,7 +11,6 @@ use super::shared::RunShared;
 use super::stop::StopSignal;
 use super::{RunRequest, call_hook, ctx, item_scope_for};
 use crate::engine::{DEADLINE_TOKEN, format_eval_error};
-use crate::item_scope;
 
 /// How long past its deadline a `discover` stuck in a native call (where the deadline is
 /// not checked) is waited for before the run gives up on it.
@@ -67,7 +66,7 @@ pub async fn run_discover(
     let task = tokio::task::spawn_blocking(move || {
         let _span = span.enter();
         let _close = close;
-        item_scope::with(scope, || call_hook(&engine, &script, "discover", (ctx,))).map_err(|e| {
+        call_hook(&engine, &script, "discover", (ctx,), scope).map_err(|e| {
             if hit_deadline(&e) {
                 format!(
                     "discover did not finish within discover_timeout ({}); raise \

@@ -16,7 +16,6 @@ use super::admission::FirstEmitWins;
 use super::shared::Emitted;
 use super::{RunError, RunRequest, call_hook, ctx, item_scope_for, new_shared};
 use crate::engine::format_eval_error;
-use crate::item_scope;
 use crate::ledger::AdmitItem;
 use crate::ledger::writer::LedgerWriter;
 
@@ -73,9 +72,7 @@ async fn deliver_in(
     let call_span = tracing::Span::current();
     let call = tokio::task::spawn_blocking(move || {
         let _span = call_span.enter();
-        let result = item_scope::with(scope, || {
-            call_hook(&engine, &script, "on_event", (ctx, arg))
-        });
+        let result = call_hook(&engine, &script, "on_event", (ctx, arg), scope);
         // Ends the intake below, however the call ended.
         shared
             .emitter

@@ -37,12 +37,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rhai::{Dynamic, Engine, EvalAltResult, Scope};
+use rhai::{Dynamic, Engine, EvalAltResult};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use crate::engine::{Script, format_eval_error};
-use crate::item_scope::{self, ItemScope};
+use crate::item_scope::ItemScope;
 use crate::ledger::writer::LedgerWriter;
 use crate::ledger::{Ledger, LedgerError};
 
@@ -140,14 +140,16 @@ pub enum RunError {
     Event { script: String, error: String },
 }
 
-/// Calls hook `name` of `script` with a fresh scope.
+/// Calls hook `name` of `script` with a fresh Rhai scope, as the call of `scope` (its
+/// run facts and limits; see [`crate::engine::call`]).
 pub(crate) fn call_hook(
     engine: &Engine,
     script: &Script,
     name: &str,
     args: impl rhai::FuncArgs,
+    scope: ItemScope,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
-    engine.call_fn::<Dynamic>(&mut Scope::new(), &script.ast, name, args)
+    crate::engine::call(engine, &script.ast, name, args, scope)
 }
 
 /// Runs the pipeline to completion.
@@ -528,7 +530,7 @@ async fn run_finish(
     let span = tracing::error_span!("finish");
     let result = tokio::task::spawn_blocking(move || {
         let _span = span.enter();
-        item_scope::with(scope, || call_hook(&engine, &script, "finish", (ctx, arg)))
+        call_hook(&engine, &script, "finish", (ctx, arg), scope)
             .map_err(|e| format_eval_error(&e, &script.label))
             .and_then(|v| {
                 rhai::serde::from_dynamic::<serde_json::Value>(&v).map_err(|e| e.to_string())

@@ -21,7 +21,6 @@ use super::stop::StopSignal;
 use super::summary::{Counters, Failure};
 use super::{GenerationWatch, PipelineOptions, RunRequest, call_hook, item_scope_for};
 use crate::engine::{Script, format_eval_error};
-use crate::item_scope;
 use crate::ledger::{ItemState, ItemUpdate, now_ms};
 
 /// An item on its way to a worker.
@@ -278,17 +277,18 @@ fn decide(env: &WorkerEnv, item: &mut WorkItem) -> Step {
         attempt,
         deferrals: item.defers as i64,
     };
-    let call = || call_hook(&env.engine, &script, "process", (ctx, item.value.clone()));
+    let call = || {
+        let arg = item.value.clone();
+        call_hook(&env.engine, &script, "process", (ctx, arg), scope)
+    };
     // A panic in a native function fails the attempt instead of killing the worker (which
     // would leave the item unfinished and the run waiting for it).
     let started = Instant::now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        item_scope::with(scope, call)
-    }))
-    .unwrap_or_else(|panic| {
-        let what = panic_text(&*panic);
-        Err(format!("internal error while processing (please report): {what}").into())
-    });
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|panic| {
+            let what = panic_text(&*panic);
+            Err(format!("internal error while processing (please report): {what}").into())
+        });
     if let Some(observe) = &env.item_observer {
         observe(started.elapsed());
     }

@@ -1,6 +1,6 @@
-//! Store calls bounded by the item's deadline: a hung store, a huge listing or a backend
-//! call that spins without yielding fails the call with [`StorageError::Deadline`] instead
-//! of holding the worker past `item_timeout`.
+//! Store calls bounded by a deadline (the item's, passed in by the caller): a hung store,
+//! a huge listing or a backend call that spins without yielding fails the call with
+//! [`StorageError::Deadline`] instead of holding the worker past `item_timeout`.
 
 use std::time::Instant;
 
@@ -8,14 +8,15 @@ use tokio::runtime::Handle;
 
 use super::{StorageError, Store};
 
-/// Runs `call(store, key)` until it ends or the deadline of the item on this thread passes,
-/// whichever is first; called from a blocking thread. A call made after the deadline fails
+/// Runs `call(store, key)` until it ends or `deadline` passes, whichever is first (no
+/// deadline: until it ends); called from a blocking thread. A call made after the deadline fails
 /// at once. With a deadline, the call runs on a thread of its own, so the deadline holds
 /// even when the call never yields (an OpenDAL lister spinning on a bad path did); a call
 /// still running at the deadline is left to end on that thread, and never holds up
 /// the runtime's shutdown.
 pub fn block_within<T, F, Fut>(
     handle: &Handle,
+    deadline: Option<Instant>,
     store: &Store,
     action: &'static str,
     key: &str,
@@ -32,7 +33,7 @@ where
         store: store.describe(),
     };
     let fut = call(store.clone(), key.to_string());
-    let Some(deadline) = crate::item_scope::deadline() else {
+    let Some(deadline) = deadline else {
         return handle.block_on(fut);
     };
     let now = Instant::now();

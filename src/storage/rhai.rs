@@ -1,8 +1,8 @@
 //! Rhai surface of storage: `storage(uri_or_map)` and the `Store` methods `size`, `exists`,
 //! `list`, `read_json`, `write_json`, `describe`. Only converts types and calls [`Store`];
-//! every call ends by the item's deadline. `storage(...)` opens arbitrary stores, so it is
-//! refused unless the configuration allows it (`[scripts] allow_storage_uri = true`), and
-//! never takes credentials from a script. Errors are the catchable maps of
+//! every call ends by the deadline of the script call making it. `storage(...)` opens
+//! arbitrary stores, so it is refused unless the configuration allows it (`[scripts]
+//! allow_storage_uri = true`), and never takes credentials from a script. Errors are the catchable maps of
 //! [`crate::natives::thrown`].
 
 use rhai::plugin::*;
@@ -133,13 +133,10 @@ mod storage_functions {
     /// if ctx.store.size("recordings/42.wav") == 1024 { return ctx.skip("already archived"); }
     /// ```
     #[rhai_fn(name = "size", pure, return_raw)]
-    pub fn size(store: &mut Store, key: &str) -> RhaiResult<i64> {
-        let size = within(
-            store,
-            "checking",
-            key,
-            |s, k| async move { s.size(&k).await },
-        )?;
+    pub fn size(ctx: NativeCallContext, store: &mut Store, key: &str) -> RhaiResult<i64> {
+        let size = within(&ctx, store, "checking", key, |s, k| async move {
+            s.size(&k).await
+        })?;
         Ok(size.map(|s| s as i64).unwrap_or(-1))
     }
 
@@ -149,13 +146,10 @@ mod storage_functions {
     /// if !ctx.store.exists("index.json") { ctx.store.write_json("index.json", #{}); }
     /// ```
     #[rhai_fn(name = "exists", pure, return_raw)]
-    pub fn exists(store: &mut Store, key: &str) -> RhaiResult<bool> {
-        Ok(within(
-            store,
-            "checking",
-            key,
-            |s, k| async move { s.size(&k).await },
-        )?
+    pub fn exists(ctx: NativeCallContext, store: &mut Store, key: &str) -> RhaiResult<bool> {
+        Ok(within(&ctx, store, "checking", key, |s, k| async move {
+            s.size(&k).await
+        })?
         .is_some())
     }
 
@@ -165,13 +159,10 @@ mod storage_functions {
     /// for key in ctx.store.list("recordings/") { ctx.log(key); }
     /// ```
     #[rhai_fn(name = "list", pure, return_raw)]
-    pub fn list(store: &mut Store, prefix: &str) -> RhaiResult<Array> {
-        let keys = within(
-            store,
-            "listing",
-            prefix,
-            |s, p| async move { s.list(&p).await },
-        )?;
+    pub fn list(ctx: NativeCallContext, store: &mut Store, prefix: &str) -> RhaiResult<Array> {
+        let keys = within(&ctx, store, "listing", prefix, |s, p| async move {
+            s.list(&p).await
+        })?;
         Ok(keys.into_iter().map(Dynamic::from).collect())
     }
 
@@ -181,9 +172,9 @@ mod storage_functions {
     /// let index = ctx.store.read_json("index.json") ?? #{};
     /// ```
     #[rhai_fn(name = "read_json", pure, return_raw)]
-    pub fn read_json(store: &mut Store, key: &str) -> RhaiResult<Dynamic> {
+    pub fn read_json(ctx: NativeCallContext, store: &mut Store, key: &str) -> RhaiResult<Dynamic> {
         let read = |s: Store, k: String| async move { s.read_small(&k, MAX_JSON).await };
-        let Some(bytes) = within(store, "reading", key, read)? else {
+        let Some(bytes) = within(&ctx, store, "reading", key, read)? else {
             return Ok(Dynamic::UNIT);
         };
         let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -203,7 +194,12 @@ mod storage_functions {
     /// ctx.store.write_json("reports/run.json", #{ done: 3 });
     /// ```
     #[rhai_fn(name = "write_json", pure, return_raw)]
-    pub fn write_json(store: &mut Store, key: &str, value: Dynamic) -> RhaiResult<()> {
+    pub fn write_json(
+        ctx: NativeCallContext,
+        store: &mut Store,
+        key: &str,
+        value: Dynamic,
+    ) -> RhaiResult<()> {
         let bytes = serde_json::to_vec_pretty(&value).map_err(|e| {
             to_rhai(StorageError::Json {
                 key: key.to_string(),
@@ -211,7 +207,7 @@ mod storage_functions {
                 message: e.to_string(),
             })
         })?;
-        within(store, "writing", key, move |s, k| async move {
+        within(&ctx, store, "writing", key, move |s, k| async move {
             s.put(&k, bytes.into()).await
         })
     }
@@ -244,8 +240,14 @@ pub fn to_rhai(err: StorageError) -> Box<EvalAltResult> {
         .into()
 }
 
-/// Runs a store call to completion, but no later than the item's deadline.
-fn within<T, F, Fut>(store: &Store, action: &'static str, key: &str, call: F) -> RhaiResult<T>
+/// Runs a store call to completion, but no later than the deadline of the script call.
+fn within<T, F, Fut>(
+    ctx: &NativeCallContext,
+    store: &Store,
+    action: &'static str,
+    key: &str,
+    call: F,
+) -> RhaiResult<T>
 where
     F: FnOnce(Store, String) -> Fut,
     Fut: Future<Output = Result<T, StorageError>> + Send + 'static,
@@ -257,5 +259,6 @@ where
             message: "storage calls run only inside the cxpipe runtime".into(),
         })
     })?;
-    super::block_within(&handle, store, action, key, call).map_err(to_rhai)
+    let deadline = crate::item_scope::ItemScope::of(ctx).deadline;
+    super::block_within(&handle, deadline, store, action, key, call).map_err(to_rhai)
 }

@@ -217,44 +217,64 @@ async fn retries_stop_at_the_item_deadline() {
     let config: TenantConfig = toml::from_str(&text).unwrap();
     let clock = std::sync::Arc::new(cxpipe::api::SkippingClock::new());
     let api = Api::with_clock("acme", &config, dir.path(), clock.clone()).unwrap();
-    let handle = tokio::runtime::Handle::current();
-    let err = tokio::task::spawn_blocking(move || {
-        let scope = cxpipe::item_scope::ItemScope {
-            deadline: Some(Instant::now() + Duration::from_secs(3)),
-            ..Default::default()
-        };
-        cxpipe::item_scope::with(scope, || {
-            handle
-                .block_on(api.request(Method::GET, "/records", None, None))
-                .unwrap_err()
-        })
-    })
-    .await
-    .unwrap();
+    let err = api
+        .within(Some(Instant::now() + Duration::from_secs(3)))
+        .request(Method::GET, "/records", None, None)
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(503));
     // A 5..10 s backoff cannot fit in a 3 s deadline: one attempt, no wait.
     assert_eq!(server.state.api_requests.load(SeqCst), 1);
     assert_eq!(clock.skipped(), Duration::ZERO);
 }
 
+/// Two handles of one client, each with its own deadline, driven concurrently on one
+/// thread from async code (as a webhook handler would, with no script call around it):
+/// each keeps its own deadline.
+#[tokio::test(flavor = "current_thread")]
+async fn handles_interleaved_on_one_thread_keep_their_own_deadlines() {
+    let behaviour = Behaviour {
+        page_failures: 100,
+        ..records(10)
+    };
+    let server = TestServer::start(behaviour).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), CLIENT_SECRET).unwrap();
+    let text = tenant_toml(&server.base_url(), "")
+        .replace("backoff_base = \"100ms\"", "backoff_base = \"10s\"")
+        .replace("backoff_max = \"2s\"", "backoff_max = \"10s\"");
+    let config: TenantConfig = toml::from_str(&text).unwrap();
+    let clock = std::sync::Arc::new(cxpipe::api::SkippingClock::new());
+    let api = Api::with_clock("acme", &config, dir.path(), clock.clone()).unwrap();
+    let bounded = api.within(Some(Instant::now() + Duration::from_secs(3)));
+    let unbounded = api.within(None);
+    let (page_a, page_b) = (json!({"page": "a"}), json!({"page": "b"}));
+    let (bounded, unbounded) = tokio::join!(
+        bounded.request(Method::GET, "/records", Some(&page_a), None),
+        unbounded.request(Method::GET, "/records", Some(&page_b), None),
+    );
+    assert_eq!(bounded.unwrap_err().status(), Some(503));
+    assert_eq!(unbounded.unwrap_err().status(), Some(503));
+    // The bounded handle tried once (a 5..10 s backoff cannot fit in 3 s); the unbounded
+    // one tried 1 + max_retries (4) times, waiting out its backoffs on the skipping clock.
+    assert_eq!(server.state.api_requests.load(SeqCst), 1 + 5);
+    assert_eq!(api.stats().retries, 4);
+    assert!(
+        clock.skipped() >= Duration::from_secs(4 * 5),
+        "{:?}",
+        clock.skipped()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_beyond_the_item_deadline_is_not_waited_for() {
     let s = setup(throttling_once("3600")).await;
-    let api = s.api.clone();
-    let handle = tokio::runtime::Handle::current();
-    let err = tokio::task::spawn_blocking(move || {
-        let scope = cxpipe::item_scope::ItemScope {
-            deadline: Some(Instant::now() + Duration::from_secs(600)),
-            ..Default::default()
-        };
-        cxpipe::item_scope::with(scope, || {
-            handle
-                .block_on(api.request(Method::GET, "/throttled", None, None))
-                .unwrap_err()
-        })
-    })
-    .await
-    .unwrap();
+    let err = s
+        .api
+        .within(Some(Instant::now() + Duration::from_secs(600)))
+        .request(Method::GET, "/throttled", None, None)
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(429));
     assert!(err.retryable());
     assert_eq!(s.clock.skipped(), Duration::ZERO);

@@ -24,12 +24,13 @@ async fn write_objects(root: &Path, data: Bytes) -> Store {
             stages: vec![Stage::Md5, Stage::Encrypt("k".into())],
             ..Flow::new(src.clone())
         };
-        cxpipe::flow::sink::write(&enc, &s, "rec/a.enc", &keys, None).unwrap();
+        cxpipe::flow::sink::write(&enc, &s, "rec/a.enc", &keys, None, &Default::default()).unwrap();
         let plain = Flow {
             stages: vec![Stage::Md5],
             ..Flow::new(src)
         };
-        cxpipe::flow::sink::write(&plain, &s, "rec/b.wav", &keys, None).unwrap();
+        cxpipe::flow::sink::write(&plain, &s, "rec/b.wav", &keys, None, &Default::default())
+            .unwrap();
     })
     .await
     .unwrap();
@@ -229,7 +230,15 @@ async fn decrypt_decompresses_on_request_and_verify_speaks_json() {
                 kind: "jsonl",
             })
         };
-        cxpipe::flow::sink::write(&flow, &s, "rows.jsonl.zst.enc", &test_keys(), None).unwrap();
+        cxpipe::flow::sink::write(
+            &flow,
+            &s,
+            "rows.jsonl.zst.enc",
+            &test_keys(),
+            None,
+            &Default::default(),
+        )
+        .unwrap();
     })
     .await
     .unwrap();

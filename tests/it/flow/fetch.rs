@@ -250,7 +250,7 @@ async fn the_item_deadline_stops_a_stalled_transfer() {
             deadline: Some(Instant::now() + Duration::from_millis(200)),
             ..Default::default()
         };
-        cxpipe::item_scope::with(scope, || engine.eval::<Dynamic>(&script))
+        eval_in_scope(&engine, &script, scope)
     })
     .await
     .unwrap();

@@ -72,6 +72,20 @@ pub async fn eval(engine: Engine, script: String) -> Result<Dynamic, Dynamic> {
     .unwrap()
 }
 
+/// Evaluates `script` on this (blocking) thread as the body of a script function called
+/// with `scope`, the way the runner calls hooks: native stages see its run facts and
+/// deadline.
+pub fn eval_in_scope(
+    engine: &Engine,
+    script: &str,
+    scope: cxpipe::item_scope::ItemScope,
+) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+    let ast = engine
+        .compile(format!("fn main() {{\n{script}\n}}"))
+        .expect("the test script compiles");
+    cxpipe::engine::call(engine, &ast, "main", (), scope)
+}
+
 /// The receipt map of a successful script.
 pub async fn receipt(engine: Engine, script: String) -> Map {
     match eval(engine, script).await {

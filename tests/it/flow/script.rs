@@ -1,6 +1,8 @@
 //! The script surface without HTTP: JSON sources, checks, receipts, manifests, stores,
 //! no-overwrite and nothing-partial guarantees.
 
+use std::time::{Duration, Instant};
+
 use cxpipe::storage::Store;
 
 use super::*;
@@ -187,6 +189,56 @@ async fn zstd_and_write_json_and_store_maps() {
     assert_eq!(get_int(&z, "bytes_stored"), stored.len() as i64);
 }
 
+/// A flow started with no script call around it, from an async task (as a webhook
+/// handler would): it writes the run facts it is handed into the manifest and stops at
+/// the deadline it is handed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_started_outside_a_script_call_uses_the_scope_it_is_given() {
+    let store = Store::from_uri(&memory_uri()).unwrap();
+    let scope = cxpipe::item_scope::ItemScope {
+        run_id: "run-hook".into(),
+        pipeline: "events".into(),
+        tenant: "globex".into(),
+        item_key: "evt-9".into(),
+        script_hash: "cd".repeat(32),
+        deadline: Some(Instant::now() + Duration::from_secs(600)),
+        max_operations: None,
+    };
+    let late = cxpipe::item_scope::ItemScope {
+        deadline: Some(Instant::now() - Duration::from_millis(1)),
+        ..scope.clone()
+    };
+    let write = |key: &'static str, scope: cxpipe::item_scope::ItemScope| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let flow = cxpipe::flow::Flow::new(cxpipe::flow::Source::Bytes {
+                data: bytes::Bytes::from_static(b"{\"event\":9}"),
+                kind: "json",
+            });
+            tokio::task::spawn_blocking(move || {
+                cxpipe::flow::sink::write(&flow, &store, key, &test_keys(), None, &scope)
+            })
+            .await
+            .unwrap()
+        })
+    };
+    let r = write("hook/9.json", scope).await.unwrap().unwrap();
+    assert_eq!(r["existed"], serde_json::json!(false));
+    let m = cxpipe::flow::manifest::Manifest::load(&store, "hook/9.json")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.run_id.as_deref(), Some("run-hook"));
+    assert_eq!(m.pipeline.as_deref(), Some("events"));
+    assert_eq!(m.tenant.as_deref(), Some("globex"));
+    assert_eq!(m.item_key.as_deref(), Some("evt-9"));
+    assert_eq!(m.script_hash, Some("cd".repeat(32)));
+
+    let err = write("hook/10.json", late).await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("deadline"), "{err}");
+    assert_eq!(store.size("hook/10.json").await.unwrap(), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifests_record_the_run_and_script_of_the_item() {
     let uri = memory_uri();
@@ -202,7 +254,9 @@ async fn manifests_record_the_run_and_script_of_the_item() {
             deadline: None,
             max_operations: None,
         };
-        let r = cxpipe::item_scope::with(scope, || engine.eval::<Map>(&script)).unwrap();
+        let r = eval_in_scope(&engine, &script, scope)
+            .unwrap()
+            .cast::<Map>();
         assert!(!r["existed"].as_bool().unwrap());
     })
     .await

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use cxpipe::flow::Stage;
 
 use super::gcs;
-use super::{blocking, write};
+use super::{blocking, write, write_in};
 use crate::flow::{MB, noise, sha256_hex, test_keys};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,7 +189,7 @@ async fn a_failed_write_is_not_restarted_past_the_item_deadline() {
             deadline: Some(std::time::Instant::now() + std::time::Duration::from_millis(400)),
             ..Default::default()
         };
-        cxpipe::item_scope::with(scope, || write(&s, "rec/big.wav", &data, vec![], &k))
+        write_in(&s, "rec/big.wav", &data, vec![], &k, &scope)
     })
     .await
     .unwrap_err();

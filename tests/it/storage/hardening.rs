@@ -12,7 +12,7 @@ use cxpipe::flow::{Flow, Source, Stage};
 use cxpipe::storage::Store;
 use sha2::Digest as _;
 
-use crate::flow::{engine, eval, get_str, test_keys};
+use crate::flow::{engine, eval, eval_in_scope, get_str, test_keys};
 use crate::harness::{Ran, TestEnv};
 
 /// `cxpipe ARGS` in `env`, killed (and the test failed) if it runs past `limit`.
@@ -151,8 +151,15 @@ async fn a_key_ending_in_the_manifest_suffix_is_refused() {
             data: Bytes::from_static(b"{}"),
             kind: "json",
         });
-        cxpipe::flow::sink::write(&flow, &s, "rec/42.manifest.json", &test_keys(), None)
-            .unwrap_err()
+        cxpipe::flow::sink::write(
+            &flow,
+            &s,
+            "rec/42.manifest.json",
+            &test_keys(),
+            None,
+            &Default::default(),
+        )
+        .unwrap_err()
     })
     .await
     .unwrap();
@@ -226,7 +233,7 @@ async fn a_store_call_after_the_item_deadline_fails_with_a_deadline_error() {
             deadline: Some(Instant::now() - Duration::from_millis(1)),
             ..Default::default()
         };
-        cxpipe::item_scope::with(scope, || late.eval::<rhai::Dynamic>(&script)).unwrap_err()
+        eval_in_scope(&late, &script, scope).unwrap_err()
     })
     .await
     .unwrap();
@@ -312,7 +319,7 @@ async fn write_two(root: &Path) -> Store {
                 stages,
                 ..Flow::new(src.clone())
             };
-            cxpipe::flow::sink::write(&flow, &s, key, &keys, None).unwrap();
+            cxpipe::flow::sink::write(&flow, &s, key, &keys, None, &Default::default()).unwrap();
         }
     })
     .await

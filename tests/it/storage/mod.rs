@@ -59,11 +59,23 @@ fn write(
     stages: Vec<Stage>,
     keys: &KeyRing,
 ) -> Result<serde_json::Map<String, serde_json::Value>, FlowError> {
+    write_in(store, key, data, stages, keys, &Default::default())
+}
+
+/// [`write`] for the call of `scope` (its deadline, its run facts in the manifest).
+fn write_in(
+    store: &Store,
+    key: &str,
+    data: &Bytes,
+    stages: Vec<Stage>,
+    keys: &KeyRing,
+    scope: &cxpipe::item_scope::ItemScope,
+) -> Result<serde_json::Map<String, serde_json::Value>, FlowError> {
     let flow = Flow {
         stages,
         ..Flow::new(source(data))
     };
-    cxpipe::flow::sink::write(&flow, store, key, keys, None)
+    cxpipe::flow::sink::write(&flow, store, key, keys, None, scope)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +104,10 @@ async fn encrypted_round_trip_and_verify_on_every_backend() {
                     key: "rec/a.wav.gz.enc".into(),
                 })
             };
-            (r, cxpipe::flow::sink::discard(&back, &k, None).unwrap())
+            (
+                r,
+                cxpipe::flow::sink::discard(&back, &k, None, None).unwrap(),
+            )
         })
         .await;
         assert_eq!(r["sha256"], sha256_hex(&data), "{name}");
@@ -199,7 +214,7 @@ async fn verify_and_decrypt_detect_tampering_on_every_backend() {
                     stages: vec![Stage::Decrypt(Some("k".into()))],
                     ..Flow::new(Source::Read { store: s, key: kk })
                 };
-                cxpipe::flow::sink::discard(&back, &k, None)
+                cxpipe::flow::sink::discard(&back, &k, None, None)
             })
             .await;
             assert!(decrypted.is_err(), "{name}: decrypt accepted {what}");
