@@ -179,9 +179,8 @@ impl Ledger {
         };
         let (mut last_seq, mut prev_hash) = (0i64, String::new());
         loop {
-            let rows: Vec<StoredEntry> =
-                with_pool!(&self.pool, |pool| {
-                    sqlx::query(
+            let rows: Vec<StoredEntry> = with_pool!(&self.pool, |pool| {
+                sqlx::query(
                 "SELECT seq, at, pipeline, tenant, run_id, kind, data, prev_hash, hash FROM audit \
                  WHERE seq > $1 ORDER BY seq LIMIT $2",
             )
@@ -193,7 +192,7 @@ impl Ledger {
             .iter()
             .map(stored_of)
             .collect()
-                });
+            });
             if rows.is_empty() {
                 break;
             }

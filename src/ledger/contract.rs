@@ -29,7 +29,7 @@ enum Place {
     Postgres {
         url: String,
         schema: String,
-        options: PgConnectOptions,
+        options: Box<PgConnectOptions>,
     },
 }
 
@@ -55,7 +55,8 @@ impl TestDb {
                 admin(&url, &format!("CREATE SCHEMA {schema}")).await;
                 let options = PgConnectOptions::from_str(&url)
                     .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is not a PostgreSQL URL: {e}"))
-                    .options([("search_path", schema.as_str())]);
+                    .options([("search_path", schema.as_str())])
+                    .into();
                 Place::Postgres {
                     url,
                     schema,
@@ -106,7 +107,7 @@ async fn open_at(place: &Place) -> Ledger {
     match place {
         Place::Sqlite(dir) => Ledger::open_dir(dir.path()).await,
         Place::Postgres { options, .. } => {
-            let pool = backend::connect_postgres_with(options.clone(), PG_TEST_CONNECTIONS)
+            let pool = backend::connect_postgres_with((**options).clone(), PG_TEST_CONNECTIONS)
                 .await
                 .expect("connecting to the test PostgreSQL");
             Ledger::open_pool(Pool::Postgres(pool)).await
