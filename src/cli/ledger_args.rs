@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, redact_url};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LedgerArgs {
@@ -21,7 +21,8 @@ pub struct LedgerArgs {
         env = "CXPIPE_STATE"
     )]
     pub state: PathBuf,
-    /// Ledger URL instead of --state: `sqlite://PATH`.
+    /// Ledger URL instead of --state: `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`
+    /// (the password from the URL, PGPASSWORD or ~/.pgpass).
     #[arg(long, global = true, value_name = "URL", env = "CXPIPE_LEDGER")]
     pub ledger: Option<String>,
 }
@@ -32,7 +33,7 @@ impl LedgerArgs {
         match &self.ledger {
             Some(url) => Ledger::open_url(url)
                 .await
-                .with_context(|| format!("opening ledger {url}")),
+                .with_context(|| format!("opening ledger {}", redact_url(url))),
             None => Ledger::open_dir(&self.state)
                 .await
                 .with_context(|| format!("opening ledger in {}", self.state.display())),
@@ -45,7 +46,7 @@ impl LedgerArgs {
         match &self.ledger {
             Some(url) => Ledger::open_existing_url(url)
                 .await
-                .with_context(|| format!("opening ledger {url}")),
+                .with_context(|| format!("opening ledger {}", redact_url(url))),
             None => Ledger::open_existing_dir(&self.state)
                 .await
                 .with_context(|| format!("opening ledger in {}", self.state.display())),

@@ -96,7 +96,7 @@ async fn run_once(args: &RunArgs) -> anyhow::Result<(RunReport, ExitCode)> {
             dry_run::ledger::throwaway_copy(&dry_run::ledger::ledger_file(
                 &args.ledger.state,
                 args.ledger.ledger.as_deref(),
-            ))
+            )?)
             .await?,
         ),
         None => None,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use sqlx::ConnectOptions as _;
 use sqlx::sqlite::SqliteConnectOptions;
 
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Ledger, LedgerError, is_postgres_url, redact_url};
 
 /// File name of the ledger inside a state folder.
 const LEDGER_FILE: &str = "ledger.sqlite";
@@ -26,6 +26,12 @@ pub enum SnapshotError {
     },
     #[error("dry run: opening the ledger copy: {0}")]
     Open(#[from] LedgerError),
+    #[error(
+        "dry run: the ledger {0} is PostgreSQL, and a dry run copies a SQLite ledger only; \
+         dry runs against a PostgreSQL ledger are not supported yet (leave out --dry-run, or \
+         dry-run against a SQLite ledger with --state DIR)"
+    )]
+    PostgresLedger(String),
 }
 
 /// A throwaway ledger; its folder is removed when this is dropped.
@@ -42,11 +48,13 @@ impl Throwaway {
 }
 
 /// The ledger file behind `--state DIR` (`DIR/ledger.sqlite`) or `--ledger URL`
-/// (`sqlite://PATH` or a bare path).
-pub fn ledger_file(state_dir: &Path, url: Option<&str>) -> PathBuf {
+/// (`sqlite://PATH` or a bare path). A PostgreSQL URL is refused: read as a path it would
+/// name no file, and the dry run would start from an empty ledger as if nothing were done.
+pub fn ledger_file(state_dir: &Path, url: Option<&str>) -> Result<PathBuf, SnapshotError> {
     match url {
-        Some(url) => PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(url)),
-        None => state_dir.join(LEDGER_FILE),
+        Some(url) if is_postgres_url(url) => Err(SnapshotError::PostgresLedger(redact_url(url))),
+        Some(url) => Ok(PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(url))),
+        None => Ok(state_dir.join(LEDGER_FILE)),
     }
 }
 
@@ -99,7 +107,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let real = Ledger::open_dir(dir.path()).await.unwrap();
         real.kv_set("p", "t", "seen", "1").await.unwrap();
-        let copy = throwaway_copy(&ledger_file(dir.path(), None))
+        let copy = throwaway_copy(&ledger_file(dir.path(), None).unwrap())
             .await
             .unwrap();
         assert_eq!(
@@ -116,9 +124,23 @@ mod tests {
     #[tokio::test]
     async fn no_ledger_yet_gives_an_empty_copy_and_creates_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let file = ledger_file(&dir.path().join("state"), None);
+        let file = ledger_file(&dir.path().join("state"), None).unwrap();
         let copy = throwaway_copy(&file).await.unwrap();
         assert_eq!(copy.ledger.kv_get("p", "t", "x").await.unwrap(), None);
         assert!(!dir.path().join("state").exists());
+    }
+
+    #[test]
+    fn a_postgres_ledger_is_refused_not_read_as_a_missing_file() {
+        let err = ledger_file(Path::new("state"), Some("postgres://cx:s3cret@db/ledger"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PostgreSQL") && err.contains("--dry-run"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        let sqlite = ledger_file(Path::new("state"), Some("sqlite:///tmp/l.sqlite")).unwrap();
+        assert_eq!(sqlite, PathBuf::from("/tmp/l.sqlite"));
     }
 }

@@ -2,8 +2,9 @@
 //! over the whole chain for `cxpipe audit verify` that names the first broken link. Appending
 //! lives with the other writes in `state.rs`.
 
-use sqlx::Row;
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use super::backend::with_pool;
 use super::state::audit_hash;
 use super::{AuditEntry, DbContext, Ledger, LedgerError};
 
@@ -87,17 +88,57 @@ impl ChainReport {
     }
 }
 
-fn entry_of(r: &sqlx::sqlite::SqliteRow) -> AuditEntry {
-    AuditEntry {
+/// An audit row as stored, its data still the text that was hashed. Read from
+/// `SELECT seq, at, pipeline, tenant, run_id, kind, data, prev_hash, hash`.
+struct StoredEntry {
+    seq: i64,
+    at: i64,
+    fields: [String; 4],
+    data: String,
+    prev_hash: String,
+    hash: String,
+}
+
+fn stored_of<R: Row>(r: &R) -> StoredEntry
+where
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    StoredEntry {
         seq: r.get(0),
         at: r.get(1),
-        pipeline: r.get(2),
-        tenant: r.get(3),
-        run_id: r.get(4),
-        kind: r.get(5),
-        data: serde_json::from_str(&r.get::<String, _>(6)).unwrap_or(serde_json::Value::Null),
+        fields: [r.get(2), r.get(3), r.get(4), r.get(5)],
+        data: r.get(6),
         prev_hash: r.get(7),
         hash: r.get(8),
+    }
+}
+
+pub(super) fn entry_of<R: Row>(r: &R) -> AuditEntry
+where
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let StoredEntry {
+        seq,
+        at,
+        fields: [pipeline, tenant, run_id, kind],
+        data,
+        prev_hash,
+        hash,
+    } = stored_of(r);
+    AuditEntry {
+        seq,
+        at,
+        pipeline,
+        tenant,
+        run_id,
+        kind,
+        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+        prev_hash,
+        hash,
     }
 }
 
@@ -109,7 +150,7 @@ impl Ledger {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AuditEntry>, LedgerError> {
-        let rows = sqlx::query(
+        with_pool!(&self.pool, |pool| Ok(sqlx::query(
             "SELECT seq, at, pipeline, tenant, run_id, kind, data, prev_hash, hash FROM audit \
              WHERE seq > $1 AND ($2 IS NULL OR tenant = $2) AND ($3 IS NULL OR pipeline = $3) \
              AND ($4 IS NULL OR at >= $4) ORDER BY seq LIMIT $5",
@@ -119,10 +160,12 @@ impl Ledger {
         .bind(filter.pipeline.as_deref())
         .bind(filter.since_ms)
         .bind(limit)
-        .fetch_all(self.pool())
+        .fetch_all(pool)
         .await
-        .doing(|| format!("reading audit entries after seq {after_seq}"))?;
-        Ok(rows.iter().map(entry_of).collect())
+        .doing(|| format!("reading audit entries after seq {after_seq}"))?
+        .iter()
+        .map(entry_of)
+        .collect()))
     }
 
     /// Walks the whole chain in sequence order, recomputing every hash, and stops at the
@@ -136,22 +179,25 @@ impl Ledger {
         };
         let (mut last_seq, mut prev_hash) = (0i64, String::new());
         loop {
-            let rows = sqlx::query(
+            let rows: Vec<StoredEntry> = with_pool!(&self.pool, |pool| {
+                sqlx::query(
                 "SELECT seq, at, pipeline, tenant, run_id, kind, data, prev_hash, hash FROM audit \
                  WHERE seq > $1 ORDER BY seq LIMIT $2",
             )
             .bind(last_seq)
             .bind(WALK_PAGE)
-            .fetch_all(self.pool())
+            .fetch_all(pool)
             .await
-            .doing(|| format!("reading the audit chain after seq {last_seq}"))?;
+            .doing(|| format!("reading the audit chain after seq {last_seq}"))?
+            .iter()
+            .map(stored_of)
+            .collect()
+            });
             if rows.is_empty() {
                 break;
             }
-            for r in &rows {
-                let seq: i64 = r.get(0);
-                let stored_prev: String = r.get(7);
-                let stored_hash: String = r.get(8);
+            for r in rows {
+                let (seq, stored_prev, stored_hash) = (r.seq, r.prev_hash, r.hash);
                 report.entries += 1;
                 let problem = if seq != last_seq + 1 {
                     Some(LinkProblem::SeqGap {
@@ -163,13 +209,13 @@ impl Ledger {
                         found: stored_prev.clone(),
                     })
                 } else {
-                    let fields: [String; 4] = [r.get(2), r.get(3), r.get(4), r.get(5)];
+                    let f = &r.fields;
                     let computed = audit_hash(
                         &stored_prev,
                         seq,
-                        r.get(1),
-                        [&fields[0], &fields[1], &fields[2], &fields[3]],
-                        &r.get::<String, _>(6),
+                        r.at,
+                        [&f[0], &f[1], &f[2], &f[3]],
+                        &r.data,
                     );
                     (computed != stored_hash).then(|| LinkProblem::HashMismatch {
                         computed,
@@ -202,6 +248,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::contract::contract_tests;
 
     fn ev(tenant: &str, kind: &str) -> (String, String, String, String, String) {
         (
@@ -213,112 +260,110 @@ mod tests {
         )
     }
 
-    async fn ledger_with(n: usize) -> (tempfile::TempDir, Ledger) {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::open_dir(dir.path()).await.unwrap();
+    async fn fill(l: &Ledger, n: usize) {
         let events: Vec<_> = (0..n)
             .map(|i| ev(if i % 2 == 0 { "a" } else { "b" }, &format!("K{i}")))
             .collect();
         l.append_audit(&events).await.unwrap();
-        (dir, l)
     }
 
-    async fn exec(l: &Ledger, sql: &'static str) {
-        sqlx::query(sql).execute(l.pool()).await.unwrap();
-    }
+    contract_tests! {
+        #[tokio::test]
+        async fn an_intact_chain_verifies_and_reports_its_head(db) {
+            let l = &db.ledger;
+            assert!(l.verify_audit(None).await.unwrap().ok(), "an empty chain holds");
+            fill(l, 5).await;
+            let report = l.verify_audit(None).await.unwrap();
+            assert!(report.ok(), "{report:?}");
+            assert_eq!((report.entries, report.head_seq), (5, Some(5)));
+            let head = report.head_hash.unwrap();
+            let anchored = l.verify_audit(Some(&head)).await.unwrap();
+            assert_eq!(anchored.anchor_found, Some(true));
+        }
 
-    #[tokio::test]
-    async fn an_intact_chain_verifies_and_reports_its_head() {
-        let (_d, l) = ledger_with(5).await;
-        let report = l.verify_audit(None).await.unwrap();
-        assert!(report.ok(), "{report:?}");
-        assert_eq!((report.entries, report.head_seq), (5, Some(5)));
-        let head = report.head_hash.unwrap();
-        let anchored = l.verify_audit(Some(&head)).await.unwrap();
-        assert_eq!(anchored.anchor_found, Some(true));
-        let empty = tempfile::tempdir().unwrap();
-        let none = Ledger::open_dir(empty.path()).await.unwrap();
-        assert!(none.verify_audit(None).await.unwrap().ok());
-    }
+        #[tokio::test]
+        async fn an_edited_entry_is_named(db) {
+            let l = &db.ledger;
+            fill(l, 5).await;
+            db.exec("UPDATE audit SET data = '{\"kind\":\"forged\"}' WHERE seq = 3",
+            )
+            .await;
+            let broken = l.verify_audit(None).await.unwrap().broken.unwrap();
+            assert_eq!(broken.seq, 3);
+            assert!(matches!(broken.problem, LinkProblem::HashMismatch { .. }));
+            assert!(broken.to_string().contains("edited"), "{broken}");
+        }
 
-    #[tokio::test]
-    async fn an_edited_entry_is_named() {
-        let (_d, l) = ledger_with(5).await;
-        exec(
-            &l,
-            "UPDATE audit SET data = '{\"kind\":\"forged\"}' WHERE seq = 3",
-        )
-        .await;
-        let broken = l.verify_audit(None).await.unwrap().broken.unwrap();
-        assert_eq!(broken.seq, 3);
-        assert!(matches!(broken.problem, LinkProblem::HashMismatch { .. }));
-        assert!(broken.to_string().contains("edited"), "{broken}");
-    }
+        #[tokio::test]
+        async fn a_removed_entry_is_named(db) {
+            let l = &db.ledger;
+            fill(l, 5).await;
+            db.exec("DELETE FROM audit WHERE seq = 2").await;
+            let broken = l.verify_audit(None).await.unwrap().broken.unwrap();
+            assert_eq!((broken.seq, broken.position), (3, 2));
+            assert_eq!(broken.problem, LinkProblem::SeqGap { expected_seq: 2 });
+            // The first entry removed: the new first one points at a hash that is gone.
+            db.exec("DELETE FROM audit").await;
+            fill(l, 3).await;
+            db.exec("DELETE FROM audit WHERE seq = 1").await;
+            assert_eq!(l.verify_audit(None).await.unwrap().broken.unwrap().seq, 2);
+        }
 
-    #[tokio::test]
-    async fn a_removed_entry_is_named() {
-        let (_d, l) = ledger_with(5).await;
-        exec(&l, "DELETE FROM audit WHERE seq = 2").await;
-        let broken = l.verify_audit(None).await.unwrap().broken.unwrap();
-        assert_eq!((broken.seq, broken.position), (3, 2));
-        assert_eq!(broken.problem, LinkProblem::SeqGap { expected_seq: 2 });
-        // The first entry removed: the new first one points at a hash that is gone.
-        let (_d, l) = ledger_with(3).await;
-        exec(&l, "DELETE FROM audit WHERE seq = 1").await;
-        assert_eq!(l.verify_audit(None).await.unwrap().broken.unwrap().seq, 2);
-    }
+        #[tokio::test]
+        async fn reordered_entries_are_named_even_with_their_seqs_renumbered(db) {
+            let l = &db.ledger;
+            fill(l, 5).await;
+            // Swap entries 2 and 4 wholesale (their seq numbers follow their new places).
+            db.exec("UPDATE audit SET seq = -2 WHERE seq = 2").await;
+            db.exec("UPDATE audit SET seq = 2 WHERE seq = 4").await;
+            db.exec("UPDATE audit SET seq = 4 WHERE seq = -2").await;
+            let broken = l.verify_audit(None).await.unwrap().broken.unwrap();
+            assert_eq!(broken.seq, 2);
+            assert!(matches!(
+                broken.problem,
+                LinkProblem::PrevHashMismatch { .. }
+            ));
+        }
 
-    #[tokio::test]
-    async fn reordered_entries_are_named_even_with_their_seqs_renumbered() {
-        let (_d, l) = ledger_with(5).await;
-        // Swap entries 2 and 4 wholesale (their seq numbers follow their new places).
-        exec(&l, "UPDATE audit SET seq = -2 WHERE seq = 2").await;
-        exec(&l, "UPDATE audit SET seq = 2 WHERE seq = 4").await;
-        exec(&l, "UPDATE audit SET seq = 4 WHERE seq = -2").await;
-        let broken = l.verify_audit(None).await.unwrap().broken.unwrap();
-        assert_eq!(broken.seq, 2);
-        assert!(matches!(
-            broken.problem,
-            LinkProblem::PrevHashMismatch { .. }
-        ));
-    }
+        #[tokio::test]
+        async fn entries_cut_off_the_end_are_caught_by_an_anchor(db) {
+            let l = &db.ledger;
+            fill(l, 4).await;
+            let head = l.verify_audit(None).await.unwrap().head_hash.unwrap();
+            db.exec("DELETE FROM audit WHERE seq = 4").await;
+            let report = l.verify_audit(Some(&head)).await.unwrap();
+            assert!(report.broken.is_none());
+            assert_eq!(report.anchor_found, Some(false));
+            assert!(!report.ok());
+        }
 
-    #[tokio::test]
-    async fn entries_cut_off_the_end_are_caught_by_an_anchor() {
-        let (_d, l) = ledger_with(4).await;
-        let head = l.verify_audit(None).await.unwrap().head_hash.unwrap();
-        exec(&l, "DELETE FROM audit WHERE seq = 4").await;
-        let report = l.verify_audit(Some(&head)).await.unwrap();
-        assert!(report.broken.is_none());
-        assert_eq!(report.anchor_found, Some(false));
-        assert!(!report.ok());
-    }
-
-    #[tokio::test]
-    async fn pages_filter_by_tenant_pipeline_and_time() {
-        let (_d, l) = ledger_with(6).await;
-        let all = l.audit_page(&AuditFilter::default(), 0, 100).await.unwrap();
-        assert_eq!(all.len(), 6);
-        let a = AuditFilter {
-            tenant: Some("a".into()),
-            ..AuditFilter::default()
-        };
-        let page = l.audit_page(&a, 0, 2).await.unwrap();
-        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 3]);
-        let next = l.audit_page(&a, 3, 2).await.unwrap();
-        assert_eq!(next.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5]);
-        let other = AuditFilter {
-            pipeline: Some("q".into()),
-            ..AuditFilter::default()
-        };
-        assert!(l.audit_page(&other, 0, 10).await.unwrap().is_empty());
-        exec(&l, "UPDATE audit SET at = 1000 WHERE seq <= 4").await;
-        let recent = AuditFilter {
-            since_ms: Some(2000),
-            ..AuditFilter::default()
-        };
-        let got = l.audit_page(&recent, 0, 10).await.unwrap();
-        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6]);
-        assert_eq!(got[0].data["kind"], "K4");
+        #[tokio::test]
+        async fn pages_filter_by_tenant_pipeline_and_time(db) {
+            let l = &db.ledger;
+            fill(l, 6).await;
+            let all = l.audit_page(&AuditFilter::default(), 0, 100).await.unwrap();
+            assert_eq!(all.len(), 6);
+            let a = AuditFilter {
+                tenant: Some("a".into()),
+                ..AuditFilter::default()
+            };
+            let page = l.audit_page(&a, 0, 2).await.unwrap();
+            assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 3]);
+            let next = l.audit_page(&a, 3, 2).await.unwrap();
+            assert_eq!(next.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5]);
+            let other = AuditFilter {
+                pipeline: Some("q".into()),
+                ..AuditFilter::default()
+            };
+            assert!(l.audit_page(&other, 0, 10).await.unwrap().is_empty());
+            db.exec("UPDATE audit SET at = 1000 WHERE seq <= 4").await;
+            let recent = AuditFilter {
+                since_ms: Some(2000),
+                ..AuditFilter::default()
+            };
+            let got = l.audit_page(&recent, 0, 10).await.unwrap();
+            assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6]);
+            assert_eq!(got[0].data["kind"], "K4");
+        }
     }
 }

@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use super::backend::{Backend, BeginWrite, with_pool};
 use super::{DbContext, ItemState, Ledger, LedgerError, now_ms};
 
 /// An item emitted by `discover`: its key and JSON payload.
@@ -77,7 +77,12 @@ pub struct ItemRow {
 const ROW_COLUMNS: &str = "pipeline, tenant, item_key, state, attempts, next_at, script_hash, \
                            payload, result, last_error, run_id, updated_at";
 
-fn item_row(r: &SqliteRow) -> ItemRow {
+fn item_row<R: Row>(r: &R) -> ItemRow
+where
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
     ItemRow {
         pipeline: r.get(0),
         tenant: r.get(1),
@@ -129,40 +134,89 @@ impl ItemFilter {
     }
 }
 
-/// Writes `updates` inside the caller's write transaction.
-pub(crate) async fn apply_in(
-    conn: &mut sqlx::SqliteConnection,
-    updates: &[ItemUpdate],
-) -> Result<(), LedgerError> {
-    let now = now_ms();
-    for u in updates {
-        // A deferred or failed item stays leased by its run (which re-queues it itself);
-        // later runs take it over because they lease only what another run owns.
-        let lease_owner_kept = !u.state.is_final();
-        sqlx::query(
-            "UPDATE items SET state = $4, attempts = $5, next_at = $6, \
-             result = COALESCE($7, result), last_error = $8, updated_at = $9, \
-             lease_owner = CASE WHEN $10 = 1 THEN lease_owner ELSE NULL END, \
-             script_hash = COALESCE($11, script_hash) \
-             WHERE pipeline = $1 AND tenant = $2 AND item_key = $3",
-        )
-        .bind(&*u.pipeline)
-        .bind(&*u.tenant)
-        .bind(&u.key)
-        .bind(u.state.as_str())
-        .bind(u.attempts)
-        .bind(u.next_at)
-        .bind(&u.result)
-        .bind(&u.last_error)
-        .bind(now)
-        .bind(lease_owner_kept as i64)
-        .bind(&u.script_hash)
-        .execute(&mut *conn)
-        .await
-        .doing(|| format!("updating item {}", u.key))?;
-    }
-    Ok(())
+/// Writing item updates inside the caller's write transaction.
+pub(crate) trait ApplyUpdates {
+    /// Writes `updates`. With a `fence` (the id of the run that leased the items), an
+    /// update is written only while no other run has leased the item since: a run whose
+    /// items were taken over (its heartbeat went stale) cannot overwrite the newer
+    /// attempt's result. Every lease sets `run_id` with `lease_owner`, so the latest lease
+    /// is `run_id`. Returns how many updates the fence refused; each is logged.
+    async fn apply_updates(
+        &mut self,
+        updates: &[ItemUpdate],
+        fence: Option<&str>,
+    ) -> Result<u64, LedgerError>;
 }
+
+macro_rules! impl_apply_updates {
+    ($($conn:ty),*) => {$(
+        impl ApplyUpdates for $conn {
+            async fn apply_updates(
+                &mut self,
+                updates: &[ItemUpdate],
+                fence: Option<&str>,
+            ) -> Result<u64, LedgerError> {
+                let now = now_ms();
+                let mut refused = 0;
+                for u in updates {
+                    // A deferred or failed item stays leased by its run (which re-queues it
+                    // itself); later runs take it over because they lease only what another
+                    // run owns.
+                    let lease_owner_kept = !u.state.is_final();
+                    let written = sqlx::query(
+                        "UPDATE items SET state = $4, attempts = $5, next_at = $6, \
+                         result = COALESCE($7, result), last_error = $8, updated_at = $9, \
+                         lease_owner = CASE WHEN $10 = 1 THEN lease_owner ELSE NULL END, \
+                         script_hash = COALESCE($11, script_hash) \
+                         WHERE pipeline = $1 AND tenant = $2 AND item_key = $3 \
+                         AND ($12 IS NULL OR run_id = $12)",
+                    )
+                    .bind(&*u.pipeline)
+                    .bind(&*u.tenant)
+                    .bind(&u.key)
+                    .bind(u.state.as_str())
+                    .bind(u.attempts)
+                    .bind(u.next_at)
+                    .bind(&u.result)
+                    .bind(&u.last_error)
+                    .bind(now)
+                    .bind(lease_owner_kept as i64)
+                    .bind(&u.script_hash)
+                    .bind(fence)
+                    .execute(&mut *self)
+                    .await
+                    .doing(|| format!("updating item {}", u.key))?
+                    .rows_affected();
+                    if written == 0
+                        && let Some(run) = fence
+                    {
+                        refused += 1;
+                        tracing::warn!(
+                            item = %crate::terminal::escape(&u.key),
+                            state = u.state.as_str(),
+                            run_id = run,
+                            "item result not written: another run has leased the item \
+                             since (this run's lease was taken over)"
+                        );
+                    }
+                }
+                Ok(refused)
+            }
+        }
+    )*};
+}
+impl_apply_updates!(sqlx::SqliteConnection, sqlx::PgConnection);
+
+/// Leases a batch of unfinished items; `{LOCK}` is the backend's row-claim clause.
+const LEASE_UNFINISHED_SQL: &str = "UPDATE items SET lease_owner = $3, run_id = $3, \
+     updated_at = $5, state = CASE WHEN next_at > $5 THEN state ELSE 'leased' END \
+     WHERE pipeline = $1 AND tenant = $2 AND item_key IN (
+        SELECT item_key FROM items WHERE pipeline = $1 AND tenant = $2
+        AND state IN ('pending', 'leased', 'failed', 'deferred')
+        AND (lease_owner IS NULL OR lease_owner <> $3)
+        AND (next_at IS NULL OR next_at <= $4)
+        ORDER BY item_key LIMIT $6 {LOCK})
+     RETURNING item_key, payload, attempts, next_at";
 
 impl Ledger {
     /// Admits emitted items for `run_id`: inserts new keys and re-leases existing keys that
@@ -209,24 +263,26 @@ impl Ledger {
              AND (items.next_at IS NULL OR items.next_at <= $6) \
              RETURNING item_key, attempts, next_at",
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(pipeline)
-            .bind(tenant)
-            .bind(run_id)
-            .bind(script_hash)
-            .bind(now_ms())
-            .bind(due_before);
-        for item in &unique {
-            q = q.bind(&item.key).bind(&item.payload);
-        }
-        let rows = q
-            .fetch_all(self.pool())
-            .await
-            .doing(|| format!("admitting {} items of {pipeline}/{tenant}", unique.len()))?;
-        let mut admitted: std::collections::HashMap<String, (i64, Option<i64>)> = rows
-            .iter()
-            .map(|r| (r.get(0), (r.get(1), r.get(2))))
-            .collect();
+        let now = now_ms();
+        let mut admitted: std::collections::HashMap<String, (i64, Option<i64>)> =
+            with_pool!(&self.pool, |pool| {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(pipeline)
+                    .bind(tenant)
+                    .bind(run_id)
+                    .bind(script_hash)
+                    .bind(now)
+                    .bind(due_before);
+                for item in &unique {
+                    q = q.bind(&item.key).bind(&item.payload);
+                }
+                q.fetch_all(pool)
+                    .await
+                    .doing(|| format!("admitting {} items of {pipeline}/{tenant}", unique.len()))?
+                    .iter()
+                    .map(|r| (r.get(0), (r.get(1), r.get(2))))
+                    .collect()
+            });
         Ok(unique
             .iter()
             .filter_map(|i| {
@@ -248,38 +304,41 @@ impl Ledger {
         script_hash: &str,
         batch: &[AdmitItem],
     ) -> Result<u64, LedgerError> {
-        let mut tx = self.begin_write("starting to admit pending items").await?;
-        let mut added = 0;
-        for item in batch {
-            let done = sqlx::query(
-                "INSERT INTO items (pipeline, tenant, item_key, payload, state, attempts, \
-                 script_hash, updated_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6) \
-                 ON CONFLICT (pipeline, tenant, item_key) DO NOTHING",
-            )
-            .bind(pipeline)
-            .bind(tenant)
-            .bind(&item.key)
-            .bind(&item.payload)
-            .bind(script_hash)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await
-            .doing(|| format!("admitting pending item {} of {pipeline}/{tenant}", item.key))?;
-            added += done.rows_affected();
-        }
-        tx.commit().await.doing(|| {
-            format!(
-                "committing {} pending items of {pipeline}/{tenant}",
-                batch.len()
-            )
-        })?;
-        Ok(added)
+        with_pool!(&self.pool, |pool| {
+            let mut tx = pool.begin_write("starting to admit pending items").await?;
+            let mut added = 0;
+            for item in batch {
+                let done = sqlx::query(
+                    "INSERT INTO items (pipeline, tenant, item_key, payload, state, attempts, \
+                     script_hash, updated_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6) \
+                     ON CONFLICT (pipeline, tenant, item_key) DO NOTHING",
+                )
+                .bind(pipeline)
+                .bind(tenant)
+                .bind(&item.key)
+                .bind(&item.payload)
+                .bind(script_hash)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .doing(|| format!("admitting pending item {} of {pipeline}/{tenant}", item.key))?;
+                added += done.rows_affected();
+            }
+            tx.commit().await.doing(|| {
+                format!(
+                    "committing {} pending items of {pipeline}/{tenant}",
+                    batch.len()
+                )
+            })?;
+            Ok(added)
+        })
     }
 
     /// Leases up to `limit` unfinished items left by earlier runs (pending, leased by a dead
     /// run, failed awaiting retry, or deferred until no later than `due_before`). One not
     /// due yet keeps its state (deferred, failed) until processed, so a run that leaves it
-    /// leaves it as it was.
+    /// leaves it as it was. On PostgreSQL the batch is claimed `FOR UPDATE SKIP LOCKED`:
+    /// rows another transaction is claiming are passed over, not waited for or taken twice.
     pub async fn lease_unfinished(
         &self,
         pipeline: &str,
@@ -288,16 +347,12 @@ impl Ledger {
         due_before: i64,
         limit: i64,
     ) -> Result<Vec<ResumableItem>, LedgerError> {
-        let rows = sqlx::query(
-            "UPDATE items SET lease_owner = $3, run_id = $3, updated_at = $5, \
-             state = CASE WHEN next_at > $5 THEN state ELSE 'leased' END \
-             WHERE pipeline = $1 AND tenant = $2 AND item_key IN (
-                SELECT item_key FROM items WHERE pipeline = $1 AND tenant = $2
-                AND state IN ('pending', 'leased', 'failed', 'deferred')
-                AND (lease_owner IS NULL OR lease_owner <> $3)
-                AND (next_at IS NULL OR next_at <= $4)
-                ORDER BY item_key LIMIT $6)
-             RETURNING item_key, payload, attempts, next_at",
+        let sql = match self.backend() {
+            Backend::Sqlite => LEASE_UNFINISHED_SQL.replace("{LOCK}", ""),
+            Backend::Postgres => LEASE_UNFINISHED_SQL.replace("{LOCK}", "FOR UPDATE SKIP LOCKED"),
+        };
+        let mut leased: Vec<ResumableItem> = with_pool!(&self.pool, |pool| sqlx::query(
+            sqlx::AssertSqlSafe(sql.clone())
         )
         .bind(pipeline)
         .bind(tenant)
@@ -305,38 +360,45 @@ impl Ledger {
         .bind(due_before)
         .bind(now_ms())
         .bind(limit)
-        .fetch_all(self.pool())
+        .fetch_all(pool)
         .await
-        .doing(|| format!("leasing unfinished items of {pipeline}/{tenant}"))?;
-        Ok(rows
-            .iter()
-            .map(|r| ResumableItem {
-                key: r.get(0),
-                payload: r
-                    .get::<Option<String>, _>(1)
-                    .unwrap_or_else(|| "null".into()),
-                attempts: r.get(2),
-                next_at: r.get(3),
-            })
-            .collect())
+        .doing(|| format!("leasing unfinished items of {pipeline}/{tenant}"))?
+        .iter()
+        .map(|r| ResumableItem {
+            key: r.get(0),
+            payload: r
+                .get::<Option<String>, _>(1)
+                .unwrap_or_else(|| "null".into()),
+            attempts: r.get(2),
+            next_at: r.get(3),
+        })
+        .collect());
+        // RETURNING has no order in PostgreSQL: hand the batch out in key order everywhere.
+        leased.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(leased)
     }
 
     /// How many items of `pipeline` × `tenant` wait deferred, and when the earliest
     /// unfinished one (pending, failed or deferred) falls due, in ledger ms.
     pub async fn waiting(&self, pipeline: &str, tenant: &str) -> Result<Waiting, LedgerError> {
-        let row = sqlx::query(
-            "SELECT COALESCE(SUM(CASE WHEN state = 'deferred' THEN 1 ELSE 0 END), 0), \
-             MIN(COALESCE(next_at, updated_at)) FROM items \
-             WHERE pipeline = $1 AND tenant = $2 AND state IN ('pending', 'failed', 'deferred')",
-        )
-        .bind(pipeline)
-        .bind(tenant)
-        .fetch_one(self.pool())
-        .await
-        .doing(|| format!("reading the waiting items of {pipeline}/{tenant}"))?;
+        // SUM is NUMERIC in PostgreSQL: cast back to BIGINT.
+        let (deferred, next_due): (i64, Option<i64>) = with_pool!(&self.pool, |pool| {
+            let row = sqlx::query(
+                "SELECT CAST(COALESCE(SUM(CASE WHEN state = 'deferred' THEN 1 ELSE 0 END), 0) \
+                 AS BIGINT), MIN(COALESCE(next_at, updated_at)) FROM items \
+                 WHERE pipeline = $1 AND tenant = $2 \
+                 AND state IN ('pending', 'failed', 'deferred')",
+            )
+            .bind(pipeline)
+            .bind(tenant)
+            .fetch_one(pool)
+            .await
+            .doing(|| format!("reading the waiting items of {pipeline}/{tenant}"))?;
+            (row.get(0), row.get(1))
+        });
         Ok(Waiting {
-            deferred: row.get::<i64, _>(0).max(0) as u64,
-            next_due: row.get(1),
+            deferred: deferred.max(0) as u64,
+            next_due,
         })
     }
 
@@ -347,13 +409,16 @@ impl Ledger {
         Ok(self.waiting(pipeline, tenant).await?.next_due)
     }
 
-    /// Writes a batch of state changes in one transaction.
+    /// Writes a batch of state changes in one transaction, whoever holds the items' leases
+    /// (for tools and tests; a run's workers write through a fenced [`super::writer::LedgerWriter`]).
     pub async fn apply(&self, updates: &[ItemUpdate]) -> Result<(), LedgerError> {
-        let mut tx = self.begin_write("starting item update").await?;
-        apply_in(&mut tx, updates).await?;
-        tx.commit()
-            .await
-            .doing(|| format!("committing {} item updates", updates.len()))
+        with_pool!(&self.pool, |pool| {
+            let mut tx = pool.begin_write("starting item update").await?;
+            tx.apply_updates(updates, None).await?;
+            tx.commit()
+                .await
+                .doing(|| format!("committing {} item updates", updates.len()))
+        })
     }
 
     /// Hands every item this run still holds back for the next run: leased ones become
@@ -365,7 +430,7 @@ impl Ledger {
         tenant: &str,
         run_id: &str,
     ) -> Result<u64, LedgerError> {
-        let done = sqlx::query(
+        with_pool!(&self.pool, |pool| Ok(sqlx::query(
             "UPDATE items SET state = CASE WHEN state = 'leased' THEN 'pending' ELSE state END, \
              lease_owner = NULL, updated_at = $4 \
              WHERE pipeline = $1 AND tenant = $2 AND lease_owner = $3 \
@@ -375,10 +440,10 @@ impl Ledger {
         .bind(tenant)
         .bind(run_id)
         .bind(now_ms())
-        .execute(self.pool())
+        .execute(pool)
         .await
-        .doing(|| format!("releasing the items of run {run_id}"))?;
-        Ok(done.rows_affected())
+        .doing(|| format!("releasing the items of run {run_id}"))?
+        .rows_affected()))
     }
 
     /// Lists items matching `filter`, newest first, at most `limit`.
@@ -393,16 +458,18 @@ impl Ledger {
              LIMIT ${}",
             values.len() + 1
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for v in &values {
-            q = q.bind(v);
-        }
-        let rows = q
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await
-            .doing(|| "listing items".into())?;
-        Ok(rows.iter().map(item_row).collect())
+        with_pool!(&self.pool, |pool| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for v in &values {
+                q = q.bind(v);
+            }
+            let rows = q
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .doing(|| "listing items".into())?;
+            Ok(rows.iter().map(item_row).collect())
+        })
     }
 
     /// Counts items by state for `filter` (its `state` is ignored).
@@ -418,15 +485,14 @@ impl Ledger {
         let sql = format!(
             "SELECT state, COUNT(*) FROM items WHERE {clause} GROUP BY state ORDER BY state"
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for v in &values {
-            q = q.bind(v);
-        }
-        let rows = q
-            .fetch_all(self.pool())
-            .await
-            .doing(|| "counting items".into())?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        with_pool!(&self.pool, |pool| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for v in &values {
+                q = q.bind(v);
+            }
+            let rows = q.fetch_all(pool).await.doing(|| "counting items".into())?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
     }
 
     /// Puts matching items back to `pending` with no attempts, so the next run processes
@@ -437,21 +503,21 @@ impl Ledger {
             "UPDATE items SET state = 'pending', attempts = 0, next_at = NULL, lease_owner = NULL, \
              last_error = NULL, updated_at = $1 WHERE {clause}"
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms());
-        for v in &values {
-            q = q.bind(v);
-        }
-        let done = q
-            .execute(self.pool())
-            .await
-            .doing(|| "retrying items".into())?;
-        Ok(done.rows_affected())
+        with_pool!(&self.pool, |pool| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms());
+            for v in &values {
+                q = q.bind(v);
+            }
+            let done = q.execute(pool).await.doing(|| "retrying items".into())?;
+            Ok(done.rows_affected())
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::contract::contract_tests;
 
     fn batch(keys: &[&str]) -> Vec<AdmitItem> {
         keys.iter()
@@ -476,122 +542,224 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn done_items_are_never_admitted_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::open_dir(dir.path()).await.unwrap();
-        let keys = |v: Vec<Admitted>| v.into_iter().map(|a| a.key).collect::<Vec<_>>();
-        let first = l
-            .admit("p", "t", "r1", "h", now_ms(), &batch(&["a", "b", "a"]))
-            .await
-            .unwrap();
-        assert_eq!(keys(first), ["a", "b"]);
-        // Same run re-emitting: nothing new.
-        assert!(
+    contract_tests! {
+        #[tokio::test]
+        async fn done_items_are_never_admitted_again(db) {
+            let l = &db.ledger;
+            let keys = |v: Vec<Admitted>| v.into_iter().map(|a| a.key).collect::<Vec<_>>();
+            let first = l
+                .admit("p", "t", "r1", "h", now_ms(), &batch(&["a", "b", "a"]))
+                .await
+                .unwrap();
+            assert_eq!(keys(first), ["a", "b"]);
+            // Same run re-emitting: nothing new.
+            assert!(
+                l.admit("p", "t", "r1", "h", now_ms(), &batch(&["a"]))
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            l.apply(&[update("a", ItemState::Done)]).await.unwrap();
+            let second = l
+                .admit("p", "t", "r2", "h", now_ms(), &batch(&["a", "b"]))
+                .await
+                .unwrap();
+            assert_eq!(keys(second), ["b"]);
+        }
+
+        #[tokio::test]
+        async fn a_deferred_item_is_not_taken_again_by_its_run_nor_early_by_the_next(db) {
+            let l = &db.ledger;
             l.admit("p", "t", "r1", "h", now_ms(), &batch(&["a"]))
                 .await
-                .unwrap()
-                .is_empty()
-        );
-        l.apply(&[update("a", ItemState::Done)]).await.unwrap();
-        let second = l
-            .admit("p", "t", "r2", "h", now_ms(), &batch(&["a", "b"]))
+                .unwrap();
+            let later = now_ms() + 3_600_000;
+            l.apply(&[ItemUpdate {
+                next_at: Some(later),
+                ..update("a", ItemState::Deferred)
+            }])
             .await
             .unwrap();
-        assert_eq!(keys(second), ["b"]);
-    }
+            // The run that deferred it re-queues it itself: re-emitting or leasing must not.
+            assert!(
+                l.admit("p", "t", "r1", "h", now_ms(), &batch(&["a"]))
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            assert!(
+                l.lease_unfinished("p", "t", "r1", i64::MAX, 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            // A later run takes it only once it is due within that run's wait.
+            assert!(
+                l.admit("p", "t", "r2", "h", now_ms(), &batch(&["a"]))
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            let due = l
+                .admit("p", "t", "r2", "h", later, &batch(&["a"]))
+                .await
+                .unwrap();
+            assert_eq!(
+                due,
+                vec![Admitted {
+                    key: "a".into(),
+                    attempts: 1,
+                    next_at: Some(later)
+                }]
+            );
+        }
 
-    #[tokio::test]
-    async fn a_deferred_item_is_not_taken_again_by_its_run_nor_early_by_the_next() {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::open_dir(dir.path()).await.unwrap();
-        l.admit("p", "t", "r1", "h", now_ms(), &batch(&["a"]))
-            .await
-            .unwrap();
-        let later = now_ms() + 3_600_000;
-        l.apply(&[ItemUpdate {
-            next_at: Some(later),
-            ..update("a", ItemState::Deferred)
-        }])
-        .await
-        .unwrap();
-        // The run that deferred it re-queues it itself: re-emitting or leasing must not.
-        assert!(
+        #[tokio::test]
+        async fn unfinished_items_are_leased_by_the_next_run_once(db) {
+            let l = &db.ledger;
+            l.admit("p", "t", "r1", "h", now_ms(), &batch(&["a", "b", "c"]))
+                .await
+                .unwrap();
+            l.apply(&[update("a", ItemState::Done)]).await.unwrap();
+            let got = l
+                .lease_unfinished("p", "t", "r2", now_ms(), 10)
+                .await
+                .unwrap();
+            let keys: Vec<_> = got.iter().map(|i| i.key.as_str()).collect();
+            assert_eq!(keys, ["b", "c"]);
+            assert!(
+                l.lease_unfinished("p", "t", "r2", now_ms(), 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+
+        #[tokio::test]
+        async fn retry_puts_quarantined_items_back(db) {
+            let l = &db.ledger;
             l.admit("p", "t", "r1", "h", now_ms(), &batch(&["a"]))
                 .await
-                .unwrap()
-                .is_empty()
-        );
-        assert!(
-            l.lease_unfinished("p", "t", "r1", i64::MAX, 10)
+                .unwrap();
+            l.apply(&[update("a", ItemState::Quarantined)])
                 .await
-                .unwrap()
-                .is_empty()
-        );
-        // A later run takes it only once it is due within that run's wait.
-        assert!(
-            l.admit("p", "t", "r2", "h", now_ms(), &batch(&["a"]))
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        let due = l
-            .admit("p", "t", "r2", "h", later, &batch(&["a"]))
-            .await
-            .unwrap();
-        assert_eq!(
-            due,
-            vec![Admitted {
-                key: "a".into(),
-                attempts: 1,
-                next_at: Some(later)
-            }]
-        );
-    }
+                .unwrap();
+            let f = ItemFilter {
+                state: Some(ItemState::Quarantined),
+                ..Default::default()
+            };
+            assert_eq!(l.retry_items(&f).await.unwrap(), 1);
+            assert_eq!(
+                l.admit("p", "t", "r2", "h", now_ms(), &batch(&["a"]))
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
 
-    #[tokio::test]
-    async fn unfinished_items_are_leased_by_the_next_run_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::open_dir(dir.path()).await.unwrap();
-        l.admit("p", "t", "r1", "h", now_ms(), &batch(&["a", "b", "c"]))
-            .await
-            .unwrap();
-        l.apply(&[update("a", ItemState::Done)]).await.unwrap();
-        let got = l
-            .lease_unfinished("p", "t", "r2", now_ms(), 10)
-            .await
-            .unwrap();
-        let keys: Vec<_> = got.iter().map(|i| i.key.as_str()).collect();
-        assert_eq!(keys, ["b", "c"]);
-        assert!(
-            l.lease_unfinished("p", "t", "r2", now_ms(), 10)
+        /// A run whose lease was taken over (its heartbeat went stale and another run
+        /// leased its items) cannot write over the newer attempt's result, before or after
+        /// that attempt finished; the newer run's own writes go through.
+        #[tokio::test]
+        async fn a_taken_over_run_cannot_overwrite_the_newer_attempt(db) {
+            let l = &db.ledger;
+            l.admit("p", "t", "r1", "h", now_ms(), &batch(&["a", "b"]))
                 .await
-                .unwrap()
-                .is_empty()
-        );
-    }
+                .unwrap();
+            let taken = l.lease_unfinished("p", "t", "r2", now_ms(), 10).await.unwrap();
+            assert_eq!(taken.len(), 2);
+            let stale = |key: &str| ItemUpdate {
+                result: Some("\"stale\"".into()),
+                ..update(key, ItemState::Done)
+            };
+            // r1 finishes "a" after r2 took it but before r2 finished it.
+            assert_eq!(l.write_batch_fenced(&[stale("a")], &[], Some("r1")).await.unwrap(), 1);
+            let newer = |key: &str| ItemUpdate {
+                result: Some("\"newer\"".into()),
+                ..update(key, ItemState::Done)
+            };
+            assert_eq!(
+                l.write_batch_fenced(&[newer("a"), newer("b")], &[], Some("r2"))
+                    .await
+                    .unwrap(),
+                0
+            );
+            // r1 finishes "b" (as failed) after r2 finished it.
+            let failed = ItemUpdate {
+                last_error: Some("late".into()),
+                ..update("b", ItemState::Failed)
+            };
+            assert_eq!(l.write_batch_fenced(&[failed], &[], Some("r1")).await.unwrap(), 1);
+            for key in ["a", "b"] {
+                let filter = ItemFilter {
+                    key: Some(key.into()),
+                    ..Default::default()
+                };
+                let row = l.list_items(&filter, 1).await.unwrap().remove(0);
+                assert_eq!(
+                    (row.state.as_str(), row.result.as_deref(), row.run_id.as_deref()),
+                    ("done", Some("\"newer\""), Some("r2")),
+                    "{key}"
+                );
+            }
+        }
 
-    #[tokio::test]
-    async fn retry_puts_quarantined_items_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::open_dir(dir.path()).await.unwrap();
-        l.admit("p", "t", "r1", "h", now_ms(), &batch(&["a"]))
-            .await
-            .unwrap();
-        l.apply(&[update("a", ItemState::Quarantined)])
-            .await
-            .unwrap();
-        let f = ItemFilter {
-            state: Some(ItemState::Quarantined),
-            ..Default::default()
-        };
-        assert_eq!(l.retry_items(&f).await.unwrap(), 1);
-        assert_eq!(
-            l.admit("p", "t", "r2", "h", now_ms(), &batch(&["a"]))
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
+        /// Several claimers of one run (on two handles, as two processes) leasing batches
+        /// at once get disjoint batches that together hold every item once.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_lease_claims_take_each_item_once(db) {
+            const ITEMS: usize = 400;
+            let keys: Vec<String> = (0..ITEMS).map(|i| format!("k{i:04}")).collect();
+            let items: Vec<AdmitItem> = keys
+                .iter()
+                .map(|k| AdmitItem {
+                    key: k.clone(),
+                    payload: "{}".into(),
+                })
+                .collect();
+            db.ledger.admit_pending("p", "t", "h", &items).await.unwrap();
+            let mut tasks = Vec::new();
+            for claimer in 0..4 {
+                let l = if claimer % 2 == 0 { db.ledger.clone() } else { db.reopen().await };
+                tasks.push(tokio::spawn(async move {
+                    let run = "r1";
+                    let mut mine = Vec::new();
+                    // Bounded: every round takes at least one item until none is left.
+                    for _ in 0..ITEMS {
+                        let batch = l.lease_unfinished("p", "t", run, now_ms(), 7).await?;
+                        if batch.is_empty() {
+                            break;
+                        }
+                        let done: Vec<ItemUpdate> = batch
+                            .iter()
+                            .map(|i| ItemUpdate {
+                                pipeline: "p".into(),
+                                tenant: "t".into(),
+                                key: i.key.clone(),
+                                state: ItemState::Done,
+                                attempts: 1,
+                                next_at: None,
+                                result: Some(format!("{claimer}")),
+                                last_error: None,
+                                script_hash: None,
+                            })
+                            .collect();
+                        let refused = l.write_batch_fenced(&done, &[], Some(run)).await?;
+                        assert_eq!(refused, 0, "claimer {claimer} lost an item it had leased");
+                        mine.extend(batch.into_iter().map(|i| i.key));
+                    }
+                    Ok::<_, LedgerError>(mine)
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap().expect("a lease claim failed"));
+            }
+            all.sort();
+            assert_eq!(all, keys, "every item claimed exactly once");
+            let counts = db.ledger.count_items(&ItemFilter::default()).await.unwrap();
+            assert_eq!(counts, vec![("done".to_string(), ITEMS as i64)]);
+        }
     }
 }

@@ -1,10 +1,14 @@
 //! The ledger: durable record of runs, items and their states, checkpoints, small
-//! key-value state, webhook event ids and the audit chain. SQLite by default; the SQL is
-//! portable (`$N` placeholders) so a PostgreSQL backend can share it.
+//! key-value state, webhook event ids and the audit chain. SQLite (a file; the default) or
+//! PostgreSQL (`--ledger postgres://…`); the SQL is shared where the dialects agree (see
+//! `backend.rs`).
 //!
 //! Item writes from workers go through [`writer::LedgerWriter`], which batches them.
 
 pub mod audit_log;
+mod backend;
+#[cfg(test)]
+pub(crate) mod contract;
 mod events;
 mod items;
 mod schedule;
@@ -16,9 +20,12 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
+use backend::{BeginWrite, Pool, TxLock, TxLocks, with_pool};
+
+pub use backend::{Backend, is_postgres_url, redact_url};
 pub use events::StoredEvent;
 pub use items::{AdmitItem, Admitted, ItemFilter, ItemRow, ItemUpdate, ResumableItem, Waiting};
 pub use state::{AuditEntry, AuditEvent};
@@ -123,6 +130,9 @@ pub enum LedgerError {
 /// SQLite's primary result codes that mean "another connection holds the lock".
 const SQLITE_BUSY: i32 = 5;
 const SQLITE_LOCKED: i32 = 6;
+/// PostgreSQL SQLSTATEs after which the same transaction may succeed if tried again:
+/// serialization failure, deadlock detected, lock not available.
+const PG_RETRYABLE: [&str; 3] = ["40001", "40P01", "55P03"];
 
 impl LedgerError {
     /// True when the database was busy (locked by another writer): the same write may
@@ -132,10 +142,11 @@ impl LedgerError {
             return false;
         };
         match source {
-            sqlx::Error::Database(e) => e
-                .code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .is_some_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED)),
+            sqlx::Error::Database(e) => e.code().is_some_and(|c| {
+                PG_RETRYABLE.contains(&c.as_ref())
+                    || c.parse::<i32>()
+                        .is_ok_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
+            }),
             sqlx::Error::PoolTimedOut => true,
             _ => false,
         }
@@ -166,7 +177,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// A handle to the ledger database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Ledger {
-    pool: SqlitePool,
+    pool: Pool,
 }
 
 impl Ledger {
@@ -194,14 +205,37 @@ impl Ledger {
         Self::open_file(&file).await
     }
 
-    /// Opens a ledger from a URL: `sqlite://PATH` (or a bare path).
+    /// Opens a ledger from a URL: `postgres://…` (creating its tables if needed), or
+    /// `sqlite://PATH` (or a bare path).
     pub async fn open_url(url: &str) -> Result<Ledger, LedgerError> {
-        Self::open_file(&sqlite_path(url)?).await
+        if is_postgres_url(url) {
+            let pool = backend::connect_postgres(url).await?;
+            return Self::open_pool(Pool::Postgres(pool)).await;
+        }
+        Self::open_file(&sqlite_path(url)).await
     }
 
-    /// Opens a ledger from a URL only if it exists: creates nothing.
+    /// Opens a ledger from a URL only if it exists: creates nothing (a PostgreSQL
+    /// database must already hold the ledger's tables).
     pub async fn open_existing_url(url: &str) -> Result<Ledger, LedgerError> {
-        let file = sqlite_path(url)?;
+        if is_postgres_url(url) {
+            let pool = backend::connect_postgres(url).await?;
+            let tables: Option<String> =
+                sqlx::query_scalar("SELECT CAST(to_regclass('schema_migrations') AS TEXT)")
+                    .fetch_one(&pool)
+                    .await
+                    .doing(|| format!("looking for the ledger in {}", redact_url(url)))?;
+            if tables.is_none() {
+                pool.close().await;
+                return Err(LedgerError::Invalid(format!(
+                    "no ledger in {}: the database has no cxpipe tables (they are created by \
+                     the first `cxpipe run SCRIPT --ledger URL`; check --ledger)",
+                    redact_url(url)
+                )));
+            }
+            return Self::open_pool(Pool::Postgres(pool)).await;
+        }
+        let file = sqlite_path(url);
         if !file.is_file() {
             let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
             return Err(LedgerError::Missing { dir, file });
@@ -229,110 +263,126 @@ impl Ledger {
             .connect_with(options)
             .await
             .doing(|| format!("opening {}", path.display()))?;
+        Self::open_pool(Pool::Sqlite(pool)).await
+    }
+
+    /// A ledger on `pool`, its schema brought up to date.
+    pub(crate) async fn open_pool(pool: Pool) -> Result<Ledger, LedgerError> {
         let ledger = Ledger { pool };
         ledger.migrate().await?;
         Ok(ledger)
     }
 
-    /// Applies every migration not yet applied, each in its own transaction.
+    /// Which database this ledger lives in.
+    pub fn backend(&self) -> Backend {
+        self.pool.backend()
+    }
+
+    /// Closes every connection (waiting for the ones in use to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Applies every migration not yet applied, each in its own transaction. Concurrent
+    /// openers of a new database wait for each other (the migrations lock).
     async fn migrate(&self) -> Result<(), LedgerError> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, \
-             name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await
-        .doing(|| "creating schema_migrations".into())?;
-        let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
-            .fetch_all(&self.pool)
-            .await
-            .doing(|| "reading schema_migrations".into())?
-            .iter()
-            .map(|r| r.get::<i64, _>(0))
-            .collect();
-        for m in schema::MIGRATIONS
-            .iter()
-            .filter(|m| !applied.contains(&m.version))
-        {
-            let mut tx = self.begin_write("starting migration").await?;
-            // Another process may have applied it since the read above.
-            let done: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                    .bind(m.version)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .doing(|| format!("checking migration {}", m.version))?;
-            if done.is_some() {
-                continue;
-            }
-            for stmt in m.statements {
-                sqlx::query(*stmt)
-                    .execute(&mut *tx)
-                    .await
-                    .doing(|| format!("applying migration {} ({})", m.version, m.name))?;
-            }
+        with_pool!(&self.pool, |pool| {
+            let mut tx = pool
+                .begin_write("starting to read the schema version")
+                .await?;
+            tx.lock(TxLock::Migrations).await?;
             sqlx::query(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, \
+                 name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
             )
-            .bind(m.version)
-            .bind(m.name)
-            .bind(now_ms())
             .execute(&mut *tx)
             .await
-            .doing(|| "recording migration".into())?;
+            .doing(|| "creating schema_migrations".into())?;
+            let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+                .fetch_all(&mut *tx)
+                .await
+                .doing(|| "reading schema_migrations".into())?
+                .iter()
+                .map(|r| r.get::<i64, _>(0))
+                .collect();
             tx.commit()
                 .await
-                .doing(|| format!("committing migration {}", m.version))?;
+                .doing(|| "committing the schema version".into())?;
+            for m in schema::MIGRATIONS
+                .iter()
+                .filter(|m| !applied.contains(&m.version))
+            {
+                let mut tx = pool.begin_write("starting migration").await?;
+                tx.lock(TxLock::Migrations).await?;
+                // Another process may have applied it since the read above.
+                let done: Option<i64> =
+                    sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                        .bind(m.version)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .doing(|| format!("checking migration {}", m.version))?;
+                if done.is_some() {
+                    continue;
+                }
+                for stmt in m.statements {
+                    sqlx::query(*stmt)
+                        .execute(&mut *tx)
+                        .await
+                        .doing(|| format!("applying migration {} ({})", m.version, m.name))?;
+                }
+                sqlx::query(
+                    "INSERT INTO schema_migrations (version, name, applied_at) \
+                     VALUES ($1, $2, $3)",
+                )
+                .bind(m.version)
+                .bind(m.name)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .doing(|| "recording migration".into())?;
+                tx.commit()
+                    .await
+                    .doing(|| format!("committing migration {}", m.version))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The SQLite pool, for tests that reach into a SQLite ledger.
+    ///
+    /// # Panics
+    /// On a PostgreSQL ledger.
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &sqlx::SqlitePool {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool,
+            Pool::Postgres(_) => panic!("Ledger::pool is the SQLite pool; this is PostgreSQL"),
         }
-        Ok(())
-    }
-
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    /// Starts a write transaction that holds the write lock from its first statement
-    /// (`BEGIN IMMEDIATE`), waiting up to the busy timeout for it. Every transaction that
-    /// writes starts here: a deferred transaction that reads first and then writes cannot
-    /// wait for the lock and fails at once with "database is locked".
-    pub(crate) async fn begin_write(
-        &self,
-        doing: &str,
-    ) -> Result<Transaction<'static, Sqlite>, LedgerError> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .doing(|| doing.to_string())
     }
 }
 
 /// The file of a `sqlite://PATH` (or bare path) ledger URL.
-fn sqlite_path(url: &str) -> Result<std::path::PathBuf, LedgerError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(LedgerError::Invalid(
-            "the PostgreSQL ledger is not available in this build yet; use --state DIR or \
-             --ledger sqlite://PATH"
-                .into(),
-        ));
-    }
-    Ok(Path::new(url.strip_prefix("sqlite://").unwrap_or(url)).to_path_buf())
+fn sqlite_path(url: &str) -> std::path::PathBuf {
+    Path::new(url.strip_prefix("sqlite://").unwrap_or(url)).to_path_buf()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::contract::contract_tests;
 
-    #[tokio::test]
-    async fn migrations_are_idempotent() {
-        let dir = tempfile::tempdir().unwrap();
-        Ledger::open_dir(dir.path()).await.unwrap();
-        let ledger = Ledger::open_dir(dir.path()).await.unwrap();
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM schema_migrations")
-            .fetch_one(ledger.pool())
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(n, schema::MIGRATIONS.len() as i64);
+    contract_tests! {
+        /// Opening an up-to-date ledger again, from several openers at once, applies no
+        /// migration twice.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn migrations_are_idempotent(db) {
+            let openers: Vec<_> = (0..4).map(|_| db.reopen()).collect();
+            futures::future::join_all(openers).await;
+            assert_eq!(
+                db.count("schema_migrations").await,
+                schema::MIGRATIONS.len() as i64
+            );
+        }
     }
 
     /// A deferred transaction that reads and then writes cannot wait for the lock; every
@@ -342,6 +392,7 @@ mod tests {
         let deferred = concat!(".begin", "()");
         for (file, source) in [
             ("mod.rs", include_str!("mod.rs")),
+            ("backend.rs", include_str!("backend.rs")),
             ("events.rs", include_str!("events.rs")),
             ("items.rs", include_str!("items.rs")),
             ("state.rs", include_str!("state.rs")),

@@ -1,5 +1,7 @@
-//! The ledger schema as ordered migrations. Portable SQL (BIGINT/TEXT, `ON CONFLICT`,
-//! `RETURNING`) so the PostgreSQL backend can run the same statements.
+//! The ledger schema as ordered migrations, one list and one numbering for both backends.
+//! Every statement so far is portable SQL (BIGINT/TEXT, partial indexes) that SQLite and
+//! PostgreSQL run as written; a migration whose text must differ would carry a PostgreSQL
+//! variant of its statements beside the SQLite ones, under the same version.
 
 /// One migration: a version and the statements that bring the schema to it.
 pub struct Migration {

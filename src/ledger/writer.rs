@@ -6,6 +6,10 @@
 //! dropped quietly: each lost audit event is logged in full, the writer refuses further
 //! writes, [`LedgerWriter::failed`] fires so the run stops, and every later flush fails
 //! with the counts of what was lost.
+//!
+//! A run's writer is fenced by its run id ([`LedgerWriter::spawn_for_run`]): an update of an
+//! item another run has leased since is refused and logged, not written over the newer
+//! attempt's result.
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -84,11 +88,22 @@ pub struct LedgerWriter {
 }
 
 impl LedgerWriter {
-    /// Starts the writer task on the current runtime.
+    /// Starts the writer task on the current runtime. Its updates are written whoever holds
+    /// the items' leases.
     pub fn spawn(ledger: Ledger) -> LedgerWriter {
+        Self::start(ledger, None)
+    }
+
+    /// Starts the writer of run `run_id`: an item update is written only while no other run
+    /// has leased the item since (a run taken over cannot overwrite the newer attempt).
+    pub fn spawn_for_run(ledger: Ledger, run_id: &str) -> LedgerWriter {
+        Self::start(ledger, Some(run_id.into()))
+    }
+
+    fn start(ledger: Ledger, fence: Option<Arc<str>>) -> LedgerWriter {
         let (tx, rx) = mpsc::channel(8192);
         let state = Arc::new(WriterState::default());
-        tokio::spawn(write_loop(ledger, rx, state.clone()));
+        tokio::spawn(write_loop(ledger, fence, rx, state.clone()));
         LedgerWriter { tx, state }
     }
 
@@ -141,7 +156,12 @@ impl LedgerWriter {
     }
 }
 
-async fn write_loop(ledger: Ledger, mut rx: mpsc::Receiver<Msg>, state: Arc<WriterState>) {
+async fn write_loop(
+    ledger: Ledger,
+    fence: Option<Arc<str>>,
+    mut rx: mpsc::Receiver<Msg>,
+    state: Arc<WriterState>,
+) {
     let mut updates = Vec::new();
     let mut audits = Vec::new();
     let mut waiters = Vec::new();
@@ -163,7 +183,7 @@ async fn write_loop(ledger: Ledger, mut rx: mpsc::Receiver<Msg>, state: Arc<Writ
             // Sent before the sender could see the failure: not written either.
             state.lose(&updates, &audits);
         } else if !(updates.is_empty() && audits.is_empty())
-            && let Err(err) = write_with_retry(&ledger, &updates, &audits).await
+            && let Err(err) = write_with_retry(&ledger, fence.as_deref(), &updates, &audits).await
         {
             tracing::error!(
                 error = %err,
@@ -186,14 +206,15 @@ async fn write_loop(ledger: Ledger, mut rx: mpsc::Receiver<Msg>, state: Arc<Writ
 /// Writes one batch, trying again with backoff while the database is busy.
 async fn write_with_retry(
     ledger: &Ledger,
+    fence: Option<&str>,
     updates: &[ItemUpdate],
     audits: &[AuditEvent],
 ) -> Result<(), LedgerError> {
     let mut delay = FIRST_BACKOFF;
     let mut tries = 1;
     loop {
-        match ledger.write_batch(updates, audits).await {
-            Ok(()) => return Ok(()),
+        match ledger.write_batch_fenced(updates, audits, fence).await {
+            Ok(_refused) => return Ok(()),
             Err(err) if err.is_busy() && tries < WRITE_TRIES => {
                 tracing::warn!(error = %err, tries, "ledger busy; writing the batch again");
                 tokio::time::sleep(delay).await;

@@ -203,7 +203,7 @@ async fn run_in_span(
         .in_current_span()
     }));
     let committed = req.ledger.checkpoints(&pipeline, &tenant).await?;
-    let writer = LedgerWriter::spawn(req.ledger.clone());
+    let writer = LedgerWriter::spawn_for_run(req.ledger.clone(), &run_id);
     // Halts the run's work: an interrupt, or a ledger that can no longer be written.
     let halt = StopSignal::new();
     let _halter = AbortOnDrop(tokio::spawn({

@@ -13,6 +13,7 @@ mod harness;
 mod hostile;
 mod interrupt;
 mod ledger_load;
+mod ledger_postgres;
 mod new;
 mod other_server;
 mod pipelines;
