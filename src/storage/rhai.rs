@@ -1,6 +1,6 @@
 //! Rhai surface of storage: `storage(uri_or_map)` and the `Store` methods `size`, `exists`,
-//! `list`, `read_json`, `write_json`, `describe`. Only converts types and calls [`Store`];
-//! every call ends by the item's deadline. `storage(...)` opens arbitrary stores, so it is
+//! `list`, `read_json`, `write_json` (with its manifest), `describe`. Only converts types
+//! and calls [`Store`]; every call ends by the item's deadline. `storage(...)` opens arbitrary stores, so it is
 //! refused unless the configuration allows it (`[scripts] allow_storage_uri = true`), and
 //! never takes credentials from a script. Errors are the catchable maps of
 //! [`crate::natives::thrown`].
@@ -8,6 +8,7 @@
 use rhai::plugin::*;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
 
+use crate::flow::manifest::Manifest;
 use crate::natives::thrown::Thrown;
 
 use super::{MAX_JSON, StorageConfig, StorageError, Store};
@@ -197,23 +198,38 @@ mod storage_functions {
     }
 
     /// Writes a small JSON document, replacing any previous one atomically (for reports
-    /// and indexes; archived objects go through `from_json(v).write(store, key)`).
+    /// and indexes; archived objects go through `from_json(v).write(store, key)`). Its
+    /// manifest (`KEY.manifest.json`: size, SHA-256, the run) is replaced after it, so
+    /// `cxpipe verify` checks it like any other object.
     ///
     /// ```rhai
     /// ctx.store.write_json("reports/run.json", #{ done: 3 });
     /// ```
     #[rhai_fn(name = "write_json", pure, return_raw)]
-    pub fn write_json(store: &mut Store, key: &str, value: Dynamic) -> RhaiResult<()> {
-        let bytes = serde_json::to_vec_pretty(&value).map_err(|e| {
-            to_rhai(StorageError::Json {
-                key: key.to_string(),
-                store: store.describe(),
-                message: e.to_string(),
-            })
-        })?;
+    pub fn write_json(
+        ctx: NativeCallContext,
+        store: &mut Store,
+        key: &str,
+        value: Dynamic,
+    ) -> RhaiResult<()> {
+        let bytes: bytes::Bytes = serde_json::to_vec_pretty(&value)
+            .map_err(|e| {
+                to_rhai(StorageError::Json {
+                    key: key.to_string(),
+                    store: store.describe(),
+                    message: e.to_string(),
+                })
+            })?
+            .into();
+        let document = bytes.clone();
         within(store, "writing", key, move |s, k| async move {
-            s.put(&k, bytes.into()).await
-        })
+            s.put(&k, document).await
+        })?;
+        let mut manifest = Manifest::of_document(key, &bytes);
+        manifest.seal(&crate::natives::settings::of(&ctx).keys);
+        // Not cut at the deadline: the document is committed and must get its manifest.
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| outside_runtime())?;
+        handle.block_on(manifest.store(store)).map_err(to_rhai)
     }
 
     /// The store's URI without credentials.
@@ -251,11 +267,13 @@ where
     Fut: Future<Output = Result<T, StorageError>> + Send + 'static,
     T: Send + 'static,
 {
-    let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-        to_rhai(StorageError::Config {
-            uri: String::new(),
-            message: "storage calls run only inside the cxpipe runtime".into(),
-        })
-    })?;
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| outside_runtime())?;
     super::block_within(&handle, store, action, key, call).map_err(to_rhai)
+}
+
+fn outside_runtime() -> Box<EvalAltResult> {
+    to_rhai(StorageError::Config {
+        uri: String::new(),
+        message: "storage calls run only inside the cxpipe runtime".into(),
+    })
 }

@@ -276,9 +276,14 @@ fn process(ctx, item) {
         .collect();
     assert_eq!(
         writes,
-        BTreeSet::from(["index.json", "data/a.json", "data/a.json.manifest.json"])
+        BTreeSet::from([
+            "index.json",
+            "index.json.manifest.json",
+            "data/a.json",
+            "data/a.json.manifest.json"
+        ])
     );
-    assert_eq!(out["dry_run"]["counts"]["write"], 3);
+    assert_eq!(out["dry_run"]["counts"]["write"], 4);
     assert_eq!(
         files_under(&env.path().join("objects")),
         0,
