@@ -80,3 +80,83 @@ fn finish(ctx, summary) {
         checked.stderr
     );
 }
+
+/// `cxpipe ARGS` with the default log filter (the harness quiets logs with `CXPIPE_LOG`).
+fn default_logs(env: &TestEnv, args: &[&str]) -> Ran {
+    env.command()
+        .env_remove("CXPIPE_LOG")
+        .env_remove("CXPIPE_LOG_FORMAT")
+        .args(args)
+        .output()
+        .expect("run cxpipe")
+        .into()
+}
+
+#[test]
+fn a_failed_discover_and_a_quarantined_item_are_each_said_once() {
+    let env = TestEnv::new();
+    let state = env.state_dir();
+    let state = state.to_str().unwrap();
+    let broken = env.write(
+        "broken.rhai",
+        "fn discover(ctx) { throw \"no recordings for you\"; }\nfn process(ctx, item) { item }\n",
+    );
+    let quarantining = env.write(
+        "quarantining.rhai",
+        "const OPTIONS = #{ max_attempts: 1 };\n\
+         fn discover(ctx) { ctx.emit(\"a\", 1); ctx.emit(\"b\", 2); }\n\
+         fn process(ctx, item) { if item == 1 { throw \"item a is bad\"; } item }\n",
+    );
+    for (script, error) in [
+        (&broken, "no recordings for you"),
+        (&quarantining, "item a is bad"),
+    ] {
+        let script = script.to_str().unwrap();
+        let ran = default_logs(&env, &["run", script, "--state", state]);
+        assert_eq!(ran.code, 1, "{}\n{}", ran.stdout, ran.stderr);
+        assert_eq!(
+            ran.stdout.matches(error).count(),
+            1,
+            "the summary says it: {}",
+            ran.stdout
+        );
+        assert!(
+            !ran.stderr.contains(error),
+            "the default log does not say it again: {}",
+            ran.stderr
+        );
+        // Asked for logs, they have it too (a log shipper's filter, or `--log warn`).
+        std::fs::remove_dir_all(&state).unwrap();
+        let logged = default_logs(&env, &["run", script, "--state", state, "--log", "warn"]);
+        assert_eq!(logged.code, 1, "{}", logged.stderr);
+        assert!(logged.stderr.contains(error), "{}", logged.stderr);
+        std::fs::remove_dir_all(&state).unwrap();
+    }
+}
+
+#[test]
+fn every_argument_of_items_ls_show_and_retry_has_help() {
+    let env = TestEnv::new();
+    for action in ["ls", "show", "retry"] {
+        let help = env.cxpipe(&["items", action, "--help"]);
+        assert_eq!(help.code, 0, "{}", help.stderr);
+        // Argument and option lines: `  <KEY>  text`, `  --json  text`; a line of its own
+        // without text is an argument without help.
+        let bare: Vec<&str> = help
+            .stdout
+            .lines()
+            .filter(|l| {
+                let t = l.trim();
+                (t.starts_with('-') || t.starts_with('<') || t.starts_with('['))
+                    && !t.contains("  ")
+            })
+            .collect();
+        assert!(bare.is_empty(), "items {action}: no help for {bare:?}");
+    }
+    let ls = env.cxpipe(&["items", "ls", "--help"]);
+    assert!(
+        ls.stdout.contains("most recently changed first"),
+        "{}",
+        ls.stdout
+    );
+}
