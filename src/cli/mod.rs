@@ -15,6 +15,7 @@ mod decrypt;
 mod demo;
 mod demo_workflows;
 mod docs;
+mod invocation;
 mod items;
 mod ledger_args;
 mod new;
@@ -92,7 +93,10 @@ pub fn main() -> ExitCode {
     restore_sigpipe();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    init_tracing(&log_filter(&cli, matches.value_source("log")), cli.log_format);
+    init_tracing(
+        &log_filter(&cli, matches.value_source("log")),
+        cli.log_format,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

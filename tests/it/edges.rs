@@ -6,6 +6,18 @@ use std::path::{Path, PathBuf};
 
 use crate::harness::{Ran, TestEnv};
 
+/// The arguments of a command line cxpipe printed, after the program that starts it: the
+/// test binary is a cargo build, so `cargo run --` (or `cargo run --release --`).
+pub fn cxpipe_args(line: &str) -> Vec<String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let start = match words.as_slice() {
+        ["cargo", "run", "--", ..] => 3,
+        ["cargo", "run", "--release", "--", ..] => 4,
+        _ => panic!("not a cargo run line: {line}"),
+    };
+    words[start..].iter().map(|w| w.to_string()).collect()
+}
+
 /// A config with a folder store `objects/` and a key (so manifests carry a MAC).
 fn store_and_key_config(env: &TestEnv) -> PathBuf {
     env.write("k.hex", &hex::encode([0x42u8; 32]));
@@ -53,7 +65,9 @@ fn finish(ctx, summary) {
             checked.stdout, checked.stderr
         );
         assert!(
-            checked.stderr.contains("verified 4 objects: 4 ok, 0 problems"),
+            checked
+                .stderr
+                .contains("verified 4 objects: 4 ok, 0 problems"),
             "run {run}: {}",
             checked.stderr
         );
@@ -64,7 +78,10 @@ fn finish(ctx, summary) {
     .unwrap();
     assert_eq!(manifest["source"]["kind"], "write_json", "{manifest}");
     assert_eq!(manifest["item_key"], "d2", "{manifest}");
-    assert!(manifest["mac"].is_object(), "a key is configured: {manifest}");
+    assert!(
+        manifest["mac"].is_object(),
+        "a key is configured: {manifest}"
+    );
 
     let doc = env.path().join("objects/docs/d2.json");
     let text = std::fs::read_to_string(&doc).unwrap();
@@ -159,4 +176,87 @@ fn every_argument_of_items_ls_show_and_retry_has_help() {
         "{}",
         ls.stdout
     );
+}
+
+/// Kills the process when dropped (a simulator a test started).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_demo_config_says_how_to_run_its_pipeline_against_a_simulator_of_ones_own() {
+    use std::io::BufRead as _;
+    let env = TestEnv::new();
+    let demo = env.cxpipe(&[
+        "demo",
+        "--dir",
+        "demo",
+        "--recordings",
+        "4",
+        "--faults",
+        "none",
+    ]);
+    assert_eq!(demo.code, 0, "{}\n{}", demo.stdout, demo.stderr);
+    assert!(demo.stdout.contains("cxpipe.toml"), "{}", demo.stdout);
+    let config = env.path().join("demo/cxpipe.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let gone = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("base_url = "))
+        .expect("a base_url")
+        .trim_matches('"')
+        .to_string();
+    let commands: Vec<Vec<String>> = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("#   "))
+        .map(cxpipe_args)
+        .collect();
+    assert_eq!(commands.len(), 2, "a sim and a run line:\n{text}");
+    let (sim, run) = (&commands[0], &commands[1]);
+    assert_eq!(sim[0], "sim", "{text}");
+    assert_eq!(run[0], "run", "{text}");
+
+    // The simulator as the header says, on a free port instead of its example one.
+    let mut sim_args: Vec<&str> = sim.iter().map(String::as_str).collect();
+    let port = sim_args.iter().position(|a| *a == "--port").unwrap();
+    sim_args[port + 1] = "0";
+    sim_args.push("--json");
+    let mut child = env
+        .command()
+        .args(&sim_args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _sim = Killed(child);
+    // The first line, or end of file when the simulator failed to start.
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .unwrap();
+    let details: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first:?}"));
+    let base_url = details["base_url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{details}"));
+    std::fs::write(&config, text.replace(&gone, base_url)).unwrap();
+
+    // The header's run line, with a fresh ledger so every recording is looked at again.
+    let fresh = env.path().join("fresh-state");
+    let mut run_args: Vec<&str> = run.iter().map(String::as_str).collect();
+    let state = run_args.iter().position(|a| *a == "--state").unwrap();
+    run_args[state + 1] = fresh.to_str().unwrap();
+    run_args.push("--json");
+    let again = env.cxpipe(&run_args);
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    let summary = &again.json()["summary"];
+    assert_eq!(summary["emitted"].as_u64(), Some(4), "{summary}");
+    assert_eq!(summary["quarantined"].as_u64(), Some(0), "{summary}");
 }
