@@ -221,8 +221,8 @@ fn print_guide(dir: &Path, workflow: &DemoWorkflow, run_id: &str) {
     }
     println!("see the items in the ledger:");
     println!("  {} items --state {} ls", program(), rel("state"));
-    println!("run this pipeline again against a simulator of your own: the top of");
-    println!("  {}", rel("cxpipe.toml"));
+    println!("run this pipeline again later, against a simulator of your own:");
+    println!("  see the first lines of {}", rel("cxpipe.toml"));
 }
 
 fn first_object(dir: &Path) -> Option<PathBuf> {

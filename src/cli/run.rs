@@ -280,7 +280,8 @@ pub fn print_report_and(
     let unlisted = s.quarantined.saturating_sub(s.failures.len() as u64);
     if unlisted > 0 {
         println!(
-            "  … and {unlisted} more quarantined: cxpipe items ls --status quarantined --pipeline {}",
+            "  … and {unlisted} more quarantined: {} items ls --status quarantined --pipeline {}",
+            super::invocation::program(),
             escape(&s.pipeline)
         );
     }

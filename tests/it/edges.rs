@@ -143,11 +143,11 @@ fn a_failed_discover_and_a_quarantined_item_are_each_said_once() {
             ran.stderr
         );
         // Asked for logs, they have it too (a log shipper's filter, or `--log warn`).
-        std::fs::remove_dir_all(&state).unwrap();
+        std::fs::remove_dir_all(state).unwrap();
         let logged = default_logs(&env, &["run", script, "--state", state, "--log", "warn"]);
         assert_eq!(logged.code, 1, "{}", logged.stderr);
         assert!(logged.stderr.contains(error), "{}", logged.stderr);
-        std::fs::remove_dir_all(&state).unwrap();
+        std::fs::remove_dir_all(state).unwrap();
     }
 }
 
