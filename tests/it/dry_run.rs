@@ -305,7 +305,7 @@ fn process(ctx, item) {
     assert!(
         human
             .stdout
-            .contains("dry run: nothing was sent or stored; 5 change(s) would have been made"),
+            .contains("dry run: nothing was sent or stored; 6 change(s) would have been made"),
         "{}",
         human.stdout
     );
