@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use super::invocation::program;
 use super::run::print_report;
 use crate::engine::embedded;
 use crate::ledger::Ledger;
@@ -63,9 +64,20 @@ pub(super) fn ensure_key(path: &Path) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn config_text(tenant: &str, objects: &Path) -> String {
+/// The demo's `cxpipe.toml`: its header says how to run the pipeline again once the demo's
+/// own simulator is gone (a `cxpipe sim` with the same dataset has the same credentials).
+fn config_text(args: &DemoArgs, base_url: &str, dir: &Path, script: &str, tenant: &str) -> String {
+    let cxpipe = program();
+    let objects = dir.join("objects");
+    let dir = dir.display();
     format!(
-        r#"# Written by `cxpipe demo` for its in-process simulator; the base URL changes every run.
+        r#"# Written by `cxpipe demo` for its in-process simulator, which stopped when the demo
+# ended: {base_url} below answers no more. To run this pipeline again, start a
+# simulator with the same dataset (and so the same credentials) in another terminal:
+#   {cxpipe} sim --seed {seed} --recordings {recordings} --interactions {interactions} --faults {faults} --port 8321
+# replace every {base_url} below with http://127.0.0.1:8321, then:
+#   {cxpipe} run {dir}/{script} --config {dir}/cxpipe.toml --tenant demo --state {dir}/state
+# The ledger in state/ remembers what is done; `cxpipe demo` again rewrites this file.
 {tenant}
 [storage.default]
 uri = "fs://{objects}"
@@ -73,8 +85,17 @@ uri = "fs://{objects}"
 [keys.demo]
 file = "keys/demo.key"
 "#,
-        objects = objects.display()
+        objects = objects.display(),
+        seed = args.seed,
+        recordings = args.recordings,
+        interactions = interactions(args.recordings),
+        faults = args.faults,
     )
+}
+
+/// Interactions in the simulated tenant: half as many again as recordings.
+fn interactions(recordings: usize) -> usize {
+    recordings * 3 / 2
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -92,7 +113,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut sim_config = SimConfig {
         seed: args.seed,
         recordings: args.recordings,
-        interactions: args.recordings * 3 / 2,
+        interactions: interactions(args.recordings),
         newest_at: chrono::Utc::now().timestamp() - 3600,
         span: Duration::from_secs(75 * 24 * 3600),
         faults,
@@ -118,8 +139,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let tenant = workflow
         .tenant_config(sim.base_url(), &creds.client_id)
         .await?;
-    std::fs::write(&config, config_text(&tenant, &dir.join("objects")))?;
-    let script = dir.join(format!("{}.rhai", workflow.name));
+    let script_name = format!("{}.rhai", workflow.name);
+    let text = config_text(&args, sim.base_url(), &dir, &script_name, &tenant);
+    std::fs::write(&config, text)?;
+    let script = dir.join(&script_name);
     let source =
         embedded::script(workflow.name).context("the demo script is not built into this binary")?;
     std::fs::write(&script, source)?;
@@ -177,7 +200,8 @@ fn print_guide(dir: &Path, workflow: &DemoWorkflow, run_id: &str) {
     println!();
     println!("verify every object against its manifest (decrypts, re-hashes):");
     println!(
-        "  cargo run --release -- verify fs://{} --config {}",
+        "  {} verify fs://{} --config {}",
+        program(),
         rel("objects"),
         rel("cxpipe.toml")
     );
@@ -188,14 +212,17 @@ fn print_guide(dir: &Path, workflow: &DemoWorkflow, run_id: &str) {
             .unwrap_or_default();
         println!("decrypt one recording:");
         println!(
-            "  cargo run --release -- decrypt --config {} {} -o {}",
+            "  {} decrypt --config {} {} -o {}",
+            program(),
             rel("cxpipe.toml"),
             object.display(),
             out
         );
     }
     println!("see the items in the ledger:");
-    println!("  cargo run --release -- items --state {} ls", rel("state"));
+    println!("  {} items --state {} ls", program(), rel("state"));
+    println!("run this pipeline again later, against a simulator of your own:");
+    println!("  see the first lines of {}", rel("cxpipe.toml"));
 }
 
 fn first_object(dir: &Path) -> Option<PathBuf> {

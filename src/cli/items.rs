@@ -73,6 +73,7 @@ pub enum ItemsAction {
         key: String,
         #[command(flatten)]
         filter: FilterArgs,
+        /// Print each matching item (one per pipeline/tenant) as a JSON object on stdout.
         #[arg(long)]
         json: bool,
     },

@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 mod audit;
 mod bench;
@@ -14,6 +15,7 @@ mod decrypt;
 mod demo;
 mod demo_workflows;
 mod docs;
+mod invocation;
 mod items;
 mod ledger_args;
 mod new;
@@ -89,8 +91,12 @@ pub enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     restore_sigpipe();
-    let cli = Cli::parse();
-    init_tracing(&cli.log, cli.log_format);
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    init_tracing(
+        &log_filter(&cli, matches.value_source("log")),
+        cli.log_format,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -137,6 +143,23 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Decrypt(args) => decrypt::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Docs(args) => docs::run(args).await,
+    }
+}
+
+/// The log filter: `--log` (or `CXPIPE_LOG`) as given. By default, commands that print a
+/// run's summary (`run`, `demo`) leave out of their text log the errors that summary
+/// reports ([`crate::runner::summary::REPORTED_TARGET`]), so each failure is said once.
+fn log_filter(cli: &Cli, source: Option<ValueSource>) -> String {
+    let prints_summary = matches!(cli.command, Command::Run(_) | Command::Demo(_));
+    let default = source == Some(ValueSource::DefaultValue);
+    if prints_summary && default && cli.log_format == LogFormat::Text {
+        format!(
+            "{},{}=off",
+            cli.log,
+            crate::runner::summary::REPORTED_TARGET
+        )
+    } else {
+        cli.log.clone()
     }
 }
 

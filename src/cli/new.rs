@@ -73,21 +73,22 @@ pub async fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     println!("wrote {s}{origin}");
     println!("wrote {c} (an example configuration: a simulator tenant and a folder store)");
+    let cxpipe = super::invocation::program();
     let steps = [
         (
-            format!("cxpipe check {s}"),
+            format!("{cxpipe} check {s}"),
             "every problem at once, with file:line:col".to_string(),
         ),
         (
-            format!("cxpipe run {s} --sim"),
+            format!("{cxpipe} run {s} --sim"),
             "try it against a throwaway simulator".to_string(),
         ),
         (
-            "cxpipe sim".to_string(),
+            format!("{cxpipe} sim"),
             format!("or run a simulator, fill in {c}, then:"),
         ),
         (
-            format!("cxpipe run {s} --config {c} --tenant sim"),
+            format!("{cxpipe} run {s} --config {c} --tenant sim"),
             String::new(),
         ),
     ];

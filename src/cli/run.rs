@@ -268,12 +268,21 @@ pub fn print_report_and(
     for (reason, n) in &s.skip_reasons {
         println!("  skipped {n}: {}", escape(reason));
     }
+    // The whole error: the log leaves these out by default (see `cli::log_filter`).
     for f in &s.failures {
         println!(
             "  failed {} after {} attempt(s): {}",
             escape(&f.key),
             f.attempts,
-            escape(f.error.lines().next().unwrap_or(""))
+            escape_lines(&f.error, "    ")
+        );
+    }
+    let unlisted = s.quarantined.saturating_sub(s.failures.len() as u64);
+    if unlisted > 0 {
+        println!(
+            "  … and {unlisted} more quarantined: {} items ls --status quarantined --pipeline {}",
+            super::invocation::program(),
+            escape(&s.pipeline)
         );
     }
     if let Some(e) = &s.error {

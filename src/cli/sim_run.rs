@@ -181,19 +181,20 @@ fn guide(dir: &Path, script: &Path, report: Option<&RunReport>) -> Vec<String> {
         rel("cxpipe.toml")
     ));
     out.push("look at the items, verify the objects, try again in the same folder:".into());
-    out.push(format!("  cxpipe items --state {} ls", rel("state")));
+    let cxpipe = super::invocation::program();
+    out.push(format!("  {cxpipe} items --state {} ls", rel("state")));
     out.push(format!(
-        "  cxpipe verify fs://{} --config {}",
+        "  {cxpipe} verify fs://{} --config {}",
         rel("objects"),
         rel("cxpipe.toml")
     ));
     out.push(format!(
-        "  cxpipe run {} --sim --dir {}",
+        "  {cxpipe} run {} --sim --dir {}",
         script.display(),
         dir.display()
     ));
     out.push(format!(
-        "then against your tenant: cxpipe run {} --config cxpipe.toml --tenant NAME (--dry-run first)",
+        "then against your tenant: {cxpipe} run {} --config cxpipe.toml --tenant NAME (--dry-run first)",
         script.display()
     ));
     out

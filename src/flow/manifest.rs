@@ -119,6 +119,38 @@ impl Manifest {
         }
     }
 
+    /// The manifest of a document stored whole, as it is (`store.write_json`): no stages,
+    /// no transforms, `source.kind` `write_json`, the size and SHA-256 of `data`.
+    pub fn of_document(key: &str, data: &[u8], scope: &ItemScope) -> Manifest {
+        use sha2::Digest as _;
+        let pick = |f: fn(&ItemScope) -> &String| Some(f(scope)).filter(|s| !s.is_empty()).cloned();
+        let digests = Digests {
+            size: data.len() as u64,
+            sha256: hex::encode(sha2::Sha256::digest(data)),
+            md5: None,
+        };
+        let mut source = serde_json::Map::new();
+        source.insert("kind".into(), "write_json".into());
+        Manifest {
+            format: FORMAT.into(),
+            key: key.into(),
+            source,
+            plaintext: digests.clone(),
+            stored: digests,
+            transforms: Vec::new(),
+            stages: Vec::new(),
+            encryption: None,
+            run_id: pick(|s| &s.run_id),
+            pipeline: pick(|s| &s.pipeline),
+            tenant: pick(|s| &s.tenant),
+            item_key: pick(|s| &s.item_key),
+            script_hash: pick(|s| &s.script_hash),
+            written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            cxpipe_version: env!("CARGO_PKG_VERSION").into(),
+            mac: None,
+        }
+    }
+
     /// Adds the MAC when `keys` holds a key: the encryption key of the object, else the
     /// first configured key. It covers the manifest exactly as `verify` will parse it back
     /// from its stored text.

@@ -105,7 +105,7 @@ pub async fn run_discover(
         }
     };
     if let Some(e) = &outcome {
-        tracing::error!(error = %e, "discover failed");
+        tracing::error!(target: super::summary::REPORTED_TARGET, error = %e, "discover failed");
     }
     outcome
 }

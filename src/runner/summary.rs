@@ -6,6 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
+/// Log target of the errors a run's summary also reports (a failed `discover`, a
+/// quarantined item). Commands that print the summary (`cxpipe run`, `cxpipe demo`)
+/// leave these lines out of their default log, so each failure is said once.
+pub const REPORTED_TARGET: &str = "cxpipe::run_outcome";
+
 /// At most this many failures are listed in a summary (all are in the ledger).
 const MAX_LISTED_FAILURES: usize = 100;
 

@@ -351,7 +351,7 @@ fn decide(env: &WorkerEnv, item: &mut WorkItem) -> Step {
                 requeue = Some((delay, Wait::Retry));
             } else {
                 update.state = ItemState::Quarantined;
-                tracing::error!(item = %crate::terminal::escape(&item.key), attempt, error = %message, "item quarantined");
+                tracing::error!(target: super::summary::REPORTED_TARGET, item = %crate::terminal::escape(&item.key), attempt, error = %message, "item quarantined");
                 c.add_failure(Failure {
                     key: item.key.clone(),
                     attempts: attempt,

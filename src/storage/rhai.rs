@@ -1,13 +1,15 @@
 //! Rhai surface of storage: `storage(uri_or_map)` and the `Store` methods `size`, `exists`,
-//! `list`, `read_json`, `write_json`, `describe`. Only converts types and calls [`Store`];
-//! every call ends by the deadline of the script call making it. `storage(...)` opens
-//! arbitrary stores, so it is refused unless the configuration allows it (`[scripts]
-//! allow_storage_uri = true`), and never takes credentials from a script. Errors are the catchable maps of
+//! `list`, `read_json`, `write_json` (with its manifest), `describe`. Only converts types
+//! and calls [`Store`]; every call ends by the deadline of the script call making it.
+//! `storage(...)` opens arbitrary stores, so it is
+//! refused unless the configuration allows it (`[scripts] allow_storage_uri = true`), and
+//! never takes credentials from a script. Errors are the catchable maps of
 //! [`crate::natives::thrown`].
 
 use rhai::plugin::*;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
 
+use crate::flow::manifest::Manifest;
 use crate::natives::thrown::Thrown;
 
 use super::{MAX_JSON, StorageConfig, StorageError, Store};
@@ -188,7 +190,9 @@ mod storage_functions {
     }
 
     /// Writes a small JSON document, replacing any previous one atomically (for reports
-    /// and indexes; archived objects go through `from_json(v).write(store, key)`).
+    /// and indexes; archived objects go through `from_json(v).write(store, key)`). Its
+    /// manifest (`KEY.manifest.json`: size, SHA-256, the run) is replaced after it, so
+    /// `cxpipe verify` checks it like any other object.
     ///
     /// ```rhai
     /// ctx.store.write_json("reports/run.json", #{ done: 3 });
@@ -200,16 +204,25 @@ mod storage_functions {
         key: &str,
         value: Dynamic,
     ) -> RhaiResult<()> {
-        let bytes = serde_json::to_vec_pretty(&value).map_err(|e| {
-            to_rhai(StorageError::Json {
-                key: key.to_string(),
-                store: store.describe(),
-                message: e.to_string(),
-            })
-        })?;
+        let bytes: bytes::Bytes = serde_json::to_vec_pretty(&value)
+            .map_err(|e| {
+                to_rhai(StorageError::Json {
+                    key: key.to_string(),
+                    store: store.describe(),
+                    message: e.to_string(),
+                })
+            })?
+            .into();
+        let document = bytes.clone();
         within(&ctx, store, "writing", key, move |s, k| async move {
-            s.put(&k, bytes.into()).await
-        })
+            s.put(&k, document).await
+        })?;
+        let settings = crate::natives::settings::of(&ctx);
+        let mut manifest = Manifest::of_document(key, &bytes, &settings.scope);
+        manifest.seal(&settings.keys);
+        // Not cut at the deadline: the document is committed and must get its manifest.
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| outside_runtime())?;
+        handle.block_on(manifest.store(store)).map_err(to_rhai)
     }
 
     /// The store's URI without credentials.
@@ -253,12 +266,14 @@ where
     Fut: Future<Output = Result<T, StorageError>> + Send + 'static,
     T: Send + 'static,
 {
-    let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-        to_rhai(StorageError::Config {
-            uri: String::new(),
-            message: "storage calls run only inside the cxpipe runtime".into(),
-        })
-    })?;
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| outside_runtime())?;
     let deadline = crate::item_scope::ItemScope::of(ctx).deadline;
     super::block_within(&handle, deadline, store, action, key, call).map_err(to_rhai)
+}
+
+fn outside_runtime() -> Box<EvalAltResult> {
+    to_rhai(StorageError::Config {
+        uri: String::new(),
+        message: "storage calls run only inside the cxpipe runtime".into(),
+    })
 }

@@ -15,9 +15,7 @@ fn the_demo_runs_and_its_printed_commands_verify_and_decrypt() {
             .next()
             .unwrap_or_else(|| panic!("no {label:?} in:\n{}", ran.stdout));
         let line = lines.next().unwrap().trim().to_string();
-        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        assert_eq!(&args[..4], ["cargo", "run", "--release", "--"], "{line}");
-        args[4..].to_vec()
+        crate::edges::cxpipe_args(&line)
     };
     let verify = command_after("verify every object");
     let out = env.cxpipe(&verify.iter().map(String::as_str).collect::<Vec<_>>());

@@ -276,9 +276,14 @@ fn process(ctx, item) {
         .collect();
     assert_eq!(
         writes,
-        BTreeSet::from(["index.json", "data/a.json", "data/a.json.manifest.json"])
+        BTreeSet::from([
+            "index.json",
+            "index.json.manifest.json",
+            "data/a.json",
+            "data/a.json.manifest.json"
+        ])
     );
-    assert_eq!(out["dry_run"]["counts"]["write"], 3);
+    assert_eq!(out["dry_run"]["counts"]["write"], 4);
     assert_eq!(
         files_under(&env.path().join("objects")),
         0,
@@ -300,7 +305,7 @@ fn process(ctx, item) {
     assert!(
         human
             .stdout
-            .contains("dry run: nothing was sent or stored; 5 change(s) would have been made"),
+            .contains("dry run: nothing was sent or stored; 6 change(s) would have been made"),
         "{}",
         human.stdout
     );

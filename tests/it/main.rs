@@ -8,6 +8,7 @@ mod demo;
 mod docs;
 mod download;
 mod dry_run;
+mod edges;
 mod flow;
 mod harness;
 mod hostile;

@@ -8,10 +8,11 @@ fn new_writes_a_minimal_pipeline_that_passes_check_and_says_what_next() {
     let env = TestEnv::new();
     let ran = env.cxpipe(&["new", "my_pipeline"]);
     assert_eq!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
+    // The test binary is a cargo build: the lines start `cargo run --` as pasted in the tree.
     for next in [
-        "cxpipe check my_pipeline.rhai",
-        "cxpipe run my_pipeline.rhai --sim",
-        "cxpipe run my_pipeline.rhai --config my_pipeline.toml --tenant sim",
+        "-- check my_pipeline.rhai",
+        "-- run my_pipeline.rhai --sim",
+        "-- run my_pipeline.rhai --config my_pipeline.toml --tenant sim",
     ] {
         assert!(ran.stdout.contains(next), "{next}:\n{}", ran.stdout);
     }
