@@ -3,16 +3,13 @@
 //! each size measured in its own child process so their memory peaks are separate.
 
 use std::process::{Command, ExitCode};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use rhai::Dynamic;
 
-use crate::engine::{EngineSettings, Script};
 use crate::ledger::Ledger;
-use crate::registry::build_engine;
-use crate::runner::{self, PipelineOptions, RunRequest};
+use crate::runner;
+use crate::runtime;
 
 const NOOP: &str = r#"
 fn discover(ctx) { for i in 0..ctx.params.items { ctx.emit(`item-${i}`, i); } }
@@ -97,37 +94,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 async fn measure(n: u64, concurrency: usize) -> anyhow::Result<serde_json::Value> {
     let dir = tempfile_dir()?;
-    let engine = build_engine(
-        &EngineSettings::default(),
-        std::sync::Arc::new(crate::keys::KeyRing::empty()),
-    );
-    let script = Script::compile(&engine, "bench-noop.rhai", "bench-noop", NOOP, None)?;
+    // The run is assembled the way `run --pipeline` and `serve` assemble theirs.
+    std::fs::write(dir.join("bench-noop.rhai"), NOOP)?;
+    let config = dir.join("cxpipe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pipelines.bench-noop]\nscript = \"bench-noop.rhai\"\nconcurrency = {concurrency}\n\
+             params = {{ items = {n} }}\n"
+        ),
+    )?;
     let ledger = Ledger::open_dir(&dir).await?;
-    let mut params = serde_json::Map::new();
-    params.insert("items".into(), n.into());
-    let options = PipelineOptions {
-        concurrency,
-        ..PipelineOptions::default()
-    };
-    let started = Instant::now();
-    let report = runner::run(RunRequest {
-        engine: Arc::new(engine),
-        script: Arc::new(script),
-        options,
-        pipeline: "bench-noop".into(),
-        tenant: "bench".into(),
-        params,
+    let request = runtime::pipeline_request(
+        Some(&config),
+        "bench-noop",
+        None,
+        Default::default(),
         ledger,
-        api: Dynamic::UNIT,
-        store: Dynamic::UNIT,
-        stores: Default::default(),
-        progress: false,
-        generations: None,
-        item_observer: None,
-        bytes_written: Default::default(),
-        counters: Default::default(),
-    })
-    .await?;
+        false,
+    )?;
+    let started = Instant::now();
+    let report = runner::run(request).await?;
     let secs = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&dir);
     anyhow::ensure!(

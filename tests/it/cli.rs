@@ -241,3 +241,28 @@ fn a_tenant_config_error_names_the_tenant_once() {
         ran.stderr
     );
 }
+
+#[test]
+fn bench_orchestration_runs_a_configured_pipeline_per_size_and_reports_each() {
+    let env = crate::harness::TestEnv::new();
+    let ran = env.cxpipe(&[
+        "bench",
+        "orchestration",
+        "--items",
+        "50",
+        "--items",
+        "200",
+        "--concurrency",
+        "2",
+    ]);
+    assert_eq!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
+    let rows: Vec<serde_json::Value> = ran
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows[0]["items"], 50, "{}", ran.stdout);
+    assert_eq!(rows[1]["items"], 200, "{}", ran.stdout);
+    assert!(rows[1]["items_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(rows[2]["rss_ratio_largest_to_smallest"].is_number());
+}
