@@ -72,24 +72,20 @@ impl Manifest {
     /// The manifest of a flow that stored `key` in the call of `scope` (its empty fields
     /// are left out).
     pub fn new(flow: &Flow, key: &str, outcome: &Outcome, scope: &ItemScope) -> Manifest {
-        let pick = |f: fn(&ItemScope) -> &String| Some(f(scope)).filter(|s| !s.is_empty()).cloned();
         let mut source = flow.meta.clone();
         source.insert("kind".into(), flow.source.kind().into());
         let c = &outcome.chain;
+        let plaintext = Digests {
+            size: c.plaintext.size,
+            sha256: c.plaintext.sha256.clone().unwrap_or_default(),
+            md5: c.md5.clone(),
+        };
+        let stored = Digests {
+            size: c.stored.size,
+            sha256: c.stored.sha256.clone().unwrap_or_default(),
+            md5: None,
+        };
         Manifest {
-            format: FORMAT.into(),
-            key: key.into(),
-            source,
-            plaintext: Digests {
-                size: c.plaintext.size,
-                sha256: c.plaintext.sha256.clone().unwrap_or_default(),
-                md5: c.md5.clone(),
-            },
-            stored: Digests {
-                size: c.stored.size,
-                sha256: c.stored.sha256.clone().unwrap_or_default(),
-                md5: None,
-            },
             transforms: outcome
                 .plan
                 .stored_from_plaintext
@@ -108,14 +104,7 @@ impl Manifest {
                     algorithm: "AES-256-GCM-STREAM-BE32/HKDF-SHA256".into(),
                     segment_size: super::crypt::SEGMENT as u32,
                 }),
-            run_id: pick(|s| &s.run_id),
-            pipeline: pick(|s| &s.pipeline),
-            tenant: pick(|s| &s.tenant),
-            item_key: pick(|s| &s.item_key),
-            script_hash: pick(|s| &s.script_hash),
-            written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            cxpipe_version: env!("CARGO_PKG_VERSION").into(),
-            mac: None,
+            ..Manifest::plain(key, source, plaintext, stored, scope)
         }
     }
 
@@ -123,7 +112,6 @@ impl Manifest {
     /// no transforms, `source.kind` `write_json`, the size and SHA-256 of `data`.
     pub fn of_document(key: &str, data: &[u8], scope: &ItemScope) -> Manifest {
         use sha2::Digest as _;
-        let pick = |f: fn(&ItemScope) -> &String| Some(f(scope)).filter(|s| !s.is_empty()).cloned();
         let digests = Digests {
             size: data.len() as u64,
             sha256: hex::encode(sha2::Sha256::digest(data)),
@@ -131,12 +119,25 @@ impl Manifest {
         };
         let mut source = serde_json::Map::new();
         source.insert("kind".into(), "write_json".into());
+        Manifest::plain(key, source, digests.clone(), digests, scope)
+    }
+
+    /// A manifest without stages, transforms or encryption, carrying the run facts of
+    /// `scope` (its empty fields left out) and the time now.
+    fn plain(
+        key: &str,
+        source: serde_json::Map<String, serde_json::Value>,
+        plaintext: Digests,
+        stored: Digests,
+        scope: &ItemScope,
+    ) -> Manifest {
+        let pick = |f: fn(&ItemScope) -> &String| Some(f(scope)).filter(|s| !s.is_empty()).cloned();
         Manifest {
             format: FORMAT.into(),
             key: key.into(),
             source,
-            plaintext: digests.clone(),
-            stored: digests,
+            plaintext,
+            stored,
             transforms: Vec::new(),
             stages: Vec::new(),
             encryption: None,
