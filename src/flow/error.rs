@@ -71,6 +71,16 @@ pub enum FlowError {
     UrlFunction { message: String, retryable: bool },
     #[error("flow stopped: {0}")]
     Internal(String),
+    /// An object without its manifest that could not be shown to hold its source's bytes.
+    #[error(
+        "{key} in {store} exists without its manifest, and {reason}; it was left as it is. \
+         Check the object; if it is not this item's, delete it (and only it) and run again"
+    )]
+    Orphan {
+        key: String,
+        store: String,
+        reason: String,
+    },
 }
 
 impl FlowError {

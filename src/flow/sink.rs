@@ -9,7 +9,7 @@ use super::error::FlowError;
 use super::fetch::FetchPolicy;
 use super::manifest::Manifest;
 use super::run::{self, Outcome, Sink};
-use super::spec::Flow;
+use super::spec::{Flow, Source, Stage};
 use crate::item_scope::ItemScope;
 use crate::keys::KeyRing;
 use crate::storage::{StorageError, Store, manifest_key};
@@ -65,20 +65,26 @@ pub fn write(
         }
     };
     let Some(outcome) = outcome.filter(|o| !o.existed) else {
-        tracing::info!(store = %store.describe(), key, "object exists; not overwritten");
         let handle = tokio::runtime::Handle::current();
-        let size = crate::storage::block_within(
+        let sizes = crate::storage::block_within(
             &handle,
             deadline,
             store,
             "checking",
             key,
-            |s, k| async move { s.size(&k).await },
+            |s, k| async move {
+                let manifest = s.size(&manifest_key(&k)).await?;
+                Ok((s.size(&k).await?, manifest))
+            },
         )?;
+        if let (Some(_), None) = sizes {
+            return restore_manifest(flow, store, key, keys, url_fn, scope, attempt);
+        }
+        tracing::info!(store = %store.describe(), key, "object exists; not overwritten");
         let mut r = Map::new();
         r.insert("key".into(), key.into());
         r.insert("existed".into(), true.into());
-        r.insert("bytes_stored".into(), size.unwrap_or(0).into());
+        r.insert("bytes_stored".into(), sizes.0.unwrap_or(0).into());
         r.insert("manifest".into(), manifest_key(key).into());
         r.insert("write_attempts".into(), attempt.into());
         return Ok(r);
@@ -94,6 +100,78 @@ pub fn write(
         "object stored"
     );
     let mut r = receipt(Some(key), &outcome);
+    r.insert("write_attempts".into(), attempt.into());
+    Ok(r)
+}
+
+/// The object `key` exists without its manifest: a run was stopped between the object's
+/// commit and its manifest's. The object is never trusted as it is: `flow` runs again into
+/// nothing (its checks included), the object is read back through the inverse of the
+/// flow's transforms, and only when the two plaintexts agree in size and SHA-256 is the
+/// manifest written (receipt `existed: true, manifest_restored: true`). Otherwise the
+/// error names the object and what to do; nothing is overwritten.
+fn restore_manifest(
+    flow: &Flow,
+    store: &Store,
+    key: &str,
+    keys: &KeyRing,
+    url_fn: UrlFn<'_>,
+    scope: &ItemScope,
+    attempt: u32,
+) -> Result<Map<String, Value>, FlowError> {
+    let orphan = |reason: String| FlowError::Orphan {
+        key: key.to_string(),
+        store: store.describe(),
+        reason,
+    };
+    tracing::warn!(
+        store = %store.describe(), key,
+        "object exists without its manifest (a run stopped between the two); checking it against its source"
+    );
+    let fresh = run::run(flow, Sink::Discard, keys, url_fn, policy(scope.deadline))?;
+    let inverse = fresh
+        .plan
+        .stored_from_plaintext
+        .iter()
+        .rev()
+        .map(|stage| match stage {
+            Stage::Compress(codec, _) => Ok(Stage::Decompress(*codec)),
+            Stage::Encrypt(name) => Ok(Stage::Decrypt(Some(name.clone()))),
+            other => Err(orphan(format!(
+                "its flow's stage {} cannot be undone to compare the object with its source",
+                other.label()
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut back = Flow::new(Source::Read {
+        store: store.clone(),
+        key: key.to_string(),
+    });
+    back.stages = std::iter::once(Stage::Sha256).chain(inverse).collect();
+    let read = match run::run(&back, Sink::Discard, keys, None, policy(scope.deadline)) {
+        Ok(read) => read,
+        Err(e) if e.retryable() => return Err(e),
+        Err(e) => return Err(orphan(format!("reading it back failed: {e}"))),
+    };
+    let (got, want) = (&read.chain.stored, &fresh.chain.plaintext);
+    if got.size != want.size || got.sha256 != want.sha256 {
+        return Err(orphan(format!(
+            "its content ({} bytes, SHA-256 {}) is not what the source gives now ({} bytes, SHA-256 {})",
+            got.size,
+            got.sha256.as_deref().unwrap_or("?"),
+            want.size,
+            want.sha256.as_deref().unwrap_or("?"),
+        )));
+    }
+    let mut outcome = fresh;
+    outcome.chain.stored = read.chain.plaintext;
+    let mut manifest = Manifest::new(flow, key, &outcome, scope);
+    manifest.seal(keys);
+    tokio::runtime::Handle::current().block_on(manifest.store(store))?;
+    tracing::info!(store = %store.describe(), key, "object matches its source; manifest restored");
+    let mut r = receipt(Some(key), &outcome);
+    r.insert("existed".into(), true.into());
+    r.insert("manifest_restored".into(), true.into());
     r.insert("write_attempts".into(), attempt.into());
     Ok(r)
 }
@@ -139,5 +217,158 @@ pub fn receipt(key: Option<&str>, o: &Outcome) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => unreachable!("json! object"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::codec::Codec;
+
+    fn ring() -> KeyRing {
+        let mut r = KeyRing::empty();
+        r.insert_raw("archive", [7; 32]);
+        r
+    }
+
+    fn flow(data: &[u8], stages: Vec<Stage>) -> Flow {
+        let mut f = Flow::new(Source::Bytes {
+            data: bytes::Bytes::copy_from_slice(data),
+            kind: "test",
+        });
+        f.stages = stages;
+        f
+    }
+
+    fn fs_store(dir: &tempfile::TempDir) -> Store {
+        Store::from_uri(&format!("fs://{}", dir.path().display())).unwrap()
+    }
+
+    fn gzip_then_encrypt(data: &[u8]) -> Flow {
+        flow(
+            data,
+            vec![
+                Stage::Sha256,
+                Stage::Compress(Codec::Gzip, 6),
+                Stage::Encrypt("archive".into()),
+            ],
+        )
+    }
+
+    #[test]
+    fn an_object_left_without_its_manifest_gets_one_only_after_it_is_checked() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _g = rt.enter();
+        let dir = tempfile::tempdir().unwrap();
+        let store = fs_store(&dir);
+        let data = vec![42u8; 200_000];
+        let scope = ItemScope::default();
+        let first = write(
+            &gzip_then_encrypt(&data),
+            &store,
+            "a/x.bin",
+            &ring(),
+            None,
+            &scope,
+        )
+        .unwrap();
+        assert_eq!(first["existed"], false);
+        rt.block_on(store.delete(&manifest_key("a/x.bin"))).unwrap();
+
+        let again = write(
+            &gzip_then_encrypt(&data),
+            &store,
+            "a/x.bin",
+            &ring(),
+            None,
+            &scope,
+        )
+        .unwrap();
+        assert_eq!(again["existed"], true);
+        assert_eq!(again["manifest_restored"], true);
+        assert_eq!(again["stored_sha256"], first["stored_sha256"]);
+        let m = rt
+            .block_on(Manifest::load(&store, "a/x.bin"))
+            .unwrap()
+            .expect("restored");
+        assert_eq!(
+            Some(m.stored.sha256),
+            first["stored_sha256"].as_str().map(String::from)
+        );
+        assert_eq!(m.plaintext.size, data.len() as u64);
+        assert!(m.encryption.is_some());
+
+        // With its manifest back, a third write checks nothing and restores nothing.
+        let third = write(
+            &gzip_then_encrypt(&data),
+            &store,
+            "a/x.bin",
+            &ring(),
+            None,
+            &scope,
+        )
+        .unwrap();
+        assert_eq!(third["existed"], true);
+        assert!(third.get("manifest_restored").is_none());
+    }
+
+    #[test]
+    fn an_object_without_manifest_that_differs_from_its_source_is_named_and_left_alone() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _g = rt.enter();
+        let dir = tempfile::tempdir().unwrap();
+        let store = fs_store(&dir);
+        rt.block_on(store.put(
+            "a/y.wav",
+            bytes::Bytes::from_static(b"someone else's bytes"),
+        ))
+        .unwrap();
+        let f = flow(b"the source's bytes", vec![Stage::Sha256]);
+        let err = write(&f, &store, "a/y.wav", &ring(), None, &ItemScope::default()).unwrap_err();
+        assert!(matches!(err, FlowError::Orphan { .. }), "{err}");
+        assert!(!err.retryable());
+        let text = err.to_string();
+        assert!(
+            text.contains("a/y.wav") && text.contains("without its manifest"),
+            "{text}"
+        );
+        let kept = rt
+            .block_on(store.read_small("a/y.wav", 1024))
+            .unwrap()
+            .unwrap();
+        assert_eq!(&kept[..], b"someone else's bytes");
+        let manifest = rt.block_on(store.size(&manifest_key("a/y.wav"))).unwrap();
+        assert_eq!(manifest, None);
+    }
+
+    #[test]
+    fn an_object_without_manifest_under_a_key_it_cannot_be_opened_with_is_refused() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _g = rt.enter();
+        let dir = tempfile::tempdir().unwrap();
+        let store = fs_store(&dir);
+        let data = b"payload".repeat(1000);
+        write(
+            &gzip_then_encrypt(&data),
+            &store,
+            "a/z.bin",
+            &ring(),
+            None,
+            &ItemScope::default(),
+        )
+        .unwrap();
+        rt.block_on(store.delete(&manifest_key("a/z.bin"))).unwrap();
+        let mut other = KeyRing::empty();
+        other.insert_raw("archive", [8; 32]);
+        let err = write(
+            &gzip_then_encrypt(&data),
+            &store,
+            "a/z.bin",
+            &other,
+            None,
+            &ItemScope::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, FlowError::Orphan { .. }), "{err}");
     }
 }
