@@ -19,6 +19,7 @@ mod invocation;
 mod items;
 mod ledger_args;
 mod new;
+mod node;
 pub mod run;
 mod schedule;
 mod serve;
@@ -74,6 +75,8 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Measure cxpipe itself (see docs/PERFORMANCE.md).
     Bench(bench::BenchArgs),
+    /// List the `cxpipe serve` nodes sharing a ledger, or drain one (docs/SCALE.md).
+    Node(node::NodeArgs),
     /// Serve every pipeline of a config: schedules, webhooks, hot reload, status and metrics.
     Serve(serve::ServeArgs),
     /// List scheduled pipelines and their next fire times.
@@ -137,6 +140,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Items(args) => items::run(args).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Node(args) => node::run(args).await,
         Command::Sim(args) => sim::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Schedule(args) => schedule::run(args).await,

@@ -24,6 +24,38 @@ pub struct ServeConfig {
         with = "crate::api::config::duration_text"
     )]
     pub grace: Duration,
+    /// Share each pipeline's items with other `cxpipe serve` nodes on the same ledger
+    /// (docs/SCALE.md): `auto` (the default: on with a PostgreSQL ledger), `on`, `off`.
+    #[serde(default)]
+    pub cluster: ClusterMode,
+    /// How long a node's claim on an item lasts without renewal (default `30s`): a node
+    /// that dies has its items taken over this long after its last heartbeat.
+    #[serde(
+        default = "defaults::lease",
+        with = "crate::api::config::duration_text"
+    )]
+    pub lease: Duration,
+    /// How often a node renews its leases and proves it is alive (default `5s`; at most a
+    /// third of `lease`).
+    #[serde(
+        default = "defaults::heartbeat",
+        with = "crate::api::config::duration_text"
+    )]
+    pub heartbeat: Duration,
+    /// Items a node claims per ledger round trip, at most (default 16).
+    #[serde(default = "defaults::claim_batch")]
+    pub claim_batch: usize,
+}
+
+/// `[serve] cluster`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterMode {
+    /// On when the ledger is PostgreSQL.
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 impl Default for ServeConfig {
@@ -32,7 +64,37 @@ impl Default for ServeConfig {
             listen: defaults::listen(),
             token: None,
             grace: defaults::grace(),
+            cluster: ClusterMode::Auto,
+            lease: defaults::lease(),
+            heartbeat: defaults::heartbeat(),
+            claim_batch: defaults::claim_batch(),
         }
+    }
+}
+
+impl ServeConfig {
+    /// The cluster settings as runs take them, or why they cannot work.
+    pub fn cluster_options(&self) -> Result<crate::runner::cluster::ClusterOptions, String> {
+        if self.lease < Duration::from_secs(1) {
+            return Err("[serve] lease must be at least 1s".into());
+        }
+        if self.heartbeat.is_zero() || self.heartbeat * 3 > self.lease {
+            return Err(format!(
+                "[serve] heartbeat ({}) must be positive and at most a third of lease ({}), \
+                 so a live node renews its leases before they expire",
+                humantime::format_duration(self.heartbeat),
+                humantime::format_duration(self.lease)
+            ));
+        }
+        if self.claim_batch == 0 || self.claim_batch > 1000 {
+            return Err("[serve] claim_batch must be between 1 and 1000".into());
+        }
+        Ok(crate::runner::cluster::ClusterOptions {
+            lease: self.lease,
+            heartbeat: self.heartbeat,
+            claim_batch: self.claim_batch,
+            ..Default::default()
+        })
     }
 }
 
@@ -69,6 +131,15 @@ mod defaults {
     }
     pub fn grace() -> Duration {
         Duration::from_secs(30)
+    }
+    pub fn lease() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn heartbeat() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn claim_batch() -> usize {
+        16
     }
     pub fn signature_header() -> String {
         "X-Nice-Signature".into()

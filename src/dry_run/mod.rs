@@ -126,6 +126,7 @@ mod tests {
             item_observer: None,
             bytes_written: Default::default(),
             counters: Default::default(),
+            cluster: None,
         };
         let dry = DryRun::new();
         dry.attach(&mut request);

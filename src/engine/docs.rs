@@ -202,6 +202,17 @@ pub const SUMMARY_FIELDS: &[FieldDoc] = &[
         meaning: "Unfinished items from earlier runs taken on by this one.",
     },
     FieldDoc {
+        name: "claimed",
+        meaning: "Items this run claimed from the ledger (`cxpipe serve` as a cluster node: \
+                  admitted by the leading run, left by earlier runs, or taken over from a \
+                  node that died; absent when 0).",
+    },
+    FieldDoc {
+        name: "other_nodes",
+        meaning: "What runs on other nodes finished of this pipeline × tenant while this \
+                  run led it, by state (absent outside a cluster).",
+    },
+    FieldDoc {
         name: "done",
         meaning: "Items `process` finished.",
     },

@@ -167,6 +167,7 @@ macro_rules! impl_apply_updates {
                         "UPDATE items SET state = $4, attempts = $5, next_at = $6, \
                          result = COALESCE($7, result), last_error = $8, updated_at = $9, \
                          lease_owner = CASE WHEN $10 = 1 THEN lease_owner ELSE NULL END, \
+                         lease_until = CASE WHEN $10 = 1 THEN lease_until ELSE NULL END, \
                          script_hash = COALESCE($11, script_hash) \
                          WHERE pipeline = $1 AND tenant = $2 AND item_key = $3 \
                          AND ($12 IS NULL OR run_id = $12)",
@@ -207,16 +208,20 @@ macro_rules! impl_apply_updates {
 }
 impl_apply_updates!(sqlx::SqliteConnection, sqlx::PgConnection);
 
-/// Leases a batch of unfinished items; `{LOCK}` is the backend's row-claim clause.
-const LEASE_UNFINISHED_SQL: &str = "UPDATE items SET lease_owner = $3, run_id = $3, \
-     updated_at = $5, state = CASE WHEN next_at > $5 THEN state ELSE 'leased' END \
-     WHERE pipeline = $1 AND tenant = $2 AND item_key IN (
+/// Leases a batch of unfinished items, picked once in a CTE (`{MATERIALIZED}` and `{LOCK}`
+/// are the backend's; see `cluster::CLAIM_SQL` for why not `IN (SELECT … LIMIT)`).
+const LEASE_UNFINISHED_SQL: &str = "WITH picked AS {MATERIALIZED} (
         SELECT item_key FROM items WHERE pipeline = $1 AND tenant = $2
         AND state IN ('pending', 'leased', 'failed', 'deferred')
         AND (lease_owner IS NULL OR lease_owner <> $3)
+        AND (lease_until IS NULL OR lease_until < $5)
         AND (next_at IS NULL OR next_at <= $4)
         ORDER BY item_key LIMIT $6 {LOCK})
-     RETURNING item_key, payload, attempts, next_at";
+     UPDATE items SET lease_owner = $3, run_id = $3, \
+     updated_at = $5, state = CASE WHEN next_at > $5 THEN state ELSE 'leased' END \
+     FROM picked WHERE items.pipeline = $1 AND items.tenant = $2 \
+     AND items.item_key = picked.item_key \
+     RETURNING items.item_key, items.payload, items.attempts, items.next_at";
 
 impl Ledger {
     /// Admits emitted items for `run_id`: inserts new keys and re-leases existing keys that
@@ -255,11 +260,12 @@ impl Ledger {
             " ON CONFLICT (pipeline, tenant, item_key) DO UPDATE SET \
              state = CASE WHEN items.next_at > excluded.updated_at THEN items.state \
              ELSE 'leased' END, \
-             payload = excluded.payload, lease_owner = excluded.lease_owner, \
+             payload = excluded.payload, lease_owner = excluded.lease_owner, lease_until = NULL, \
              run_id = excluded.run_id, script_hash = excluded.script_hash, \
              updated_at = excluded.updated_at \
              WHERE items.state NOT IN ('done', 'skipped', 'quarantined') \
              AND (items.lease_owner IS NULL OR items.lease_owner <> excluded.lease_owner) \
+             AND (items.lease_until IS NULL OR items.lease_until < excluded.updated_at) \
              AND (items.next_at IS NULL OR items.next_at <= $6) \
              RETURNING item_key, attempts, next_at",
         );
@@ -347,10 +353,13 @@ impl Ledger {
         due_before: i64,
         limit: i64,
     ) -> Result<Vec<ResumableItem>, LedgerError> {
-        let sql = match self.backend() {
-            Backend::Sqlite => LEASE_UNFINISHED_SQL.replace("{LOCK}", ""),
-            Backend::Postgres => LEASE_UNFINISHED_SQL.replace("{LOCK}", "FOR UPDATE SKIP LOCKED"),
+        let (materialized, lock) = match self.backend() {
+            Backend::Sqlite => ("", ""),
+            Backend::Postgres => ("MATERIALIZED", "FOR UPDATE SKIP LOCKED"),
         };
+        let sql = LEASE_UNFINISHED_SQL
+            .replace("{MATERIALIZED}", materialized)
+            .replace("{LOCK}", lock);
         let mut leased: Vec<ResumableItem> = with_pool!(&self.pool, |pool| sqlx::query(
             sqlx::AssertSqlSafe(sql.clone())
         )
@@ -432,7 +441,7 @@ impl Ledger {
     ) -> Result<u64, LedgerError> {
         with_pool!(&self.pool, |pool| Ok(sqlx::query(
             "UPDATE items SET state = CASE WHEN state = 'leased' THEN 'pending' ELSE state END, \
-             lease_owner = NULL, updated_at = $4 \
+             lease_owner = NULL, lease_until = NULL, updated_at = $4 \
              WHERE pipeline = $1 AND tenant = $2 AND lease_owner = $3 \
              AND state IN ('pending', 'leased', 'failed', 'deferred')",
         )
@@ -500,7 +509,7 @@ impl Ledger {
     pub async fn retry_items(&self, filter: &ItemFilter) -> Result<u64, LedgerError> {
         let (clause, values) = filter.clause(2);
         let sql = format!(
-            "UPDATE items SET state = 'pending', attempts = 0, next_at = NULL, lease_owner = NULL, \
+            "UPDATE items SET state = 'pending', attempts = 0, next_at = NULL, lease_owner = NULL, lease_until = NULL, \
              last_error = NULL, updated_at = $1 WHERE {clause}"
         );
         with_pool!(&self.pool, |pool| {

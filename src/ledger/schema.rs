@@ -118,4 +118,20 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX webhook_events_unhanded ON webhook_events (tenant, pipeline, handed_at)",
         ],
     },
+    // Version 5 is reserved for shared rate budgets (issue 12, in progress elsewhere).
+    Migration {
+        version: 6,
+        name: "cluster nodes and item leases",
+        statements: &[
+            "CREATE TABLE nodes (
+            node TEXT PRIMARY KEY,
+            started_at BIGINT NOT NULL,
+            heartbeat_at BIGINT NOT NULL,
+            draining_at BIGINT,
+            listen TEXT,
+            version TEXT NOT NULL
+        )",
+            "CREATE INDEX items_by_lease ON items (lease_owner)",
+        ],
+    },
 ];

@@ -22,7 +22,7 @@ use crate::ledger::{AdmitItem, LedgerError, now_ms};
 const ADMIT_BATCH: usize = 512;
 
 /// How long from `at` (ledger ms) until it is due, zero when past.
-fn wait_until(at: Option<i64>) -> Duration {
+pub(super) fn wait_until(at: Option<i64>) -> Duration {
     Duration::from_millis(at.map(|at| (at - now_ms()).max(0) as u64).unwrap_or(0))
 }
 
@@ -35,7 +35,7 @@ pub struct Queues {
 impl Queues {
     /// Queues `item` for the workers now, or in the due-queue until `delay` has passed
     /// (as a deferral: the run may leave it for the next one). False when halted.
-    async fn queue(&self, item: WorkItem, delay: Duration, halt: &StopSignal) -> bool {
+    pub(super) async fn queue(&self, item: WorkItem, delay: Duration, halt: &StopSignal) -> bool {
         if !delay.is_zero() {
             let waiting = Waiting {
                 due: due_in(delay),
@@ -67,7 +67,9 @@ impl FirstEmitWins {
     }
 }
 
-/// See the module docs.
+/// See the module docs. With `shared` (a cluster's leading run), items are admitted
+/// unowned and nothing is queued here: every node's run claims them (see
+/// [`super::cluster`]), this one's too.
 pub async fn admit_loop(
     shared: Arc<RunShared>,
     mut rx: mpsc::Receiver<Emitted>,
@@ -75,6 +77,7 @@ pub async fn admit_loop(
     counters: Arc<Counters>,
     defer_max_wait: Duration,
     halt: StopSignal,
+    cluster: bool,
 ) -> Result<(), LedgerError> {
     let (ledger, p, t, run) = (
         &shared.ledger,
@@ -83,7 +86,7 @@ pub async fn admit_loop(
         &shared.run_id,
     );
     let due_before = now_ms() + defer_max_wait.as_millis() as i64;
-    while !halt.is_stopped() {
+    while !cluster && !halt.is_stopped() {
         let batch = ledger.lease_unfinished(p, t, run, due_before, 500).await?;
         if batch.is_empty() {
             break;
@@ -132,6 +135,14 @@ pub async fn admit_loop(
                 payload: e.payload.clone(),
             })
             .collect();
+        if cluster {
+            let admitted = ledger
+                .admit_shared(p, t, run, &shared.script_hash, &items)
+                .await?;
+            buf.clear();
+            counters.admitted.fetch_add(admitted.len() as u64, Relaxed);
+            continue;
+        }
         let due_before = now_ms().saturating_add(defer_max_wait.as_millis() as i64);
         let admitted = ledger
             .admit(p, t, run, &shared.script_hash, due_before, &items)

@@ -14,11 +14,13 @@
 //! - [`event`]: [`deliver_event`], an event through `on_event` into pending items.
 //! - `due`: the one timer that holds waiting items (deferred, backing off) until due, and
 //!   decides when only deferrals not due soon are left (the run then ends without them).
+//! - [`cluster`]: runs that share a pipeline's items with other nodes (lead, helper).
 //! - [`stop`]: [`StopSignal`], how a run is asked to end early.
 //! - [`summary`], [`progress`], [`backoff`], [`outcome`], [`shared`].
 
 mod admission;
 pub mod backoff;
+pub mod cluster;
 pub mod ctx;
 mod discover;
 mod due;
@@ -105,6 +107,9 @@ pub struct RunRequest {
     /// The run's live counters (done, skipped, …), fresh for each request; `cxpipe serve`
     /// shows them for a run in progress.
     pub counters: Arc<Counters>,
+    /// Share the pipeline's items with runs on other nodes (`cxpipe serve` on a
+    /// PostgreSQL ledger): lead when no other node runs the pipeline, else help.
+    pub cluster: Option<cluster::ClusterOptions>,
 }
 
 /// What a run produced.
@@ -181,22 +186,21 @@ async fn run_in_span(
     let started = Instant::now();
     let pipeline: Arc<str> = req.pipeline.as_str().into();
     let tenant: Arc<str> = req.tenant.as_str().into();
-    req.ledger
-        .start_run(
-            &run_id,
-            &pipeline,
-            &tenant,
-            &req.script.hash,
-            RUN_STALE_AFTER.as_millis() as i64,
-        )
-        .await?;
+    let role = start(&req, &run_id).await?;
     let heartbeat = AbortOnDrop(tokio::spawn({
-        let (ledger, run_id) = (req.ledger.clone(), run_id.clone());
+        let (ledger, run_id, cluster) = (req.ledger.clone(), run_id.clone(), req.cluster.clone());
+        let every = cluster.as_ref().map_or(HEARTBEAT_EVERY, |c| c.heartbeat);
         async move {
             loop {
-                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                tokio::time::sleep(every).await;
                 if let Err(e) = ledger.heartbeat(&run_id).await {
                     tracing::warn!(error = %e, "run heartbeat failed");
+                }
+                if let Some(c) = &cluster {
+                    let until = crate::ledger::now_ms() + c.lease.as_millis() as i64;
+                    if let Err(e) = ledger.renew_leases(&run_id, until).await {
+                        tracing::warn!(error = %e, "renewing the run's item leases failed");
+                    }
                 }
             }
         }
@@ -243,6 +247,26 @@ async fn run_in_span(
         )
         .in_current_span(),
     ));
+    let admission_done = tokio_util::sync::CancellationToken::new();
+    let claims = req.cluster.clone().map(|opts| {
+        tokio::spawn(
+            cluster::claim_loop(
+                shared.clone(),
+                opts,
+                role,
+                admission::Queues {
+                    work: workers.sender(),
+                    due: due_tx.clone(),
+                },
+                counters.clone(),
+                req.options.concurrency,
+                req.options.defer_max_wait,
+                admission_done.clone(),
+                halt.clone(),
+            )
+            .in_current_span(),
+        )
+    });
     let admission = tokio::spawn(
         admission::admit_loop(
             shared.clone(),
@@ -254,13 +278,20 @@ async fn run_in_span(
             counters.clone(),
             req.options.defer_max_wait,
             halt.clone(),
+            role != cluster::Role::Solo,
         )
         .in_current_span(),
     );
-    let discover_error = discover::run_discover(&req, shared.clone(), &halt).await;
+    let discover_error = match role {
+        cluster::Role::Helper => {
+            shared.close_emitter();
+            None
+        }
+        _ => discover::run_discover(&req, shared.clone(), &halt).await,
+    };
     let admission_joined = admission.await;
-    intake_done.cancel();
-    let admission_error = match admission_joined {
+    admission_done.cancel();
+    let mut admission_error = match admission_joined {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(format!("admission failed: {e}")),
         Err(e) => Some(format!(
@@ -268,6 +299,18 @@ async fn run_in_span(
             discover::join_error_text(e)
         )),
     };
+    if let Some(claims) = claims {
+        let claimed = match claims.await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("claiming items failed: {e}")),
+            Err(e) => Some(format!(
+                "claiming items failed: {}",
+                discover::join_error_text(e)
+            )),
+        };
+        admission_error = admission_error.or(claimed);
+    }
+    intake_done.cancel();
     if let Some(err) = &admission_error {
         tracing::error!(error = %err, "admission failed");
         halt.stop(err.clone());
@@ -309,14 +352,36 @@ async fn run_in_span(
         );
     }
     let waiting = req.ledger.waiting(&pipeline, &tenant).await?;
-    let failed = counters.quarantined.load(Relaxed) + counters.failed.load(Relaxed);
+    let other_nodes = match role {
+        cluster::Role::Lead => {
+            let since = crate::ledger::now_ms() - started.elapsed().as_millis() as i64;
+            req.ledger
+                .finished_by_others(&pipeline, &tenant, &run_id, since)
+                .await?
+                .into_iter()
+                .map(|(state, n)| (state, n.max(0) as u64))
+                .collect()
+        }
+        _ => std::collections::BTreeMap::new(),
+    };
+    let failed = counters.quarantined.load(Relaxed)
+        + counters.failed.load(Relaxed)
+        + other_nodes.get("quarantined").copied().unwrap_or(0);
     let clean = error.is_none() && failed == 0;
-    let pending = std::mem::take(
+    let mut pending = std::mem::take(
         &mut *shared
             .pending_checkpoints
             .lock()
             .unwrap_or_else(|e| e.into_inner()),
     );
+    if role == cluster::Role::Helper && !pending.is_empty() {
+        tracing::warn!(
+            checkpoints = ?pending.keys().collect::<Vec<_>>(),
+            "checkpoints set while helping another node's run are not committed; set them \
+             in discover, which only the leading run calls"
+        );
+        pending.clear();
+    }
     if clean && !pending.is_empty() {
         req.ledger
             .commit_checkpoints(&pipeline, &tenant, &run_id, &pending)
@@ -333,13 +398,14 @@ async fn run_in_span(
     summary.deferred_left = waiting.deferred;
     summary.next_due = waiting.next_due.and_then(summary::rfc3339_ms);
     summary.bytes_written = req.bytes_written.load(Relaxed);
+    summary.other_nodes = other_nodes;
     if interrupted {
         summary.status = STATUS_INTERRUPTED.into();
     } else if !clean && summary.error.is_none() {
         summary.status = "completed_with_failures".into();
     }
-    // An interrupted run ends now; `finish` reports the others.
-    let report = if interrupted {
+    // An interrupted run ends now, as does a helper; `finish` reports the others.
+    let report = if interrupted || role == cluster::Role::Helper {
         serde_json::to_value(&summary).unwrap_or_default()
     } else {
         run_finish(&req, shared.clone(), &mut summary).await
@@ -354,6 +420,49 @@ async fn run_in_span(
     flushed.and(flushed_after_finish)?;
     tracing::info!(run_id, status = %summary.status, done = summary.done, "run finished");
     Ok(RunReport { summary, report })
+}
+
+/// Records the start of the run in the ledger and decides its part: a run without
+/// `cluster` is alone on its pipeline × tenant (another live run makes it fail busy); a
+/// cluster run leads when no other run is the pipeline's running run, and helps that run
+/// otherwise.
+async fn start(req: &RunRequest, run_id: &str) -> Result<cluster::Role, RunError> {
+    let Some(opts) = &req.cluster else {
+        req.ledger
+            .start_run(
+                run_id,
+                &req.pipeline,
+                &req.tenant,
+                &req.script.hash,
+                RUN_STALE_AFTER.as_millis() as i64,
+            )
+            .await?;
+        return Ok(cluster::Role::Solo);
+    };
+    let stale_ms = opts.lease.as_millis() as i64;
+    match (req.ledger)
+        .start_run(
+            run_id,
+            &req.pipeline,
+            &req.tenant,
+            &req.script.hash,
+            stale_ms,
+        )
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(run_id, "leading the pipeline's run in the cluster");
+            Ok(cluster::Role::Lead)
+        }
+        Err(LedgerError::Busy { run_id: lead, .. }) => {
+            req.ledger
+                .start_helper_run(run_id, &req.pipeline, &req.tenant, &req.script.hash)
+                .await?;
+            tracing::info!(run_id, lead, "helping the run another node leads");
+            Ok(cluster::Role::Helper)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The state a run (or one event delivery, `run_id` then naming it) shares with its hooks.
@@ -479,6 +588,8 @@ fn build_summary(
         admitted,
         already_done: emitted.saturating_sub(duplicates + admitted),
         resumed: c.resumed.load(Relaxed),
+        claimed: c.claimed.load(Relaxed),
+        other_nodes: Default::default(),
         done: c.done.load(Relaxed),
         skipped: c.skipped.load(Relaxed),
         deferred: c.deferred.load(Relaxed),

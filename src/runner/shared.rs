@@ -44,3 +44,13 @@ pub struct RunShared {
     /// Every store the pipeline grants by name (`ctx.stores.NAME`), as a map.
     pub stores: rhai::Map,
 }
+
+impl RunShared {
+    /// Ends emitting: admission sees the end of its input.
+    pub fn close_emitter(&self) {
+        self.emitter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+}

@@ -37,6 +37,8 @@ pub struct Counters {
     pub duplicates: AtomicU64,
     pub admitted: AtomicU64,
     pub resumed: AtomicU64,
+    /// Items claimed from the ledger (a cluster run).
+    pub claimed: AtomicU64,
     pub done: AtomicU64,
     pub skipped: AtomicU64,
     pub deferred: AtomicU64,
@@ -164,6 +166,14 @@ pub struct Summary {
     pub already_done: u64,
     /// Unfinished items from earlier runs taken on by this one.
     pub resumed: u64,
+    /// Items this run claimed from the ledger (a cluster run: admitted by the leading
+    /// run, left by earlier runs, or taken over from a node that died).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub claimed: u64,
+    /// What runs on other nodes finished of this pipeline × tenant while this run led it,
+    /// by state (a cluster's leading run).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub other_nodes: BTreeMap<String, u64>,
     pub done: u64,
     pub skipped: u64,
     /// Items left deferred in the ledger for a later run.
@@ -194,6 +204,10 @@ pub struct Summary {
     /// `checkpoint == "committed"` (kept for scripts that read it).
     pub checkpoint_committed: bool,
     pub error: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

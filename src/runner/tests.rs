@@ -34,6 +34,7 @@ async fn request(dir: &std::path::Path, source: &str) -> RunRequest {
         item_observer: None,
         bytes_written: Default::default(),
         counters: Default::default(),
+        cluster: None,
     }
 }
 

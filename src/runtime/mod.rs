@@ -395,6 +395,7 @@ impl Runtime {
             item_observer: None,
             bytes_written,
             counters: Arc::default(),
+            cluster: None,
         })
     }
 

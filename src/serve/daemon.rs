@@ -24,6 +24,7 @@ use super::metrics::Metrics;
 use super::schedule::{Entry, FireKey, FireOutcome, FireSink, Misfire, Schedule, Scheduler};
 use super::status::{LastRun, RunCounts};
 use super::webhook::{EventIdSource, Verifier, WebhookSettings};
+use crate::config::serve::ClusterMode;
 use crate::ledger::Ledger;
 use crate::runner::summary::Counters;
 use crate::runner::{self, RunReport, StopSignal};
@@ -99,6 +100,8 @@ pub(super) struct Served {
     pub verifiers: BTreeMap<String, Arc<Verifier>>,
     pub token: Option<Secret>,
     pub grace: Duration,
+    /// How runs share items with other nodes; `None`: this node runs alone.
+    pub cluster: Option<crate::runner::cluster::ClusterOptions>,
 }
 
 pub(super) struct Inner {
@@ -117,6 +120,11 @@ pub(super) struct Inner {
     /// API counters already added to the metrics, per tenant (clients count in total).
     /// What each tenant × API family had done at the last scrape.
     pub api_seen: Mutex<BTreeMap<(String, String), crate::api::ApiStats>>,
+    /// This node's name in the ledger's node registry (`host:pid`).
+    pub node: String,
+    /// Set by `cxpipe node drain`: no new run starts here; runs in progress stop taking
+    /// items and hand the rest back.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// A running `cxpipe serve`.
@@ -141,6 +149,8 @@ pub enum ServeError {
     Watch(#[from] super::watch::WatchError),
     #[error("{0}")]
     Ledger(#[from] crate::ledger::LedgerError),
+    #[error("{0}")]
+    Cluster(String),
     #[error("{what}: {source}")]
     Secret {
         what: String,
@@ -184,6 +194,11 @@ impl Inner {
         if self.shutdown.is_cancelled() {
             return Err(not_runnable("cxpipe serve is shutting down"));
         }
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(not_runnable(
+                "this node is draining (cxpipe node drain); another node takes the work",
+            ));
+        }
         let mut slots = self.slots();
         let slot = slots.get_mut(key).ok_or_else(unknown)?;
         if !slot.enabled && trigger != Trigger::Manual {
@@ -203,7 +218,10 @@ impl Inner {
                 "no version of its script compiles: {error}"
             )));
         };
-        let runtime = self.runtime();
+        let (runtime, cluster) = {
+            let served = self.served.read().unwrap_or_else(|e| e.into_inner());
+            (served.runtime.clone(), served.cluster.clone())
+        };
         let mut request = match runtime.run_request(
             &key.pipeline,
             &key.tenant,
@@ -220,6 +238,7 @@ impl Inner {
             }
         };
         request.generations = Some(slot.live.subscribe());
+        request.cluster = cluster;
         request.item_observer = Some({
             let (me, key) = (self.clone(), key.clone());
             Arc::new(move |took: Duration| {
@@ -420,9 +439,23 @@ pub(crate) fn schedule_entries(runtime: &Runtime) -> Vec<Entry> {
     entries
 }
 
-/// The verifiers, bearer token and grace of `runtime`'s `[serve]` and webhook tables.
-pub(super) fn served(runtime: Arc<Runtime>) -> Result<Served, ServeError> {
+/// The verifiers, bearer token, grace and cluster settings of `runtime`'s `[serve]` and
+/// webhook tables, for a node on a ledger of `backend`.
+pub(super) fn served(
+    runtime: Arc<Runtime>,
+    backend: crate::ledger::Backend,
+) -> Result<Served, ServeError> {
     let settings = runtime.serve_config();
+    let cluster = match settings.serve.cluster {
+        ClusterMode::Off => None,
+        ClusterMode::Auto if backend == crate::ledger::Backend::Sqlite => None,
+        ClusterMode::Auto | ClusterMode::On => Some(
+            settings
+                .serve
+                .cluster_options()
+                .map_err(ServeError::Cluster)?,
+        ),
+    };
     let dir = runtime.config().dir.clone();
     let mut verifiers = BTreeMap::new();
     for (tenant, hook) in &settings.webhooks {
@@ -455,6 +488,7 @@ pub(super) fn served(runtime: Arc<Runtime>) -> Result<Served, ServeError> {
         verifiers,
         token,
         grace: settings.serve.grace,
+        cluster,
     })
 }
 
@@ -542,7 +576,8 @@ impl Daemon {
         listen: Option<SocketAddr>,
     ) -> Result<Daemon, ServeError> {
         let runtime = Arc::new(Runtime::load(Some(config), Default::default())?);
-        let served = served(runtime.clone())?;
+        let served = served(runtime.clone(), ledger.backend())?;
+        let clustered = served.cluster.clone();
         let addr: SocketAddr = match listen {
             Some(a) => a,
             None => runtime
@@ -585,6 +620,8 @@ impl Daemon {
             tasks: TaskTracker::new(),
             scheduler: scheduler.clone(),
             api_seen: Mutex::default(),
+            node: crate::ledger::cluster::this_node(),
+            draining: Default::default(),
         });
         let _ = sink.0.set(Arc::downgrade(&inner));
         scheduler.set_entries(schedule_entries(&runtime)).await?;
@@ -606,6 +643,9 @@ impl Daemon {
             });
         }
         super::host::resume(&inner).await;
+        if let Some(opts) = clustered {
+            super::cluster::spawn(&inner, addr, opts);
+        }
         Ok(Daemon { inner, addr })
     }
 

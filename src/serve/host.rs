@@ -5,13 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use chrono::DateTime;
 use futures::future::BoxFuture;
 
 use super::daemon::{Inner, Trigger};
 use super::http::{HandError, ServeHost, TriggerError};
 use super::metrics::Metrics;
 use super::schedule::FireKey;
-use super::status::{PipelineStatus, RunCounts, RunningRun, StatusSnapshot};
+use super::status::{NodeStatus, PipelineStatus, RunCounts, RunningRun, StatusSnapshot};
 use super::webhook::{VerifiedEvent, Verifier};
 use crate::ledger::{ItemFilter, Ledger};
 use crate::runner::summary::Counters;
@@ -197,11 +198,50 @@ async fn snapshot(inner: &Arc<Inner>) -> StatusSnapshot {
             running.run_id = run_id;
         }
     }
+    let clustered = inner
+        .served
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .cluster
+        .is_some();
+    let nodes = if clustered {
+        node_statuses(inner).await
+    } else {
+        Vec::new()
+    };
     StatusSnapshot {
         started_at: Some(inner.started_at),
         version: env!("CARGO_PKG_VERSION").to_string(),
         pipelines,
+        node: clustered.then(|| inner.node.clone()),
+        draining: inner.draining.load(std::sync::atomic::Ordering::Relaxed),
+        nodes,
     }
+}
+
+/// The nodes of the ledger's registry, for `/status`.
+async fn node_statuses(inner: &Arc<Inner>) -> Vec<NodeStatus> {
+    let rows = match inner.ledger.nodes().await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing the cluster's nodes");
+            return Vec::new();
+        }
+    };
+    let now = crate::ledger::now_ms();
+    rows.into_iter()
+        .map(|n| NodeStatus {
+            heartbeat_age_secs: (now - n.heartbeat_at).max(0) as f64 / 1000.0,
+            started_at: DateTime::from_timestamp_millis(n.started_at),
+            heartbeat_at: DateTime::from_timestamp_millis(n.heartbeat_at),
+            draining: n.draining_at.is_some(),
+            node: n.node,
+            listen: n.listen,
+            version: n.version,
+            leases: n.leases,
+            runs: n.runs,
+        })
+        .collect()
 }
 
 /// What a run in progress has done so far.

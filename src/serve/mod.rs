@@ -9,9 +9,12 @@
 //! - [`status`]: the node's status as data (`/status`).
 //! - [`page`]: the status page HTML (`/`).
 //! - [`http`]: the routes and the [`http::ServeHost`] trait the daemon implements.
+//! - `cluster`: a node among several on one ledger: registry heartbeat, drain, lease
+//!   reaping, and runs started to help with (or take over) other nodes' work.
 //! - [`daemon`]: the daemon: slots per pipeline × tenant, runs, shutdown; `host` is it as
 //!   the routes see it, `reload` its hot reload.
 
+mod cluster;
 pub mod daemon;
 mod host;
 pub mod http;

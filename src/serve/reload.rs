@@ -94,7 +94,7 @@ fn reload_config(inner: &Arc<Inner>) {
     let loaded = Runtime::load(Some(&inner.config_path), Overrides::default())
         .map_err(|e| e.to_string())
         .map(Arc::new)
-        .and_then(|rt| served(rt).map_err(|e| e.to_string()));
+        .and_then(|rt| served(rt, inner.ledger.backend()).map_err(|e| e.to_string()));
     let new = match loaded {
         Ok(s) => s,
         Err(e) => {
@@ -115,7 +115,11 @@ fn reload_config(inner: &Arc<Inner>) {
     *inner.config_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
     inner.metrics.reload("config", true);
     let scheduler = inner.scheduler.clone();
-    let entries = schedule_entries(&runtime);
+    let entries = if inner.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        Vec::new()
+    } else {
+        schedule_entries(&runtime)
+    };
     let handle = tokio::runtime::Handle::current();
     if let Err(e) = handle.block_on(scheduler.set_entries(entries)) {
         tracing::error!(error = %e, "updating the schedules after a config reload");

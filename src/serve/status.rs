@@ -13,6 +13,32 @@ pub struct StatusSnapshot {
     /// The cxpipe version serving.
     pub version: String,
     pub pipelines: Vec<PipelineStatus>,
+    /// This node's name in the cluster (`host:pid`), when it runs as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// True once `cxpipe node drain` marked this node: it starts no new work.
+    #[serde(default)]
+    pub draining: bool,
+    /// Every node on the ledger, with its heartbeat and the leases it holds (a cluster).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// A node of the cluster as the ledger's registry knows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub listen: Option<String>,
+    pub version: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_age_secs: f64,
+    pub draining: bool,
+    /// Items it holds leases on now.
+    pub leases: i64,
+    /// Its runs in progress (leading or helping).
+    pub runs: i64,
 }
 
 /// One pipeline × tenant.

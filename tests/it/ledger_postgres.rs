@@ -22,7 +22,7 @@ fn process(ctx, n) {
 
 /// The test server's URL, or `None` after a SKIPPED line on stderr (which the test harness
 /// does not capture).
-fn server_url(test: &str) -> Option<String> {
+pub fn server_url(test: &str) -> Option<String> {
     let url = std::env::var("CXPIPE_TEST_POSTGRES_URL")
         .ok()
         .filter(|u| !u.is_empty());
@@ -37,14 +37,14 @@ fn server_url(test: &str) -> Option<String> {
 }
 
 /// A fresh schema on the server, dropped when the test passes; `url` opens it.
-struct Schema {
+pub struct Schema {
     server: String,
     name: String,
-    url: String,
+    pub url: String,
 }
 
 impl Schema {
-    async fn create(server: &str) -> Schema {
+    pub async fn create(server: &str) -> Schema {
         let name = format!("cxpipe_it_{}", uuid::Uuid::new_v4().simple());
         admin(server, &format!("CREATE SCHEMA {name}")).await;
         let sep = if server.contains('?') { '&' } else { '?' };
@@ -55,7 +55,7 @@ impl Schema {
         }
     }
 
-    async fn drop(self) {
+    pub async fn drop(self) {
         admin(&self.server, &format!("DROP SCHEMA {} CASCADE", self.name)).await;
     }
 }

@@ -32,6 +32,16 @@ impl Served {
     /// `env` and waits (bounded) for the URL it prints.
     pub fn start(env: &TestEnv) -> Served {
         let state = env.state_dir();
+        Served::start_with(env, &["--state", state.to_str().unwrap()], None)
+    }
+
+    /// [`Served::start`] with `ledger` (`--state DIR` or `--ledger URL`) instead, its log
+    /// written to the file `log` when given (a long run logs more than a pipe holds).
+    pub fn start_with(env: &TestEnv, ledger: &[&str], log: Option<&std::path::Path>) -> Served {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("creating the log")),
+            None => Stdio::piped(),
+        };
         let mut child = env
             .command()
             .env("CXPIPE_LOG", "cxpipe=info")
@@ -39,13 +49,12 @@ impl Served {
                 "serve",
                 "--config",
                 "cxpipe.toml",
-                "--state",
-                state.to_str().unwrap(),
                 "--listen",
                 "127.0.0.1:0",
             ])
+            .args(ledger)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("start cxpipe serve");
         let stdout = child.stdout.take().unwrap();

@@ -53,6 +53,7 @@ pub fn snapshot() -> StatusSnapshot {
         started_at: Some(t(1_799_999_000)),
         version: "0.1.0".into(),
         pipelines: vec![download, running, broken, row("transcripts", "beta")],
+        ..Default::default()
     }
 }
 
