@@ -154,3 +154,34 @@ mod defaults {
         1024 * 1024
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(text: &str) -> ServeConfig {
+        toml::from_str(text).expect("a [serve] table")
+    }
+
+    #[test]
+    fn cluster_settings_default_to_auto_and_are_checked() {
+        let default = serve("");
+        assert_eq!(default.cluster, ClusterMode::Auto);
+        let opts = default.cluster_options().unwrap();
+        assert_eq!(
+            (opts.lease, opts.heartbeat, opts.claim_batch),
+            (Duration::from_secs(30), Duration::from_secs(5), 16)
+        );
+        let tuned = serve("cluster = \"on\"\nlease = \"6s\"\nheartbeat = \"2s\"\nclaim_batch = 4");
+        assert_eq!(tuned.cluster, ClusterMode::On);
+        assert_eq!(tuned.cluster_options().unwrap().claim_batch, 4);
+        let slow = serve("lease = \"6s\"\nheartbeat = \"3s\"");
+        let err = slow.cluster_options().unwrap_err();
+        assert!(
+            err.contains("heartbeat (3s)") && err.contains("lease (6s)"),
+            "{err}"
+        );
+        assert!(serve("claim_batch = 0").cluster_options().is_err());
+        assert!(toml::from_str::<ServeConfig>("cluster = \"maybe\"").is_err());
+    }
+}

@@ -37,8 +37,11 @@ pub enum Sink {
 /// What a finished flow did.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
-    /// The key existed already; nothing was read or written.
+    /// The key existed when the write was to start, or was created by another writer
+    /// while this one wrote (`existed_before` tells which); nothing was overwritten.
     pub existed: bool,
+    /// The key existed before the write started: nothing was read.
+    pub existed_before: bool,
     pub bytes_read: u64,
     pub chain: ChainResult,
     pub plan: ChainPlan,
@@ -84,6 +87,7 @@ pub fn run(
                 None => {
                     return Ok(Outcome {
                         existed: true,
+                        existed_before: true,
                         plan,
                         duration: started.elapsed(),
                         ..Outcome::default()
@@ -224,6 +228,7 @@ pub fn run(
             }
             Ok(Outcome {
                 existed,
+                existed_before: false,
                 bytes_read,
                 chain,
                 plan,

@@ -64,6 +64,9 @@ pub fn write(
             other => break Some(other?),
         }
     };
+    // Only an object that was there before this write may be one a stopped run left
+    // without its manifest; one another writer created meanwhile gets theirs from them.
+    let found_before = outcome.as_ref().is_some_and(|o| o.existed_before);
     let Some(outcome) = outcome.filter(|o| !o.existed) else {
         let handle = tokio::runtime::Handle::current();
         let sizes = crate::storage::block_within(
@@ -77,7 +80,7 @@ pub fn write(
                 Ok((s.size(&k).await?, manifest))
             },
         )?;
-        if let (Some(_), None) = sizes {
+        if let (true, Some(_), None) = (found_before, sizes.0, sizes.1) {
             return restore_manifest(flow, store, key, keys, url_fn, scope, attempt);
         }
         tracing::info!(store = %store.describe(), key, "object exists; not overwritten");

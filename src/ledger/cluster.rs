@@ -385,6 +385,19 @@ impl Ledger {
         Ok(())
     }
 
+    /// Forgets nodes silent since before `silent_since` (ledger ms): ones that died
+    /// without leaving the registry. Returns how many.
+    pub async fn prune_nodes(&self, silent_since: i64) -> Result<u64, LedgerError> {
+        with_pool!(&self.pool, |pool| Ok(sqlx::query(
+            "DELETE FROM nodes WHERE heartbeat_at < $1"
+        )
+        .bind(silent_since)
+        .execute(pool)
+        .await
+        .doing(|| "pruning silent nodes".into())?
+        .rows_affected()))
+    }
+
     /// Marks `node` (every node when `None`) to drain: it takes no new work and lets what
     /// it runs finish. Returns the nodes marked.
     pub async fn drain_nodes(&self, node: Option<&str>) -> Result<Vec<String>, LedgerError> {
@@ -590,6 +603,9 @@ mod tests {
             assert_eq!((nodes[1].node.as_str(), nodes[1].draining_at), ("host:2", None));
             l.node_gone("host:2").await.unwrap();
             assert_eq!(l.nodes().await.unwrap().len(), 1);
+            assert_eq!(l.prune_nodes(now_ms() - 60_000).await.unwrap(), 0, "host:1 is alive");
+            assert_eq!(l.prune_nodes(now_ms() + 1).await.unwrap(), 1);
+            assert!(l.nodes().await.unwrap().is_empty());
         }
     }
 }

@@ -15,6 +15,10 @@ use super::schedule::FireKey;
 use crate::ledger::now_ms;
 use crate::runner::cluster::ClusterOptions;
 
+/// A node silent this long (it died without leaving) is dropped from the registry; until
+/// then `/status` shows it with its heartbeat age.
+const NODE_FORGOTTEN_AFTER_MS: i64 = 24 * 3600 * 1000;
+
 /// Starts the node's loop; it ends at shutdown, removing the node from the registry.
 pub(super) fn spawn(inner: &Arc<Inner>, addr: SocketAddr, opts: ClusterOptions) {
     let inner = inner.clone();
@@ -46,6 +50,9 @@ async fn tick(
     if !inner.draining.load(Ordering::Relaxed) && ledger.node_draining(&inner.node).await? {
         drain(inner).await;
     }
+    ledger
+        .prune_nodes(now_ms() - NODE_FORGOTTEN_AFTER_MS)
+        .await?;
     let reaped = ledger.reap_expired_leases().await?;
     if reaped > 0 {
         tracing::warn!(

@@ -492,6 +492,8 @@ fn a_batch_stored_before_a_kill_is_marked_not_written_again() {
         .collect();
     let object = "interactions/batch-killed.jsonl.gz.enc";
     let stored_bytes = env.write(&format!("objects/{object}"), "the earlier run's object");
+    // Stored with its manifest: the write finished before the kill.
+    env.write(&format!("objects/{object}.manifest.json"), "{}");
     leave_unfinished_batch(
         &env,
         &serde_json::json!({ "batch": "batch-killed", "ids": closed, "object": object,
@@ -611,4 +613,61 @@ fn the_envelope_option_writes_guide_envelopes_stretched_once_per_run() {
         "the passphrase was stretched once, not per object"
     );
     assert_archived_exactly_once(&records, &truth(&sim));
+}
+
+/// A run killed between a batch's object and its manifest leaves the object alone: the
+/// rerun checks it against the batch's records before writing the manifest. An object
+/// that is not what the batch gives is named, left as it is, and its members unmarked.
+#[test]
+fn a_batch_object_without_its_manifest_is_checked_not_trusted() {
+    let sim = Sim::start(
+        SimConfig {
+            seed: 12,
+            recordings: 10,
+            interactions: 30,
+            ..SimConfig::default()
+        }
+        .without_faults(),
+    );
+    let env = TestEnv::new();
+    let config = write_config(
+        &env,
+        &sim.base_url,
+        &sim.credentials.client_id,
+        &sim.credentials.client_secret,
+        "encrypt_key = \"k\"\nbatch_size = 4",
+    );
+    let closed: Vec<String> = truth(&sim)
+        .into_iter()
+        .filter(|t| t.1 == "closed")
+        .map(|t| t.0)
+        .take(2)
+        .collect();
+    let object = "interactions/batch-cut.jsonl.gz.enc";
+    let stored = env.write(&format!("objects/{object}"), "not this batch's bytes");
+    leave_unfinished_batch(
+        &env,
+        &serde_json::json!({ "batch": "batch-cut", "ids": closed, "object": object,
+            "included": closed, "already": 0, "failed": [] }),
+    );
+    let ran = run(&env, &config);
+    assert_ne!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
+    let out = format!("{}{}", ran.stdout, ran.stderr);
+    assert!(
+        out.contains(object) && out.contains("without its manifest"),
+        "the error names the object: {out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&stored).unwrap(),
+        "not this batch's bytes",
+        "the object is left as it is"
+    );
+    assert!(
+        !env.path()
+            .join(format!("objects/{object}.manifest.json"))
+            .exists()
+    );
+    let after = truth(&sim);
+    let marked = |id: &String| after.iter().find(|t| &t.0 == id).unwrap().2.is_some();
+    assert!(!closed.iter().any(marked), "no member is marked archived");
 }

@@ -289,3 +289,175 @@ async fn three_nodes_share_a_run_and_finish_a_killed_leaders_work_exactly_once()
     drop(nodes);
     schema.drop().await;
 }
+
+/// Two nodes share a slow run; one is drained with `cxpipe node drain`: it stops taking
+/// items at once (those in flight finish), starts nothing new, says so on `/status`, and
+/// the other node finishes the rest, each recording once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_takes_no_new_work_and_the_other_finishes_it() {
+    const N: usize = 240;
+    let Some(server) = server_url("a_drained_node_takes_no_new_work") else {
+        return;
+    };
+    let schema = Schema::create(&server).await;
+    let mut faults = SimConfig::default().without_faults().faults;
+    // 64 KiB at 128 KiB/s: each item waits half a second on its stream.
+    faults.media_bytes_per_sec = 128 * 1024;
+    let sim = Sim::start(SimConfig {
+        seed: 13,
+        recordings: N,
+        sizes: SizeDistribution {
+            min: 64 * 1024,
+            max: 64 * 1024,
+            log_uniform: false,
+        },
+        archived_share: 0.0,
+        expired_share: 0.0,
+        newest_at: chrono::Utc::now().timestamp() - 600,
+        span: Duration::from_secs(5 * 24 * 3600),
+        faults,
+        ..SimConfig::default().without_faults()
+    });
+    let env = TestEnv::new();
+    env.write("secrets/serve_token", TOKEN);
+    env.write("secrets/acme", &sim.credentials.client_secret);
+    let objects = env.path().join("objects");
+    env.write(
+        "cxpipe.toml",
+        &format!(
+            "[serve]\ntoken = {{ file = \"secrets/serve_token\" }}\ngrace = \"5s\"\n\
+             cluster = \"on\"\nlease = \"6s\"\nheartbeat = \"1s\"\n\n\
+             [storage.default]\nuri = \"fs://{}\"\n\n\
+             [tenants.acme]\nbase_url = \"{}\"\n\
+             auth = {{ kind = \"client_credentials\", token_url = \"/api/v2/oauth/token\", \
+             client_id = \"{}\", client_secret = {{ file = \"secrets/acme\" }} }}\n\
+             params = {{ processing_poll = \"1s\" }}\n\n\
+             [pipelines.download]\nscript = \"{SCRIPT}\"\ntenants = [\"acme\"]\n",
+            objects.display(),
+            sim.base_url,
+            sim.credentials.client_id,
+        ),
+    );
+    let ledger = ["--ledger", schema.url.as_str()];
+    let nodes: Vec<Served> = (0..2)
+        .map(|i| {
+            let log = env.path().join(format!("node-{i}.log"));
+            Served::start_with(&env, &ledger, Some(&log))
+        })
+        .collect();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&schema.url)
+        .await
+        .unwrap();
+    assert_eq!(nodes[0].run_now("download", "acme").await, 202);
+
+    // Both nodes at work.
+    let drained = nodes[1].status().await["node"]
+        .as_str()
+        .expect("a cluster node names itself on /status")
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let leases = scalar(
+            &pool,
+            &format!(
+                "SELECT COUNT(*) FROM items i JOIN runs r ON r.run_id = i.lease_owner \
+                 WHERE r.owner = '{drained}' AND i.state = 'leased'"
+            ),
+        )
+        .await;
+        if leases > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 never took items\n{}",
+            tails(&env)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ran = env.cxpipe(&["node", "drain", &drained, "--ledger", &schema.url]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(ran.stdout.contains(&drained), "{}", ran.stdout);
+
+    // Within a few heartbeats: draining, no run, no lease; and it refuses new runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = nodes[1].status().await;
+        let entry = &status["pipelines"][0];
+        let listed = status["nodes"].as_array().cloned().unwrap_or_default();
+        let me = listed.iter().find(|n| n["node"] == drained.as_str());
+        if status["draining"] == true
+            && entry["running"].is_null()
+            && me.is_some_and(|n| n["draining"] == true && n["leases"] == 0 && n["runs"] == 0)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 did not drain: {status:#}\n{}",
+            tails(&env)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(nodes[1].run_now("download", "acme").await, 409);
+    let done_when_drained = scalar(
+        &pool,
+        &format!(
+            "SELECT COUNT(*) FROM items i JOIN runs r ON r.run_id = i.run_id \
+             WHERE r.owner = '{drained}' AND i.state IN ('done', 'skipped')"
+        ),
+    )
+    .await;
+
+    // The other node finishes everything.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let finished = scalar(&pool, "SELECT COUNT(*) FROM items WHERE state = 'done'").await;
+        if finished == N as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{finished} of {N} done after the drain\n{}",
+            tails(&env)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = scalar(
+        &pool,
+        &format!(
+            "SELECT COUNT(*) FROM items i JOIN runs r ON r.run_id = i.run_id \
+             WHERE r.owner = '{drained}' AND i.state IN ('done', 'skipped')"
+        ),
+    )
+    .await;
+    assert_eq!(
+        after, done_when_drained,
+        "the drained node finished nothing more"
+    );
+    let media = files(&objects, "")
+        .into_iter()
+        .filter(|f| !f.ends_with(".json"))
+        .count();
+    assert_eq!(media, N);
+    // Items in flight at the drain finished there: nothing was streamed twice.
+    let streams = sim.get_json("/_sim/stats")["media_streams"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(streams, N as u64);
+    let listed = env.cxpipe(&["node", "ls", "--ledger", &schema.url]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(drained.as_str()) && l.ends_with("draining")),
+        "{}",
+        listed.stdout
+    );
+    pool.close().await;
+    drop(nodes);
+    schema.drop().await;
+}
