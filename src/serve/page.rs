@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::status::{PipelineStatus, RunCounts, StatusSnapshot};
+use super::status::{NodeStatus, PipelineStatus, RunCounts, StatusSnapshot};
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em}\
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;\
@@ -111,8 +111,47 @@ pub fn render(snapshot: &StatusSnapshot) -> String {
         }
         out.push_str("</table>\n");
     }
+    if !snapshot.nodes.is_empty() {
+        nodes(&mut out, snapshot);
+    }
     out.push_str("</body></html>\n");
     out
+}
+
+/// The cluster's nodes: this one marked, each with its heartbeat age, drain mark, leases
+/// and runs.
+fn nodes(out: &mut String, snapshot: &StatusSnapshot) {
+    out.push_str(
+        "<h2>Nodes</h2>\n<table>\n<tr><th>Node</th><th>Listen</th><th>Version</th>\
+         <th>Heartbeat</th><th>State</th><th>Leases</th><th>Runs</th></tr>\n",
+    );
+    for n in &snapshot.nodes {
+        let NodeStatus {
+            node,
+            listen,
+            version,
+            heartbeat_age_secs,
+            draining,
+            leases,
+            runs,
+            ..
+        } = n;
+        let me = if snapshot.node.as_deref() == Some(node.as_str()) {
+            " (this node)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td>{}{me}</td><td>{}</td><td>{}</td><td>{heartbeat_age_secs:.1} s ago</td>\
+             <td>{}</td><td>{leases}</td><td>{runs}</td></tr>",
+            escape(node),
+            escape(listen.as_deref().unwrap_or("-")),
+            escape(version),
+            if *draining { "draining" } else { "serving" },
+        );
+    }
+    out.push_str("</table>\n");
 }
 
 #[cfg(test)]
@@ -170,6 +209,39 @@ mod tests {
         );
         assert!(html.contains(", 2.5 s"), "{html}");
         assert!(html.contains("2027-01-15T08:00:00Z"), "{html}");
+    }
+
+    #[test]
+    fn a_cluster_node_lists_the_nodes_and_marks_itself() {
+        let snapshot = StatusSnapshot {
+            node: Some("vm:12".into()),
+            nodes: vec![
+                NodeStatus {
+                    node: "vm:12".into(),
+                    heartbeat_age_secs: 0.4,
+                    leases: 7,
+                    runs: 1,
+                    ..NodeStatus::default()
+                },
+                NodeStatus {
+                    node: "vm:<13>".into(),
+                    heartbeat_age_secs: 42.0,
+                    draining: true,
+                    ..NodeStatus::default()
+                },
+            ],
+            ..StatusSnapshot::default()
+        };
+        let html = render(&snapshot);
+        assert!(html.contains("<td>vm:12 (this node)</td>"), "{html}");
+        assert!(
+            html.contains("0.4 s ago</td><td>serving</td><td>7</td><td>1</td>"),
+            "{html}"
+        );
+        assert!(html.contains("<td>vm:&lt;13&gt;</td>"), "{html}");
+        assert!(html.contains("42.0 s ago</td><td>draining</td>"), "{html}");
+        let alone = render(&StatusSnapshot::default());
+        assert!(!alone.contains("Nodes"), "{alone}");
     }
 
     #[test]
