@@ -1,18 +1,21 @@
 //! Scale-out of `cxpipe serve` on one PostgreSQL ledger (issue 12): items per second with
 //! 1, 2 and 3 nodes on the same work. The real binary serves the seed-002 download
 //! pipeline against an in-process simulator without faults and without rate limits whose
-//! media streams are capped per stream (`BENCH_STREAM_KIB_S`, default 256 KiB/s), so an
-//! item waits on the network rather than on CPU. Each round starts N nodes on a fresh
-//! database (created, and dropped after, on the server `CXPIPE_TEST_POSTGRES_URL` names),
-//! waits until every node is registered, asks node 0 to run now, and times from the
-//! run-now to every recording done or skipped in the ledger. Node counts alternate
-//! (1,2,3 then 3,2,1) over `BENCH_ROUNDS` rounds (default 2); the table gives medians,
-//! the ratios to one node, and where the limit is: database transactions per item (the
-//! database's `pg_stat_database` commit + rollback delta, minus the bench's own queries),
-//! the claim batch, the nodes' CPU (user + system from `/proc/PID/stat`) and the machine's
-//! busy share (`/proc/stat`). `BENCH_RECORDINGS` (default 1500, ~64 KiB each),
-//! `BENCH_CONCURRENCY` (workers per node, default 12) and `BENCH_CLAIM_BATCH` (default
-//! 16) change the work. The issue's aim: at least 2.5× at three nodes.
+//! media streams are capped per stream (`BENCH_STREAM_KIB_S`, default 64 KiB/s: about a
+//! second per recording), so an item waits on the network rather than on CPU. Each round
+//! starts N nodes on a fresh database (created, and dropped after, on the server
+//! `CXPIPE_TEST_POSTGRES_URL` names), waits until every node is registered, asks node 0 to
+//! run now, and times from the run-now to every recording done or skipped in the ledger.
+//! Node counts alternate (1,2,3 then 3,2,1) over `BENCH_ROUNDS` rounds (default 2); the
+//! table gives medians, the ratios to one node, and where the limit is: database
+//! transactions per item (the database's `pg_stat_database` commit + rollback delta, minus
+//! the bench's own queries), the claim batch, the nodes' CPU (user + system from
+//! `/proc/PID/stat`), the machine's busy share (`/proc/stat`) and when each node finished
+//! its first item. `BENCH_RECORDINGS` (default 600, ~64 KiB each), `BENCH_CONCURRENCY`
+//! (workers per node, default 16), `BENCH_CLAIM_BATCH` (default 16) and
+//! `BENCH_HEARTBEAT_MS` (default 500; a node starts helping on its next heartbeat after
+//! items appear; the lease is 10 s) change the work. The issue's aim: at least 2.5× at
+//! three nodes. Results: docs/PERFORMANCE.md.
 //! Run: `export CXPIPE_TEST_POSTGRES_URL="$(bash .ci/postgres.sh)"` then
 //! `cargo bench --profile dev --bench cluster`.
 
@@ -33,6 +36,7 @@ struct Params {
     rounds: usize,
     concurrency: usize,
     claim_batch: usize,
+    heartbeat_ms: usize,
     stream_bytes_per_sec: u64,
 }
 
@@ -110,7 +114,7 @@ fn write_config(dir: &Path, sim: &SimServer, params: &Params) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/download_recordings.rhai");
     let config = format!(
         "[serve]\ntoken = {{ file = \"token\" }}\ngrace = \"5s\"\n\
-         cluster = \"on\"\nlease = \"10s\"\nheartbeat = \"1s\"\nclaim_batch = {batch}\n\n\
+         cluster = \"on\"\nlease = \"10s\"\nheartbeat = \"{heartbeat}ms\"\nclaim_batch = {batch}\n\n\
          [storage.default]\nuri = \"fs://{objects}\"\n\n\
          [tenants.acme]\nbase_url = \"{base}\"\n\
          auth = {{ kind = \"client_credentials\", token_url = \"/api/v2/oauth/token\", \
@@ -119,6 +123,7 @@ fn write_config(dir: &Path, sim: &SimServer, params: &Params) {
          [pipelines.download]\nscript = \"{script}\"\ntenants = [\"acme\"]\n\
          concurrency = {concurrency}\n",
         batch = params.claim_batch,
+        heartbeat = params.heartbeat_ms,
         objects = dir.join("objects").display(),
         base = sim.base_url(),
         client = creds.client_id,
@@ -422,16 +427,18 @@ fn main() {
         rounds: env_usize("BENCH_ROUNDS", 2).max(1),
         concurrency: env_usize("BENCH_CONCURRENCY", 16).max(1),
         claim_batch: env_usize("BENCH_CLAIM_BATCH", 16).max(1),
+        heartbeat_ms: env_usize("BENCH_HEARTBEAT_MS", 500).clamp(1, 3333),
         stream_bytes_per_sec: env_usize("BENCH_STREAM_KIB_S", 64).max(1) as u64 * 1024,
     };
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!(
         "{} recordings of ~64 KiB at {} KiB/s per stream, {} workers per node, claim batch \
-         {}, {} rounds; load average before: {}",
+         {}, heartbeat {} ms, {} rounds; load average before: {}",
         params.recordings,
         params.stream_bytes_per_sec / 1024,
         params.concurrency,
         params.claim_batch,
+        params.heartbeat_ms,
         params.rounds,
         load.trim()
     );
@@ -495,11 +502,12 @@ fn main() {
     let one = of(1, &|r| r.items_per_sec(params.recordings));
     println!(
         "\ncluster scale-out: {} recordings of ~64 KiB, {} KiB/s per stream, {} workers per \
-         node, claim batch {}, medians of {} rounds",
+         node, claim batch {}, heartbeat {} ms, medians of {} rounds",
         params.recordings,
         params.stream_bytes_per_sec / 1024,
         params.concurrency,
         params.claim_batch,
+        params.heartbeat_ms,
         params.rounds
     );
     println!(
