@@ -114,7 +114,8 @@ fn write_config(dir: &Path, sim: &SimServer, params: &Params) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/download_recordings.rhai");
     let config = format!(
         "[serve]\ntoken = {{ file = \"token\" }}\ngrace = \"5s\"\n\
-         cluster = \"on\"\nlease = \"10s\"\nheartbeat = \"{heartbeat}ms\"\nclaim_batch = {batch}\n\n\
+         cluster = \"on\"\nlease = \"10s\"\n\
+         heartbeat = \"{heartbeat}ms\"\nclaim_batch = {batch}\n\n\
          [storage.default]\nuri = \"fs://{objects}\"\n\n\
          [tenants.acme]\nbase_url = \"{base}\"\n\
          auth = {{ kind = \"client_credentials\", token_url = \"/api/v2/oauth/token\", \
