@@ -63,8 +63,9 @@ const POLL: Duration = Duration::from_millis(200);
 /// How often a run with its hands full looks again for room (no ledger call).
 const ROOM_CHECK: Duration = Duration::from_millis(10);
 
-/// Claims items for this run while it has room for them (twice its concurrency in hand;
-/// a full run looks again every few milliseconds, an empty claim waits [`POLL`]),
+/// Claims items for this run while it has room for a batch of them (twice its
+/// concurrency in hand; a full run looks again every few milliseconds, an empty claim
+/// waits [`POLL`]),
 /// and queues them. Returns when the run's part is over: for the lead, once its
 /// admission ended, it holds nothing and the ledger has no unfinished due item left; for
 /// a helper, once it held nothing and claimed nothing for `opts.idle`. Returns at once
@@ -83,10 +84,14 @@ pub async fn claim_loop(
 ) -> Result<(), LedgerError> {
     let (ledger, p, t) = (&shared.ledger, &*shared.pipeline, &*shared.tenant);
     let room_for = (concurrency.max(1) * 2) as u64;
+    // Claim once this much room is free (a batch's worth, at most half the hand), so a
+    // busy run makes one ledger round trip per batch, not one per finished item; the
+    // other half keeps its workers busy meanwhile.
+    let batch = (opts.claim_batch.max(1) as u64).min(room_for / 2).max(1);
     let mut idle_since = Instant::now();
     while !halt.is_stopped() {
         let held = counters.outstanding.load(Relaxed);
-        if held < room_for {
+        if room_for - held.min(room_for) >= batch || held == 0 {
             let now = now_ms();
             let claim = Claim {
                 run_id: &shared.run_id,
@@ -116,7 +121,7 @@ pub async fn claim_loop(
                 continue;
             }
         }
-        if held >= room_for {
+        if held > 0 && room_for - held.min(room_for) < batch {
             idle_since = Instant::now();
             tokio::select! {
                 _ = tokio::time::sleep(ROOM_CHECK) => {}

@@ -1,8 +1,8 @@
-//! A `cxpipe serve` node among several on one ledger (docs/SCALE.md). Every heartbeat it
-//! registers itself (`/status` lists the nodes), returns expired leases, and starts a run
-//! of each pipeline × tenant that has claimable items and no run here (the run helps the
-//! node that leads it, or leads it when no live node does: a dead leader's run is taken
-//! over). `cxpipe node drain` marks a node in the ledger; the node then starts nothing,
+//! A `cxpipe serve` node among several on one ledger (docs/SCALE.md). Every heartbeat (at
+//! most every second) it registers itself (`/status` lists the nodes), returns expired
+//! leases, and starts a run of each pipeline × tenant that has claimable items and no run
+//! here (the run helps the node that leads it, or leads it when no live node does: a dead
+//! leader's run is taken over). `cxpipe node drain` marks a node in the ledger; the node then starts nothing,
 //! stops its schedules, and asks its runs to stop taking items (items in flight finish
 //! within their grace, the rest go back to the ledger for the other nodes).
 
@@ -19,6 +19,10 @@ use crate::runner::cluster::ClusterOptions;
 /// then `/status` shows it with its heartbeat age.
 const NODE_FORGOTTEN_AFTER_MS: i64 = 24 * 3600 * 1000;
 
+/// How often a node looks for work waiting in the ledger at most (its heartbeat when
+/// that is shorter): a helper joins a new run within this.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Starts the node's loop; it ends at shutdown, removing the node from the registry.
 pub(super) fn spawn(inner: &Arc<Inner>, addr: SocketAddr, opts: ClusterOptions) {
     let inner = inner.clone();
@@ -30,7 +34,7 @@ pub(super) fn spawn(inner: &Arc<Inner>, addr: SocketAddr, opts: ClusterOptions) 
                 tracing::warn!(node = %inner.node, error = %e, "cluster heartbeat failed");
             }
             tokio::select! {
-                _ = tokio::time::sleep(opts.heartbeat) => {}
+                _ = tokio::time::sleep(opts.heartbeat.min(WATCH_EVERY)) => {}
                 _ = inner.shutdown.cancelled() => break,
             }
         }
