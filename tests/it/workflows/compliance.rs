@@ -371,3 +371,55 @@ fn an_invalid_request_is_rejected_with_every_problem_named_before_any_call() {
     assert!(called.is_empty(), "no call before validation: {called:?}");
     assert!(ledger_items(&env).is_empty());
 }
+
+/// `--dry-run`: one export POST per batch is listed, none is sent, and each batch ends
+/// deferred (there is no job to poll), not quarantined; the real ledger is untouched.
+#[test]
+fn a_dry_run_lists_the_export_posts_and_quarantines_nothing() {
+    let sim = Sim::start(SimConfig {
+        faults: Faults::none(),
+        ..hostile(14, 9)
+    });
+    let env = TestEnv::new();
+    let truth = array(
+        &sim.get_json("/_sim/truth/recordings?limit=100"),
+        "recordings",
+    );
+    let ids: Vec<String> = truth
+        .iter()
+        .take(7)
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let config = write_config(&env, &sim, &ids, "");
+    let ran = env.run(
+        Path::new(SCRIPT),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--tenant",
+            "sim",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
+    let out = ran.json();
+    let summary = &out["summary"];
+    assert_eq!(summary["quarantined"], 0, "{out:#}");
+    assert_eq!(summary["deferred"], 3, "7 ids in batches of 3: {out:#}");
+    let posts: Vec<&Value> = out["dry_run"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "api" && c["method"] == "POST")
+        .collect();
+    assert_eq!(posts.len(), 3, "{out:#}");
+    let exports = sim.get_json("/_sim/truth/exports");
+    assert!(
+        exports["jobs"].as_array().is_none_or(|j| j.is_empty()),
+        "no export job reached the server: {exports:#}"
+    );
+    assert!(
+        ledger_items(&env).is_empty(),
+        "the real ledger is untouched"
+    );
+}
