@@ -619,6 +619,15 @@ fn build_summary(
     }
 }
 
+/// Adds `error` to the summary's, after the run's own error when it had one (a `finish`
+/// that fails after a failed `discover` must not hide why the run failed).
+fn add_error(summary: &mut Summary, error: String) {
+    summary.error = Some(match summary.error.take() {
+        Some(earlier) => format!("{earlier}; then {error}"),
+        None => error,
+    });
+}
+
 /// Calls `finish(ctx, summary)` if defined; returns its value as JSON (or the summary).
 async fn run_finish(
     req: &RunRequest,
@@ -654,12 +663,12 @@ async fn run_finish(
         Ok(Err(e)) => {
             tracing::error!(error = %e, "finish failed");
             summary.status = "failed".into();
-            summary.error = Some(format!("finish failed: {e}"));
+            add_error(summary, format!("finish failed: {e}"));
             serde_json::to_value(&*summary).unwrap_or_default()
         }
         Err(e) => {
             summary.status = "failed".into();
-            summary.error = Some(format!("finish panicked: {e}"));
+            add_error(summary, format!("finish panicked: {e}"));
             serde_json::to_value(&*summary).unwrap_or_default()
         }
     }

@@ -408,3 +408,23 @@ async fn cancelling_a_daemon_token_interrupts_the_run() {
     assert!(report.interrupted(), "{:?}", report.summary);
     assert_eq!(report.summary.error.as_deref(), Some("cancelled"));
 }
+
+#[test]
+fn a_finish_that_fails_after_discover_failed_keeps_both_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = run_on_own_runtime(
+        dir.path().to_path_buf(),
+        r#"
+fn discover(ctx) { throw "search refused"; }
+fn process(ctx, item) { }
+fn finish(ctx, summary) { throw "report store down"; }
+"#,
+    )
+    .expect("the run ended");
+    let error = report.summary.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("search refused") && error.contains("report store down"),
+        "{error}"
+    );
+    assert_eq!(report.summary.status, "failed");
+}

@@ -314,8 +314,13 @@ impl Inner {
                         },
                         error: s.error.clone(),
                     });
-                    tracing::info!(pipeline = %key.pipeline, tenant = %key.tenant, trigger,
-                        status = %s.status, done = s.done, "run finished");
+                    match &s.error {
+                        Some(error) => tracing::warn!(pipeline = %key.pipeline,
+                            tenant = %key.tenant, trigger, status = %s.status, done = s.done,
+                            error, "run finished"),
+                        None => tracing::info!(pipeline = %key.pipeline, tenant = %key.tenant,
+                            trigger, status = %s.status, done = s.done, "run finished"),
+                    }
                 }
                 Err(e) => {
                     tracing::error!(pipeline = %key.pipeline, tenant = %key.tenant, trigger,
