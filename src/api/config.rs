@@ -110,7 +110,7 @@ pub enum CredentialsIn {
 }
 
 /// Rate budgets: a preset, then families that add to or replace the preset's.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitsConfig {
     /// `cxone-real` (documented limits of the real platform) or `cxone-seeds` (the seed
@@ -118,9 +118,23 @@ pub struct RateLimitsConfig {
     #[serde(default)]
     pub preset: Option<Preset>,
     /// Families by name. A family named `default` (no `paths`) covers every other path;
-    /// without one, other paths are limited only by the server's 429s.
+    /// without one, other paths form families that learn their rate from the server.
     #[serde(default)]
     pub families: BTreeMap<String, FamilyConfig>,
+    /// Whether families nobody configured learn their rate from the server's 429s and
+    /// rate-limit headers (default true); false leaves them limited by 429 pauses only.
+    #[serde(default = "defaults::adaptive")]
+    pub adaptive: bool,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        RateLimitsConfig {
+            preset: None,
+            families: BTreeMap::new(),
+            adaptive: defaults::adaptive(),
+        }
+    }
 }
 
 /// Named sets of families.
@@ -181,6 +195,9 @@ mod defaults {
     }
     pub fn max_response_bytes() -> u64 {
         16 * 1024 * 1024
+    }
+    pub fn adaptive() -> bool {
+        true
     }
 }
 

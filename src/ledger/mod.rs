@@ -7,6 +7,7 @@
 
 pub mod audit_log;
 mod backend;
+mod budgets;
 #[cfg(test)]
 pub(crate) mod contract;
 mod events;

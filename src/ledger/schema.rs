@@ -118,4 +118,17 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX webhook_events_unhanded ON webhook_events (tenant, pipeline, handed_at)",
         ],
     },
+    Migration {
+        version: 5,
+        name: "shared rate budgets",
+        statements: &["CREATE TABLE rate_budgets (
+            tenant TEXT NOT NULL,
+            family TEXT NOT NULL,
+            tat_us BIGINT NOT NULL,
+            rate DOUBLE PRECISION,
+            rate_at_us BIGINT,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant, family)
+        )"],
+    },
 ];
