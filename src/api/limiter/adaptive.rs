@@ -23,7 +23,7 @@ const RECOVER_SECS: f64 = 4.0;
 /// Growth per second of saturation at or above `DECREASE × ceiling`.
 const PROBE_PER_SEC: f64 = 0.001;
 /// Growth per second of saturation while no ceiling is known.
-const SEARCH_PER_SEC: f64 = 0.5;
+const SEARCH_PER_SEC: f64 = 0.1;
 /// One 429 cuts the rate by at most half.
 const MAX_CUT: f64 = 0.5;
 /// Probing this far above the ceiling without a 429: the server's limit went up; forget it.
@@ -86,8 +86,10 @@ impl Estimator {
     /// (demand exceeds the rate, so the rate may grow).
     pub fn on_reserve(&mut self, now: Instant, saturated: bool) {
         self.first_request.get_or_insert(now);
+        // Time paused after a 429 is not time spent sending.
         let dt = self
             .last_growth
+            .max(self.last_resume)
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
             .min(MAX_GROWTH_STEP)
             .as_secs_f64();

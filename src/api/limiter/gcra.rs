@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::adaptive::Estimator;
 use super::headers::ServerLimits;
-use super::share::{Shared, Update, batch_size, wall_now_us};
+use super::share::{Shared, Update, batch_size};
 use crate::api::backoff::Backoff;
 use crate::api::clock::Clock;
 
@@ -221,15 +221,10 @@ impl FamilyLimiter {
         };
         let count = batch_size(interval);
         let interval_us = interval.as_micros().max(1) as i64;
+        let now_us = shared.to_us(self.clock.now());
         let booked = shared
             .store
-            .reserve(
-                &shared.tenant,
-                &self.name,
-                count,
-                interval_us,
-                wall_now_us(),
-            )
+            .reserve(&shared.tenant, &self.name, count, interval_us, now_us)
             .await;
         let grant = match booked {
             Ok(grant) => grant,
@@ -240,8 +235,7 @@ impl FamilyLimiter {
         };
         let mut state = self.state.lock().expect("limiter lock");
         let now = self.clock.now();
-        let ahead_us = grant.first_us.saturating_sub(wall_now_us()).max(0) as u64;
-        let first = now + std::time::Duration::from_micros(ahead_us);
+        let first = shared.to_instant(grant.first_us, now);
         state.adopt(grant.learned);
         state.batch = Some(Batch {
             next: first + interval,
@@ -285,9 +279,10 @@ impl FamilyLimiter {
         let Ok(_booking) = self.booking.try_lock() else {
             return;
         };
+        let now_us = shared.to_us(self.clock.now());
         match shared
             .store
-            .reserve(&shared.tenant, &self.name, 0, 0, wall_now_us())
+            .reserve(&shared.tenant, &self.name, 0, 0, now_us)
             .await
         {
             Ok(grant) => self.state.lock().expect("limiter lock").adopt(grant.learned),
@@ -307,10 +302,11 @@ impl FamilyLimiter {
             return;
         };
         let family = self.name.clone();
+        let now_us = shared.to_us(self.clock.now());
         runtime.spawn(async move {
             if let Err(e) = shared
                 .store
-                .update(&shared.tenant, &family, update, wall_now_us())
+                .update(&shared.tenant, &family, update, now_us)
                 .await
             {
                 tracing::warn!(%family, error = %e, "cannot publish to the shared rate budget");
@@ -327,8 +323,12 @@ impl FamilyLimiter {
         let pause = retry_after.unwrap_or_else(|| self.backoff.delay(state.throttled_in_a_row));
         state.throttled_in_a_row = state.throttled_in_a_row.saturating_add(1);
         state.pause(now + pause);
+        let shared = self.share.get();
         let mut update = Update {
-            not_before_us: Some(wall_now_us().saturating_add(pause.as_micros() as i64)),
+            // A 429 answered during a pause adds nothing the others do not know.
+            not_before_us: shared
+                .filter(|_| !during_pause)
+                .map(|s| s.to_us(now + pause)),
             rate: None,
         };
         if let Some(est) = &mut state.estimator
@@ -336,12 +336,14 @@ impl FamilyLimiter {
         {
             update.rate = est.rate();
             state.interval = est.interval();
-            state.shared_rate_at = wall_now_us();
+            state.shared_rate_at = shared.map_or(0, |s| s.to_us(now));
         }
         let learned = state.estimator.as_ref().and_then(Estimator::rate);
         drop(state);
         tracing::warn!(family = %self.name, pause_ms = pause.as_millis() as u64, learned_rate = learned, "rate limited; pausing family");
-        self.publish(update);
+        if update != Update::default() {
+            self.publish(update);
+        }
         pause
     }
 
@@ -358,13 +360,14 @@ impl FamilyLimiter {
         let mut state = self.state.lock().expect("limiter lock");
         let now = self.clock.now();
         let had_rate = state.interval.is_some();
+        let shared = self.share.get();
         let mut update = Update::default();
         if let Some(est) = &mut state.estimator
             && est.on_headers(&limits)
         {
             update.rate = est.rate();
             state.interval = est.interval();
-            state.shared_rate_at = wall_now_us();
+            state.shared_rate_at = shared.map_or(0, |s| s.to_us(now));
             tracing::debug!(family = %self.name, rate = update.rate, "rate stated by the server's headers");
         }
         if limits.remaining == Some(0)
@@ -377,8 +380,7 @@ impl FamilyLimiter {
             };
             if !pause.is_zero() && state.paused_until.is_none_or(|p| p < now + pause) {
                 state.pause(now + pause);
-                update.not_before_us =
-                    Some(wall_now_us().saturating_add(pause.as_micros() as i64));
+                update.not_before_us = shared.map(|s| s.to_us(now + pause));
             }
         }
         drop(state);
@@ -401,6 +403,7 @@ impl FamilyLimiter {
 mod tests {
     use super::*;
     use crate::api::clock::TokioClock;
+    use crate::api::limiter::share::{BudgetShare, Grant, ShareFuture};
 
     fn limiter(rate: Option<(u32, Duration, u32)>) -> Arc<FamilyLimiter> {
         let backoff = Backoff {
@@ -491,6 +494,161 @@ mod tests {
         tokio::task::yield_now().await;
         family.throttled(Some(Duration::from_secs(5)));
         assert!(waiter.await.unwrap() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_family_nobody_configured_paces_at_the_rate_it_learned() {
+        let family = limiter(None);
+        let start = Instant::now();
+        // A burst of 20 in the first 100 ms, then a 429 until the window ends at 1 s.
+        for _ in 0..20 {
+            family.acquire().await;
+            family.succeeded();
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+        family.throttled(Some(Duration::from_millis(900)));
+        let mut times = Vec::new();
+        for _ in 0..10 {
+            family.acquire().await;
+            times.push(Instant::now() - start);
+        }
+        // 20 per second learned: spaced about 50 ms from the pause's end (growing a
+        // little while callers queue), not all at once.
+        assert!(times[0] >= Duration::from_secs(1), "{times:?}");
+        let spacing = times[9] - times[0];
+        assert!(
+            spacing >= Duration::from_millis(400) && spacing <= Duration::from_millis(460),
+            "{times:?}"
+        );
+        let learned = family.learned_rate().unwrap();
+        assert!((20.0..23.0).contains(&learned), "{learned}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stated_limits_set_the_rate_and_an_empty_window_pauses() {
+        let family = limiter(None);
+        let mut headers = HeaderMap::new();
+        headers.insert("ratelimit-limit", "10".parse().unwrap());
+        headers.insert("ratelimit-remaining", "0".parse().unwrap());
+        headers.insert("ratelimit-reset", "3".parse().unwrap());
+        headers.insert("ratelimit-policy", "10;w=1".parse().unwrap());
+        let start = Instant::now();
+        family.observe(&headers);
+        let mut times = Vec::new();
+        for _ in 0..11 {
+            family.acquire().await;
+            times.push(Instant::now() - start);
+        }
+        // Nothing before the window resets; then 10 per second (less the 2 % margin).
+        assert!(times[0] >= Duration::from_secs(3), "{times:?}");
+        let ten = times[10] - times[0];
+        assert!(
+            ten >= Duration::from_millis(1000) && ten <= Duration::from_millis(1030),
+            "{times:?}"
+        );
+        // A configured family keeps its configured budget whatever the headers say.
+        let configured = limiter(Some((1, Duration::from_secs(1), 1)));
+        configured.observe(&headers);
+        assert_eq!(configured.learned_rate(), None);
+        let before = Instant::now();
+        configured.acquire().await;
+        configured.acquire().await;
+        assert!(Instant::now() - before >= Duration::from_secs(1));
+    }
+
+    /// An in-memory shared store that behaves as the ledger's: one schedule per family.
+    #[derive(Default)]
+    struct MemoryShare {
+        tat_us: Mutex<i64>,
+        bookings: std::sync::atomic::AtomicU64,
+    }
+
+    impl BudgetShare for MemoryShare {
+        fn reserve<'a>(
+            &'a self,
+            _tenant: &'a str,
+            _family: &'a str,
+            count: u32,
+            interval_us: i64,
+            now_us: i64,
+        ) -> ShareFuture<'a, Grant> {
+            Box::pin(async move {
+                self.bookings.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut tat = self.tat_us.lock().unwrap();
+                let first = (*tat).max(now_us);
+                *tat = first + i64::from(count) * interval_us;
+                Ok(Grant {
+                    first_us: first,
+                    learned: None,
+                })
+            })
+        }
+
+        fn update<'a>(
+            &'a self,
+            _tenant: &'a str,
+            _family: &'a str,
+            update: Update,
+            _now_us: i64,
+        ) -> ShareFuture<'a, ()> {
+            Box::pin(async move {
+                let mut tat = self.tat_us.lock().unwrap();
+                *tat = (*tat).max(update.not_before_us.unwrap_or(0));
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nodes_sharing_a_budget_stay_within_it_together_booking_in_batches() {
+        let share = Arc::new(MemoryShare::default());
+        let backoff = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(8),
+        };
+        let node = || {
+            let cell = Arc::new(OnceLock::new());
+            let store: Arc<dyn BudgetShare> = share.clone();
+            let _ = cell.set(Shared::new(store, "acme", Instant::now()));
+            Arc::new(FamilyLimiter::with_share(
+                "search",
+                Some((10, Duration::from_secs(1), 1)),
+                false,
+                backoff,
+                Arc::new(TokioClock),
+                cell,
+            ))
+        };
+        let nodes = [node(), node()];
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for family in &nodes {
+            for _ in 0..4 {
+                let family = family.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut times = Vec::new();
+                    for _ in 0..10 {
+                        family.acquire().await;
+                        times.push(Instant::now() - start);
+                    }
+                    times
+                }));
+            }
+        }
+        let mut times: Vec<Duration> = Vec::new();
+        for t in tasks {
+            times.extend(t.await.unwrap());
+        }
+        times.sort();
+        // 80 requests from two nodes at 10/s together: any 1 s holds at most 10.
+        for (i, t) in times.iter().enumerate().skip(10) {
+            assert!(*t - times[i - 10] >= Duration::from_secs(1), "{times:?}");
+        }
+        let last = *times.last().unwrap();
+        assert!(last < Duration::from_millis(8_300), "{last:?}");
+        // Slots are booked about half a second (5 slots) at a time, not one by one.
+        let bookings = share.bookings.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(bookings <= 80 / 4, "{bookings} bookings for 80 requests");
     }
 
     #[tokio::test(start_paused = true)]

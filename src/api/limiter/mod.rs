@@ -117,10 +117,7 @@ impl RateBudgets {
     /// attached before (the first one stays).
     pub fn share(&self, tenant: &str, store: Arc<dyn BudgetShare>) -> bool {
         self.share
-            .set(Shared {
-                store,
-                tenant: tenant.to_string(),
-            })
+            .set(Shared::new(store, tenant, self.clock.now()))
             .is_ok()
     }
 

@@ -11,6 +11,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::time::Instant;
+
 /// Slots booked at once: about this much of the family's time.
 pub const BATCH_SPAN: Duration = Duration::from_millis(500);
 /// Most slots booked at once.
@@ -72,18 +74,45 @@ pub trait BudgetShare: Send + Sync + 'static {
     ) -> ShareFuture<'a, ()>;
 }
 
-/// The share a tenant's families use, with the tenant's name.
+/// The share a tenant's families use, with the tenant's name, and where the limiter's
+/// clock stands on the shared timeline (so paused and skipping test clocks map too).
 #[derive(Clone)]
 pub struct Shared {
     pub store: Arc<dyn BudgetShare>,
     pub tenant: String,
+    anchor: Instant,
+    anchor_us: i64,
 }
 
-/// Now, in µs since the Unix epoch.
-pub fn wall_now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+impl Shared {
+    /// `now` on the limiter's clock is the wall clock's now.
+    pub fn new(store: Arc<dyn BudgetShare>, tenant: &str, now: Instant) -> Shared {
+        let anchor_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        Shared {
+            store,
+            tenant: tenant.to_string(),
+            anchor: now,
+            anchor_us,
+        }
+    }
+
+    /// `at` (on the limiter's clock) in µs since the Unix epoch.
+    pub fn to_us(&self, at: Instant) -> i64 {
+        match at.checked_duration_since(self.anchor) {
+            Some(after) => self.anchor_us.saturating_add(after.as_micros() as i64),
+            None => self
+                .anchor_us
+                .saturating_sub((self.anchor - at).as_micros() as i64),
+        }
+    }
+
+    /// A time in µs since the Unix epoch on the limiter's clock (never before `now`).
+    pub fn to_instant(&self, us: i64, now: Instant) -> Instant {
+        let ahead = us.saturating_sub(self.to_us(now)).max(0) as u64;
+        now + Duration::from_micros(ahead)
+    }
 }
 
 /// How many slots to book at once at `interval`.
