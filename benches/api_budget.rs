@@ -89,7 +89,10 @@ async fn limited(limit: Arc<Limit>) -> Response {
     put(format!("{prefix}-reset"), secs.to_string());
     if limit.headers == Headers::Ietf {
         let w = limit.window.as_secs().max(1);
-        put("ratelimit-policy".into(), format!("{};w={w}", limit.allowed));
+        put(
+            "ratelimit-policy".into(),
+            format!("{};w={w}", limit.allowed),
+        );
     }
     response
 }
@@ -353,7 +356,13 @@ async fn adaptive_long(
             });
             let base = serve(limit.clone()).await;
             std::fs::write(dir.join("secret"), "x").unwrap();
-            (Target::Loopback(limit), base, "/token", "c".to_string(), "/limited")
+            (
+                Target::Loopback(limit),
+                base,
+                "/token",
+                "c".to_string(),
+                "/limited",
+            )
         }
         None => {
             use cxpipe::sim::{SimConfig, SimServer};
@@ -372,7 +381,10 @@ async fn adaptive_long(
             )
             .unwrap();
             std::fs::write(dir.join("secret"), &sim.credentials().client_secret).unwrap();
-            let (base, id) = (sim.base_url().to_string(), sim.credentials().client_id.clone());
+            let (base, id) = (
+                sim.base_url().to_string(),
+                sim.credentials().client_id.clone(),
+            );
             (
                 Target::Sim(sim),
                 base,

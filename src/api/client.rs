@@ -291,7 +291,14 @@ impl Api {
             let outcome = match inner.auth.bearer(&inner.http).await {
                 Ok((token, generation)) => {
                     match self
-                        .attempt(&method, &url, &shown, token.expose(), body, (&family, &counted))
+                        .attempt(
+                            &method,
+                            &url,
+                            &shown,
+                            token.expose(),
+                            body,
+                            (&family, &counted),
+                        )
                         .await
                     {
                         Err(Failure::Unauthorized(err)) if !refreshed => {

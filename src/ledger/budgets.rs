@@ -23,7 +23,8 @@ impl Ledger {
         now_us: i64,
     ) -> Result<Grant, LedgerError> {
         let span = i64::from(count).saturating_mul(interval_us.max(0));
-        let doing = || format!("booking {count} slot(s) of rate budget {family} of tenant {tenant}");
+        let doing =
+            || format!("booking {count} slot(s) of rate budget {family} of tenant {tenant}");
         let row = with_pool!(&self.pool, |pool| {
             let row = sqlx::query(
                 "INSERT INTO rate_budgets (tenant, family, tat_us, updated_at) \

@@ -79,7 +79,8 @@ impl Estimator {
 
     /// The spacing the rate stands for.
     pub fn interval(&self) -> Option<Duration> {
-        self.rate.map(|r| Duration::from_secs_f64(1.0 / r.max(MIN_RATE)))
+        self.rate
+            .map(|r| Duration::from_secs_f64(1.0 / r.max(MIN_RATE)))
     }
 
     /// A caller books a slot at `now`; `saturated` when it must wait for the schedule
@@ -246,7 +247,10 @@ mod tests {
         let served: u64 = late.iter().map(|w| w.0).sum();
         let throttled: u64 = late.iter().map(|w| w.1).sum();
         let utilisation = served as f64 / (20.0 * late.len() as f64);
-        assert!(utilisation >= 0.9, "utilisation {utilisation:.3}: {windows:?}");
+        assert!(
+            utilisation >= 0.9,
+            "utilisation {utilisation:.3}: {windows:?}"
+        );
         assert!(
             throttled <= late.len() as u64 / 10,
             "{throttled} 429s in {} windows: {windows:?}",

@@ -285,7 +285,11 @@ impl FamilyLimiter {
             .reserve(&shared.tenant, &self.name, 0, 0, now_us)
             .await
         {
-            Ok(grant) => self.state.lock().expect("limiter lock").adopt(grant.learned),
+            Ok(grant) => self
+                .state
+                .lock()
+                .expect("limiter lock")
+                .adopt(grant.learned),
             Err(e) => {
                 tracing::warn!(family = %self.name, error = %e, "cannot read the shared rate budget")
             }
@@ -573,7 +577,8 @@ mod tests {
             now_us: i64,
         ) -> ShareFuture<'a, Grant> {
             Box::pin(async move {
-                self.bookings.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.bookings
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut tat = self.tat_us.lock().unwrap();
                 let first = (*tat).max(now_us);
                 *tat = first + i64::from(count) * interval_us;

@@ -164,7 +164,10 @@ mod tests {
         assert_eq!(l.limit, Some(1000));
         assert_eq!(l.window, Some(Duration::from_secs(3600)));
         let structured = parse(&[
-            ("ratelimit-policy", "\"burst\";q=100;w=60, \"day\";q=1000;w=86400"),
+            (
+                "ratelimit-policy",
+                "\"burst\";q=100;w=60, \"day\";q=1000;w=86400",
+            ),
             ("ratelimit", "\"burst\";r=7;t=12"),
         ]);
         assert_eq!(structured.limit, Some(1000));
