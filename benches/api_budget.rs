@@ -209,7 +209,7 @@ async fn run_sim(allowed: u64, window: Duration, configured: bool) {
             "[rate_limits]\nfamilies = {{ search = {{ paths = [\"/api/v2/recording/search\"], requests = {allowed}, per = \"{per}\" }} }}"
         )
     } else {
-        String::new()
+        "[rate_limits]\nadaptive = true".to_string()
     };
     let toml_text = format!(
         "base_url = \"{}\"\nmax_retries = 50\nauth = {{ kind = \"client_credentials\", token_url = \"/api/v2/oauth/token\", client_id = \"{}\", client_secret = {{ file = \"secret\" }} }}\n{budget}",
@@ -272,7 +272,7 @@ async fn run(allowed: u64, window: Duration, configured: bool) {
             window.as_millis()
         )
     } else {
-        String::new()
+        "[rate_limits]\nadaptive = true".to_string()
     };
     let toml_text = format!(
         "base_url = \"{base}\"\nmax_retries = 50\nauth = {{ kind = \"client_credentials\", token_url = \"/token\", client_id = \"c\", client_secret = {{ file = \"secret\" }} }}\n{budget}"
@@ -395,7 +395,7 @@ async fn adaptive_long(
         }
     };
     let toml_text = format!(
-        "base_url = \"{base}\"\nmax_retries = 50\nauth = {{ kind = \"client_credentials\", token_url = \"{token_url}\", client_id = \"{client_id}\", client_secret = {{ file = \"secret\" }} }}\n"
+        "base_url = \"{base}\"\nmax_retries = 50\nrate_limits = {{ adaptive = true }}\nauth = {{ kind = \"client_credentials\", token_url = \"{token_url}\", client_id = \"{client_id}\", client_secret = {{ file = \"secret\" }} }}\n"
     );
     let config: TenantConfig = toml::from_str(&toml_text).unwrap();
     let api = Api::new("bench-long", &config, &dir).unwrap();

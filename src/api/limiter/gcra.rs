@@ -564,7 +564,27 @@ mod tests {
     #[derive(Default)]
     struct MemoryShare {
         tat_us: Mutex<i64>,
+        learned: Mutex<Option<(f64, i64)>>,
         bookings: std::sync::atomic::AtomicU64,
+    }
+
+    /// A limiter of `share` (a node of its own).
+    fn node(share: &Arc<MemoryShare>, rate: Option<(u32, Duration, u32)>) -> Arc<FamilyLimiter> {
+        let backoff = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(8),
+        };
+        let cell = Arc::new(OnceLock::new());
+        let store: Arc<dyn BudgetShare> = share.clone();
+        let _ = cell.set(Shared::new(store, "acme", Instant::now()));
+        Arc::new(FamilyLimiter::with_share(
+            "search",
+            rate,
+            true,
+            backoff,
+            Arc::new(TokioClock),
+            cell,
+        ))
     }
 
     impl BudgetShare for MemoryShare {
@@ -584,7 +604,7 @@ mod tests {
                 *tat = first + i64::from(count) * interval_us;
                 Ok(Grant {
                     first_us: first,
-                    learned: None,
+                    learned: *self.learned.lock().unwrap(),
                 })
             })
         }
@@ -594,11 +614,14 @@ mod tests {
             _tenant: &'a str,
             _family: &'a str,
             update: Update,
-            _now_us: i64,
+            now_us: i64,
         ) -> ShareFuture<'a, ()> {
             Box::pin(async move {
                 let mut tat = self.tat_us.lock().unwrap();
                 *tat = (*tat).max(update.not_before_us.unwrap_or(0));
+                if let Some(rate) = update.rate {
+                    *self.learned.lock().unwrap() = Some((rate, now_us));
+                }
                 Ok(())
             })
         }
@@ -607,24 +630,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn nodes_sharing_a_budget_stay_within_it_together_booking_in_batches() {
         let share = Arc::new(MemoryShare::default());
-        let backoff = Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(8),
-        };
-        let node = || {
-            let cell = Arc::new(OnceLock::new());
-            let store: Arc<dyn BudgetShare> = share.clone();
-            let _ = cell.set(Shared::new(store, "acme", Instant::now()));
-            Arc::new(FamilyLimiter::with_share(
-                "search",
-                Some((10, Duration::from_secs(1), 1)),
-                false,
-                backoff,
-                Arc::new(TokioClock),
-                cell,
-            ))
-        };
-        let nodes = [node(), node()];
+        let rate = Some((10, Duration::from_secs(1), 1));
+        let nodes = [node(&share, rate), node(&share, rate)];
         let start = Instant::now();
         let mut tasks = Vec::new();
         for family in &nodes {
@@ -654,6 +661,29 @@ mod tests {
         // Slots are booked about half a second (5 slots) at a time, not one by one.
         let bookings = share.bookings.load(std::sync::atomic::Ordering::SeqCst);
         assert!(bookings <= 80 / 4, "{bookings} bookings for 80 requests");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_one_node_learns_and_its_pause_reach_the_other() {
+        let share = Arc::new(MemoryShare::default());
+        let (a, b) = (node(&share, None), node(&share, None));
+        let start = Instant::now();
+        for _ in 0..20 {
+            a.acquire().await;
+            a.succeeded();
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+        a.throttled(Some(Duration::from_millis(900)));
+        // The publication runs in the background; give it a moment of (paused) time.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(share.learned.lock().unwrap().is_some());
+        // b has sent nothing of its own: its first request looks up the shared rate.
+        b.acquire().await;
+        let learned = b.learned_rate().unwrap();
+        assert!((19.0..21.0).contains(&learned), "{learned}");
+        // Its next ones book from the shared schedule, after a's pause.
+        b.acquire().await;
+        assert!(Instant::now() - start >= Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]

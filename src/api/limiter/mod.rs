@@ -1,8 +1,8 @@
 //! Rate budgets of one tenant: which endpoint family a path belongs to, and that family's
 //! [`FamilyLimiter`]. Presets carry documented limits; configured families add to them.
 //! Paths no family claims fall to the `default` family when one is configured, else to a
-//! family per three-segment prefix (`/api/v2/recording`) that learns its rate from the
-//! server, so a 429 on one API slows that API and not the whole tenant.
+//! family per three-segment prefix (`/api/v2/recording`), so a 429 on one API slows that
+//! API and not the whole tenant; with `adaptive = true` such a family learns its rate.
 //!
 //! # Layout
 //! - `gcra.rs`: [`FamilyLimiter`], one family's schedule and pauses.
@@ -235,6 +235,24 @@ mod tests {
             &b.family_for("/api/v2/media/x"),
             &b.family_for("/api/v2/media/y")
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn implicit_families_learn_when_adaptive_is_on() {
+        for (text, learns) in [("adaptive = true", true), ("", false)] {
+            let b = budgets(text).unwrap();
+            let family = b.family_for("/api/v2/media/x");
+            family.acquire().await;
+            family.succeeded();
+            family.throttled(Some(Duration::from_secs(1)));
+            assert_eq!(family.learned_rate().is_some(), learns, "{text:?}");
+        }
+        // Configured families never learn: their budget is the configured one.
+        let b =
+            budgets(r#"families = { x = { paths = ["/x"], requests = 1, per = "1s" } }"#).unwrap();
+        let configured = b.family_for("/x/1");
+        configured.throttled(Some(Duration::from_secs(1)));
+        assert_eq!(configured.learned_rate(), None);
     }
 
     #[test]
