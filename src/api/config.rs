@@ -118,7 +118,8 @@ pub struct RateLimitsConfig {
     #[serde(default)]
     pub preset: Option<Preset>,
     /// Families by name. A family named `default` (no `paths`) covers every other path;
-    /// without one, other paths form families that learn their rate from the server.
+    /// without one, other paths form families limited by the server's 429s (which learn
+    /// their rate when `adaptive` is true).
     #[serde(default)]
     pub families: BTreeMap<String, FamilyConfig>,
     /// Whether families nobody configured learn their rate from the server's 429s and
