@@ -5,7 +5,11 @@
 //! only 429 pauses); then the same against the simulator, counting 429s from
 //! `/_sim/stats`. Then walks a million records through the Rhai page iterator and
 //! reports records/s and peak RSS before and after (memory stays flat: one page held).
-//! Run: `cargo bench --bench api_budget` (or `--profile dev` for a quick look).
+//! Last, three minutes with no configured family against four servers at once (fixed
+//! window without headers, with `X-RateLimit-*`, with IETF `RateLimit-*` + policy, and the
+//! simulator's token bucket): utilisation and 429s overall and after the first minute.
+//! Run: `cargo bench --bench api_budget` (or `--profile dev` for a quick look;
+//! `CXPIPE_BENCH_ADAPTIVE_ONLY=1` runs the three-minute part alone).
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -19,9 +23,20 @@ use axum::routing::{get, post};
 use cxpipe::api::{Api, TenantConfig};
 use reqwest::Method;
 
+/// Which rate-limit headers the loopback server sends with every answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Headers {
+    None,
+    /// `X-RateLimit-Limit`, `-Remaining`, `-Reset` (seconds, rounded up).
+    XRateLimit,
+    /// `RateLimit-Limit`, `-Remaining`, `-Reset` and `RateLimit-Policy: N;w=W`.
+    Ietf,
+}
+
 struct Limit {
     allowed: u64,
     window: Duration,
+    headers: Headers,
     state: Mutex<(Option<Instant>, u64, u64)>,
     served: AtomicU64,
     throttled: AtomicU64,
@@ -35,23 +50,51 @@ async fn limited(limit: Arc<Limit>) -> Response {
     if state.1 != index {
         (state.1, state.2) = (index, 0);
     }
-    if state.2 >= limit.allowed {
+    let end = start + limit.window * (index as u32 + 1);
+    let secs = end
+        .saturating_duration_since(now)
+        .as_secs_f64()
+        .ceil()
+        .max(1.0) as u64;
+    let throttled = state.2 >= limit.allowed;
+    if !throttled {
+        state.2 += 1;
+        limit.served.fetch_add(1, SeqCst);
+    }
+    let remaining = limit.allowed - state.2.min(limit.allowed);
+    let mut response = if throttled {
         limit.throttled.fetch_add(1, SeqCst);
-        let end = start + limit.window * (index as u32 + 1);
-        let secs = end
-            .saturating_duration_since(now)
-            .as_secs_f64()
-            .ceil()
-            .max(1.0) as u64;
-        return (
+        (
             StatusCode::TOO_MANY_REQUESTS,
             [("retry-after", secs.to_string())],
         )
-            .into_response();
+            .into_response()
+    } else {
+        "{\"ok\":true}".into_response()
+    };
+    let prefix = match limit.headers {
+        Headers::None => return response,
+        Headers::XRateLimit => "x-ratelimit",
+        Headers::Ietf => "ratelimit",
+    };
+    let h = response.headers_mut();
+    let mut put = |name: String, value: String| {
+        h.insert(
+            axum::http::HeaderName::try_from(name).unwrap(),
+            value.parse().unwrap(),
+        );
+    };
+    put(format!("{prefix}-limit"), limit.allowed.to_string());
+    put(format!("{prefix}-remaining"), remaining.to_string());
+    put(format!("{prefix}-reset"), secs.to_string());
+    if limit.headers == Headers::Ietf {
+        let w = limit.window.as_secs().max(1);
+        put(
+            "ratelimit-policy".into(),
+            format!("{};w={w}", limit.allowed),
+        );
     }
-    state.2 += 1;
-    limit.served.fetch_add(1, SeqCst);
-    "{\"ok\":true}".into_response()
+    response
 }
 
 const RECORDS: u64 = 1_000_000;
@@ -85,6 +128,7 @@ async fn walk_a_million() {
     let limit = Arc::new(Limit {
         allowed: 1,
         window: Duration::from_secs(1),
+        headers: Headers::None,
         state: Mutex::new((None, 0, 0)),
         served: AtomicU64::new(0),
         throttled: AtomicU64::new(0),
@@ -165,7 +209,7 @@ async fn run_sim(allowed: u64, window: Duration, configured: bool) {
             "[rate_limits]\nfamilies = {{ search = {{ paths = [\"/api/v2/recording/search\"], requests = {allowed}, per = \"{per}\" }} }}"
         )
     } else {
-        String::new()
+        "[rate_limits]\nadaptive = true".to_string()
     };
     let toml_text = format!(
         "base_url = \"{}\"\nmax_retries = 50\nauth = {{ kind = \"client_credentials\", token_url = \"/api/v2/oauth/token\", client_id = \"{}\", client_secret = {{ file = \"secret\" }} }}\n{budget}",
@@ -213,6 +257,7 @@ async fn run(allowed: u64, window: Duration, configured: bool) {
     let limit = Arc::new(Limit {
         allowed,
         window,
+        headers: Headers::None,
         state: Mutex::new((None, 0, 0)),
         served: AtomicU64::new(0),
         throttled: AtomicU64::new(0),
@@ -227,7 +272,7 @@ async fn run(allowed: u64, window: Duration, configured: bool) {
             window.as_millis()
         )
     } else {
-        String::new()
+        "[rate_limits]\nadaptive = true".to_string()
     };
     let toml_text = format!(
         "base_url = \"{base}\"\nmax_retries = 50\nauth = {{ kind = \"client_credentials\", token_url = \"/token\", client_id = \"c\", client_secret = {{ file = \"secret\" }} }}\n{budget}"
@@ -264,8 +309,155 @@ async fn run(allowed: u64, window: Duration, configured: bool) {
     );
 }
 
+/// The server of a long adaptive run.
+enum Target {
+    Loopback(Arc<Limit>),
+    Sim(cxpipe::sim::SimServer),
+}
+
+impl Target {
+    fn throttled(&self) -> u64 {
+        match self {
+            Target::Loopback(limit) => limit.throttled.load(SeqCst),
+            Target::Sim(sim) => sim.stats()["throttled_429"].as_u64().unwrap_or(0),
+        }
+    }
+}
+
+/// With NO configured family (the client learns the rate): 8 workers call for `total`;
+/// utilisation and 429s over the whole run and after the first minute. `headers`: what
+/// the loopback server sends; `None` for the simulator (token buckets, no headers).
+async fn adaptive_long(
+    loopback: Option<Headers>,
+    allowed: u64,
+    window: Duration,
+    total: Duration,
+) -> String {
+    let settle = Duration::from_secs(60);
+    let label = match loopback {
+        Some(h) => format!("fixed window, headers {h:?}"),
+        None => "simulator token bucket, no headers".to_string(),
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "cxpipe-bench-long-{}-{}",
+        std::process::id(),
+        label.replace([' ', ','], "")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (target, base, token_url, client_id, path) = match loopback {
+        Some(headers) => {
+            let limit = Arc::new(Limit {
+                allowed,
+                window,
+                headers,
+                state: Mutex::new((None, 0, 0)),
+                served: AtomicU64::new(0),
+                throttled: AtomicU64::new(0),
+            });
+            let base = serve(limit.clone()).await;
+            std::fs::write(dir.join("secret"), "x").unwrap();
+            (
+                Target::Loopback(limit),
+                base,
+                "/token",
+                "c".to_string(),
+                "/limited",
+            )
+        }
+        None => {
+            use cxpipe::sim::{SimConfig, SimServer};
+            let sim = SimServer::start(
+                SimConfig {
+                    recordings: 100,
+                    ..SimConfig::default()
+                }
+                .without_faults(),
+            )
+            .await
+            .unwrap();
+            let per = format!("{}ms", window.as_millis());
+            sim.control(
+                &serde_json::json!({"rate_limits": {"search": {"requests": allowed, "per": per}}}),
+            )
+            .unwrap();
+            std::fs::write(dir.join("secret"), &sim.credentials().client_secret).unwrap();
+            let (base, id) = (
+                sim.base_url().to_string(),
+                sim.credentials().client_id.clone(),
+            );
+            (
+                Target::Sim(sim),
+                base,
+                "/api/v2/oauth/token",
+                id,
+                "/api/v2/recording/search",
+            )
+        }
+    };
+    let toml_text = format!(
+        "base_url = \"{base}\"\nmax_retries = 50\nrate_limits = {{ adaptive = true }}\nauth = {{ kind = \"client_credentials\", token_url = \"{token_url}\", client_id = \"{client_id}\", client_secret = {{ file = \"secret\" }} }}\n"
+    );
+    let config: TenantConfig = toml::from_str(&toml_text).unwrap();
+    let api = Api::new("bench-long", &config, &dir).unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let end = started + total;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (api, done) = (api.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < end {
+                let query = serde_json::json!({"pageSize": 1});
+                api.request(Method::GET, path, Some(&query), None)
+                    .await
+                    .unwrap();
+                done.fetch_add(1, SeqCst);
+            }
+        }));
+    }
+    tokio::time::sleep(settle).await;
+    let (done_at_settle, throttled_at_settle) = (done.load(SeqCst), target.throttled());
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let rate = allowed as f64 / window.as_secs_f64();
+    let (done_all, throttled_all) = (done.load(SeqCst), target.throttled());
+    let late_secs = elapsed - settle.as_secs_f64();
+    let late_windows = late_secs / window.as_secs_f64();
+    let late_throttled = throttled_all - throttled_at_settle;
+    if let Target::Sim(sim) = target {
+        sim.shutdown().await;
+    }
+    format!(
+        "adaptive {label:<36} N={allowed} per {window:?}, {:.0}s: utilisation {:>5.1}% overall, {:>5.1}% after the first minute; 429s {throttled_all} overall, {late_throttled} in the {late_windows:.0} windows after the first minute ({:.3} per window)",
+        elapsed,
+        done_all as f64 / elapsed / rate * 100.0,
+        (done_all - done_at_settle) as f64 / late_secs / rate * 100.0,
+        late_throttled as f64 / late_windows,
+    )
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if std::env::var_os("CXPIPE_BENCH_ADAPTIVE_ONLY").is_none() {
+        short_runs().await;
+    }
+    // Four servers at once (each waits on its own budget, so they do not compete): 3 min.
+    let total = Duration::from_secs(180);
+    let second = Duration::from_secs(1);
+    let lines = tokio::join!(
+        adaptive_long(Some(Headers::None), 20, second, total),
+        adaptive_long(Some(Headers::XRateLimit), 20, second, total),
+        adaptive_long(Some(Headers::Ietf), 20, second, total),
+        adaptive_long(None, 20, second, total),
+    );
+    for line in [lines.0, lines.1, lines.2, lines.3] {
+        println!("{line}");
+    }
+}
+
+async fn short_runs() {
     run(10, Duration::from_millis(500), true).await;
     run(20, Duration::from_secs(1), true).await;
     run(50, Duration::from_secs(2), true).await;

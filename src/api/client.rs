@@ -20,7 +20,7 @@ use crate::api::dry_run;
 use crate::api::durations::MAX_SERVER_WAIT;
 use crate::api::error::ApiError;
 use crate::api::http::{HttpClient, StallRules, redirect_policy};
-use crate::api::limiter::RateBudgets;
+use crate::api::limiter::{BudgetShare, FamilyLimiter, RateBudgets};
 use crate::api::path::ApiPath;
 use crate::api::stats::{ApiStats, ClientCounters, Count, Counters};
 use crate::api::target;
@@ -223,6 +223,13 @@ impl Api {
         self.inner.auth.token_requests()
     }
 
+    /// Books this tenant's rate budgets (configured and learned) from `store`, shared with
+    /// every other process that uses it, so they stay within the server's limits together.
+    /// Returns false when a store was attached before (the first one stays).
+    pub fn share_budgets(&self, store: Arc<dyn BudgetShare>) -> bool {
+        self.inner.budgets.share(&self.inner.tenant, store)
+    }
+
     /// The clock this client waits on.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
@@ -284,7 +291,14 @@ impl Api {
             let outcome = match inner.auth.bearer(&inner.http).await {
                 Ok((token, generation)) => {
                     match self
-                        .attempt(&method, &url, &shown, token.expose(), body, &counted)
+                        .attempt(
+                            &method,
+                            &url,
+                            &shown,
+                            token.expose(),
+                            body,
+                            (&family, &counted),
+                        )
                         .await
                     {
                         Err(Failure::Unauthorized(err)) if !refreshed => {
@@ -342,7 +356,7 @@ impl Api {
         shown: &str,
         token: &str,
         body: Option<&Value>,
-        counted: &Counters,
+        (family, counted): (&FamilyLimiter, &Counters),
     ) -> Result<Value, Failure> {
         let inner = &self.inner;
         let error_context = |message: String| ApiError::Transport {
@@ -374,6 +388,7 @@ impl Api {
         })?;
         let status = response.status().as_u16();
         tracing::debug!(tenant = %inner.tenant, %method, path = %shown, status, "response");
+        family.observe(response.headers());
         if (200..300).contains(&status) {
             let bytes = self.read_capped(&mut response, method, shown).await?;
             if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -110,7 +110,7 @@ pub enum CredentialsIn {
 }
 
 /// Rate budgets: a preset, then families that add to or replace the preset's.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitsConfig {
     /// `cxone-real` (documented limits of the real platform) or `cxone-seeds` (the seed
@@ -118,9 +118,26 @@ pub struct RateLimitsConfig {
     #[serde(default)]
     pub preset: Option<Preset>,
     /// Families by name. A family named `default` (no `paths`) covers every other path;
-    /// without one, other paths are limited only by the server's 429s.
+    /// without one, other paths form families limited by the server's 429s (which learn
+    /// their rate when `adaptive` is true).
     #[serde(default)]
     pub families: BTreeMap<String, FamilyConfig>,
+    /// Whether families nobody configured learn their rate from the server's 429s and
+    /// rate-limit headers (default false: they are limited by 429 pauses only). Not on by
+    /// default yet: a server that sends 429s at random (the simulator's fault injection)
+    /// teaches it a rate below what pauses alone allow.
+    #[serde(default = "defaults::adaptive")]
+    pub adaptive: bool,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        RateLimitsConfig {
+            preset: None,
+            families: BTreeMap::new(),
+            adaptive: defaults::adaptive(),
+        }
+    }
 }
 
 /// Named sets of families.
@@ -181,6 +198,9 @@ mod defaults {
     }
     pub fn max_response_bytes() -> u64 {
         16 * 1024 * 1024
+    }
+    pub fn adaptive() -> bool {
+        false
     }
 }
 

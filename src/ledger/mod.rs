@@ -7,6 +7,7 @@
 
 pub mod audit_log;
 mod backend;
+mod budgets;
 pub mod cluster;
 #[cfg(test)]
 pub(crate) mod contract;

@@ -118,7 +118,19 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX webhook_events_unhanded ON webhook_events (tenant, pipeline, handed_at)",
         ],
     },
-    // Version 5 is reserved for shared rate budgets (issue 12, in progress elsewhere).
+    Migration {
+        version: 5,
+        name: "shared rate budgets",
+        statements: &["CREATE TABLE rate_budgets (
+            tenant TEXT NOT NULL,
+            family TEXT NOT NULL,
+            tat_us BIGINT NOT NULL,
+            rate DOUBLE PRECISION,
+            rate_at_us BIGINT,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant, family)
+        )"],
+    },
     Migration {
         version: 6,
         name: "cluster nodes and item leases",

@@ -360,6 +360,11 @@ impl Runtime {
             errors.extend(e.0.clone());
             None
         });
+        if let Some(api) = &api {
+            // Budgets are booked through the ledger, so processes sharing it (serve nodes
+            // on one PostgreSQL, runs on one SQLite file) stay within the limits together.
+            api.share_budgets(Arc::new(ledger.clone()));
+        }
         let store = self.main_store(spec).unwrap_or_else(|e| {
             errors.extend(e.0.clone());
             None

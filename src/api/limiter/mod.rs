@@ -1,16 +1,29 @@
 //! Rate budgets of one tenant: which endpoint family a path belongs to, and that family's
 //! [`FamilyLimiter`]. Presets carry documented limits; configured families add to them.
-//! Paths no family claims fall to the `default` family when one is configured, else to an
-//! unmetered family per three-segment prefix (`/api/v2/recording`), so a 429 on one API
-//! pauses that API and not the whole tenant.
+//! Paths no family claims fall to the `default` family when one is configured, else to a
+//! family per three-segment prefix (`/api/v2/recording`), so a 429 on one API slows that
+//! API and not the whole tenant; with `adaptive = true` such a family learns its rate.
+//!
+//! # Layout
+//! - `gcra.rs`: [`FamilyLimiter`], one family's schedule and pauses.
+//! - `adaptive.rs`: the rate a family nobody configured learns from 429s and headers.
+//! - `headers.rs`: `X-RateLimit-*`, `RateLimit-*` and `RateLimit-Policy` parsing.
+//! - `share.rs`: [`BudgetShare`], budgets several nodes book from one store (the ledger).
 
+mod adaptive;
 mod gcra;
+mod headers;
+mod share;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 pub use gcra::FamilyLimiter;
+pub use headers::ServerLimits;
+pub use share::{BudgetShare, Grant, ShareError, ShareFuture, Update};
+
+use share::Shared;
 
 use crate::api::backoff::Backoff;
 use crate::api::clock::Clock;
@@ -26,8 +39,12 @@ pub struct RateBudgets {
     default: Option<Arc<FamilyLimiter>>,
     /// Unmetered families made on first use, by path prefix.
     implicit: Mutex<HashMap<String, Arc<FamilyLimiter>>>,
+    /// Whether implicit families learn their rate (`rate_limits.adaptive`).
+    adaptive: bool,
     backoff: Backoff,
     clock: Arc<dyn Clock>,
+    /// The store every family books from once [`RateBudgets::share`] attached one.
+    share: Arc<OnceLock<Shared>>,
 }
 
 /// Segments of the prefix that names an implicit family.
@@ -46,6 +63,7 @@ impl RateBudgets {
             None => BTreeMap::new(),
         };
         families.extend(config.families.clone());
+        let share: Arc<OnceLock<Shared>> = Arc::default();
         let mut rules = Vec::new();
         let mut default = None;
         for (name, family) in &families {
@@ -58,7 +76,14 @@ impl RateBudgets {
                 return Err(format!("rate family {name}: per must be at most 1 day"));
             }
             let rate = Some((family.requests, family.per, family.burst.unwrap_or(1)));
-            let limiter = Arc::new(FamilyLimiter::new(name, rate, backoff, clock.clone()));
+            let limiter = Arc::new(FamilyLimiter::with_share(
+                name,
+                rate,
+                false,
+                backoff,
+                clock.clone(),
+                share.clone(),
+            ));
             if name == DEFAULT_FAMILY {
                 if !family.paths.is_empty() {
                     return Err(
@@ -80,9 +105,20 @@ impl RateBudgets {
             rules,
             default,
             implicit: Mutex::new(HashMap::new()),
+            adaptive: config.adaptive,
             backoff,
             clock,
+            share,
         })
+    }
+
+    /// Books every family of `tenant` (its configured budgets and learned rates) from
+    /// `store`, shared with the other processes using it. Returns false when a store was
+    /// attached before (the first one stays).
+    pub fn share(&self, tenant: &str, store: Arc<dyn BudgetShare>) -> bool {
+        self.share
+            .set(Shared::new(store, tenant, self.clock.now()))
+            .is_ok()
     }
 
     /// The family a request path (relative to the base URL, without query) belongs to.
@@ -106,11 +142,13 @@ impl RateBudgets {
         implicit
             .entry(prefix)
             .or_insert_with_key(|name| {
-                Arc::new(FamilyLimiter::new(
+                Arc::new(FamilyLimiter::with_share(
                     name,
                     None,
+                    self.adaptive,
                     self.backoff,
                     self.clock.clone(),
+                    self.share.clone(),
                 ))
             })
             .clone()
@@ -197,6 +235,24 @@ mod tests {
             &b.family_for("/api/v2/media/x"),
             &b.family_for("/api/v2/media/y")
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn implicit_families_learn_when_adaptive_is_on() {
+        for (text, learns) in [("adaptive = true", true), ("", false)] {
+            let b = budgets(text).unwrap();
+            let family = b.family_for("/api/v2/media/x");
+            family.acquire().await;
+            family.succeeded();
+            family.throttled(Some(Duration::from_secs(1)));
+            assert_eq!(family.learned_rate().is_some(), learns, "{text:?}");
+        }
+        // Configured families never learn: their budget is the configured one.
+        let b =
+            budgets(r#"families = { x = { paths = ["/x"], requests = 1, per = "1s" } }"#).unwrap();
+        let configured = b.family_for("/x/1");
+        configured.throttled(Some(Duration::from_secs(1)));
+        assert_eq!(configured.learned_rate(), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod poll;
 mod real_stdlib;
 mod script;
 mod server;
+mod shared_budgets;
 mod sim;
 
 use std::sync::Arc;
