@@ -1,13 +1,14 @@
 //! Three `cxpipe serve` nodes on one PostgreSQL ledger share the recording download over
 //! 5,000 recordings; the node leading the run is killed with SIGKILL mid-run. The others
 //! take over its leases and its discovery: every recording is stored exactly once, and
-//! the store, the ledger and the simulator agree. Without `CXPIPE_TEST_POSTGRES_URL` the
+//! the store, the ledger and the simulator agree, and the tenant's rate budget, shared
+//! through the ledger, held across the nodes. Without `CXPIPE_TEST_POSTGRES_URL` the
 //! test prints a loud SKIPPED line and passes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use cxpipe::sim::{SimConfig, SizeDistribution};
+use cxpipe::sim::{RateLimit, SimConfig, SizeDistribution};
 use sqlx::Row;
 
 use super::daemon::{Served, TOKEN, send_signal};
@@ -19,6 +20,8 @@ const SCRIPT: &str = concat!(
     "/scripts/download_recordings.rhai"
 );
 const RECORDINGS: usize = 5_000;
+/// Requests a second the simulator's recordings API allows.
+const RATE: u32 = 60;
 
 /// Files under `dir` (recursively) whose name ends with `suffix`.
 fn files(dir: &std::path::Path, suffix: &str) -> BTreeSet<String> {
@@ -67,6 +70,16 @@ async fn three_nodes_share_a_run_and_finish_a_killed_leaders_work_exactly_once()
         return;
     };
     let schema = Schema::create(&server).await;
+    // The recordings API allows 60 requests a second (a token bucket); the tenant's budget
+    // says so, and the three nodes share it through the ledger.
+    let mut faults = SimConfig::default().without_faults().faults;
+    faults.rate_limits = BTreeMap::from([(
+        "recordings".to_string(),
+        RateLimit {
+            requests: RATE,
+            per: Duration::from_secs(1),
+        },
+    )]);
     let sim = Sim::start(SimConfig {
         seed: 12,
         recordings: RECORDINGS,
@@ -79,6 +92,7 @@ async fn three_nodes_share_a_run_and_finish_a_killed_leaders_work_exactly_once()
         expired_share: 0.0,
         newest_at: chrono::Utc::now().timestamp() - 600,
         span: Duration::from_secs(5 * 24 * 3600),
+        faults,
         ..SimConfig::default().without_faults()
     });
     let env = TestEnv::new();
@@ -94,7 +108,9 @@ async fn three_nodes_share_a_run_and_finish_a_killed_leaders_work_exactly_once()
              [tenants.acme]\nbase_url = \"{}\"\n\
              auth = {{ kind = \"client_credentials\", token_url = \"/api/v2/oauth/token\", \
              client_id = \"{}\", client_secret = {{ file = \"secrets/acme\" }} }}\n\
-             params = {{ processing_poll = \"1s\", page_size = 500 }}\n\n\
+             params = {{ processing_poll = \"1s\", page_size = 500 }}\n\
+             [tenants.acme.rate_limits.families]\n\
+             recordings = {{ paths = [\"/api/v2/recording/*\"], requests = {RATE}, per = \"1s\" }}\n\n\
              [pipelines.download]\nscript = \"{SCRIPT}\"\ntenants = [\"acme\"]\n",
             objects.display(),
             sim.base_url,
@@ -114,6 +130,7 @@ async fn three_nodes_share_a_run_and_finish_a_killed_leaders_work_exactly_once()
         .await
         .unwrap();
     assert_eq!(nodes[0].run_now("download", "acme").await, 202);
+    let started = Instant::now();
 
     // Mid-run: a good share done, and the run led by one of the nodes.
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -271,6 +288,16 @@ async fn three_nodes_share_a_run_and_finish_a_killed_leaders_work_exactly_once()
     assert!(
         (RECORDINGS as u64..=RECORDINGS as u64 + 16).contains(&streams),
         "media streams {streams} for {RECORDINGS} recordings: {stats:#}"
+    );
+    // The shared budget held: three nodes together stayed within the server's rate. The
+    // issue's bar is one 429 per window; this holds them to one per ten windows (it
+    // measured 0 in 92). With a budget per node instead, the same run met 50 in 89: each
+    // node paces at the whole rate and only 429 pauses hold the three back.
+    let windows = started.elapsed().as_secs() + 1;
+    let throttled = stats["throttled_429"].as_u64().unwrap();
+    assert!(
+        throttled * 10 <= windows,
+        "{throttled} 429s in {windows} one-second windows: {stats:#}"
     );
     // /status of a survivor lists the nodes, the dead one with a stale heartbeat.
     let alive = nodes.iter().find(|n| n.child.is_some()).unwrap();
