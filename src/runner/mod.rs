@@ -512,7 +512,9 @@ async fn wait_for_items(
         }
         if halt.is_stopped() {
             let since = *halted_at.get_or_insert_with(Instant::now);
-            if c.in_flight.load(Relaxed) == 0 || since.elapsed() >= grace {
+            if c.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
+                || since.elapsed() >= grace
+            {
                 return None;
             }
         }

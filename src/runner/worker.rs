@@ -5,7 +5,7 @@
 //! attempt and the worker goes on; once the run is halted, queued items are not started
 //! (they stay leased and the run releases them).
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -134,7 +134,7 @@ struct InFlight<'a>(&'a Counters);
 
 impl<'a> InFlight<'a> {
     fn enter(c: &'a Counters) -> Self {
-        c.in_flight.fetch_add(1, Relaxed);
+        c.in_flight.fetch_add(1, SeqCst);
         InFlight(c)
     }
 }
@@ -153,12 +153,16 @@ fn worker_loop(env: &WorkerEnv) {
             .unwrap_or_else(|e| e.into_inner())
             .blocking_recv();
         match msg {
-            Some(WorkMsg::Item(_)) if env.halt.is_stopped() => {
-                // Not started: it stays leased by this run, which releases it at the end.
-                env.counters.outstanding.fetch_sub(1, Relaxed);
-            }
             Some(WorkMsg::Item(item)) => {
-                let _in_flight = InFlight::enter(&env.counters);
+                // In flight before the halt check: a run halted after the check waits for
+                // this item (it sees it in flight), never releases it while it runs.
+                let in_flight = InFlight::enter(&env.counters);
+                if env.halt.is_stopped() {
+                    // Not started: it stays leased by this run, which releases it at the end.
+                    drop(in_flight);
+                    env.counters.outstanding.fetch_sub(1, Relaxed);
+                    continue;
+                }
                 handle(env, item);
             }
             Some(WorkMsg::Stop) | None => return,
