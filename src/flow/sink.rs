@@ -258,6 +258,23 @@ mod tests {
         )
     }
 
+    /// Writes `data` gzipped and encrypted with `archive` of `keys` to `key`.
+    fn write_archive(
+        store: &Store,
+        key: &str,
+        data: &[u8],
+        keys: &KeyRing,
+    ) -> Result<Map<String, Value>, FlowError> {
+        write(
+            &gzip_then_encrypt(data),
+            store,
+            key,
+            keys,
+            None,
+            &ItemScope::default(),
+        )
+    }
+
     #[test]
     fn an_object_left_without_its_manifest_gets_one_only_after_it_is_checked() {
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -265,28 +282,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = fs_store(&dir);
         let data = vec![42u8; 200_000];
-        let scope = ItemScope::default();
-        let first = write(
-            &gzip_then_encrypt(&data),
-            &store,
-            "a/x.bin",
-            &ring(),
-            None,
-            &scope,
-        )
-        .unwrap();
+        let first = write_archive(&store, "a/x.bin", &data, &ring()).unwrap();
         assert_eq!(first["existed"], false);
         rt.block_on(store.delete(&manifest_key("a/x.bin"))).unwrap();
 
-        let again = write(
-            &gzip_then_encrypt(&data),
-            &store,
-            "a/x.bin",
-            &ring(),
-            None,
-            &scope,
-        )
-        .unwrap();
+        let again = write_archive(&store, "a/x.bin", &data, &ring()).unwrap();
         assert_eq!(again["existed"], true);
         assert_eq!(again["manifest_restored"], true);
         assert_eq!(again["stored_sha256"], first["stored_sha256"]);
@@ -302,15 +302,7 @@ mod tests {
         assert!(m.encryption.is_some());
 
         // With its manifest back, a third write checks nothing and restores nothing.
-        let third = write(
-            &gzip_then_encrypt(&data),
-            &store,
-            "a/x.bin",
-            &ring(),
-            None,
-            &scope,
-        )
-        .unwrap();
+        let third = write_archive(&store, "a/x.bin", &data, &ring()).unwrap();
         assert_eq!(third["existed"], true);
         assert!(third.get("manifest_restored").is_none());
     }
@@ -351,27 +343,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = fs_store(&dir);
         let data = b"payload".repeat(1000);
-        write(
-            &gzip_then_encrypt(&data),
-            &store,
-            "a/z.bin",
-            &ring(),
-            None,
-            &ItemScope::default(),
-        )
-        .unwrap();
+        write_archive(&store, "a/z.bin", &data, &ring()).unwrap();
         rt.block_on(store.delete(&manifest_key("a/z.bin"))).unwrap();
         let mut other = KeyRing::empty();
         other.insert_raw("archive", [8; 32]);
-        let err = write(
-            &gzip_then_encrypt(&data),
-            &store,
-            "a/z.bin",
-            &other,
-            None,
-            &ItemScope::default(),
-        )
-        .unwrap_err();
+        let err = write_archive(&store, "a/z.bin", &data, &other).unwrap_err();
         assert!(matches!(err, FlowError::Orphan { .. }), "{err}");
     }
 }

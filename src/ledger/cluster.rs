@@ -10,7 +10,7 @@
 use sqlx::Row;
 
 use super::backend::{Backend, BeginWrite, with_pool};
-use super::items::{AdmitItem, ResumableItem};
+use super::items::{AdmitItem, ResumableItem, resumable_items};
 use super::state::process_owner;
 use super::{DbContext, Ledger, LedgerError, now_ms};
 
@@ -175,7 +175,7 @@ impl Ledger {
         claim: Claim<'_>,
     ) -> Result<Vec<ResumableItem>, LedgerError> {
         let sql = for_backend(CLAIM_SQL, self.backend());
-        let mut claimed: Vec<ResumableItem> = with_pool!(&self.pool, |pool| sqlx::query(
+        let claimed: Vec<ResumableItem> = with_pool!(&self.pool, |pool| sqlx::query(
             sqlx::AssertSqlSafe(sql.clone())
         )
         .bind(pipeline)
@@ -188,18 +188,8 @@ impl Ledger {
         .bind(claim.lease_until)
         .fetch_all(pool)
         .await
-        .doing(|| format!("claiming items of {pipeline}/{tenant}"))?
-        .iter()
-        .map(|r| ResumableItem {
-            key: r.get(0),
-            payload: r
-                .get::<Option<String>, _>(1)
-                .unwrap_or_else(|| "null".into()),
-            attempts: r.get(2),
-            next_at: r.get(3),
-        })
-        .collect());
-        claimed.sort_by(|a, b| a.key.cmp(&b.key));
+        .doing(|| format!("claiming items of {pipeline}/{tenant}"))
+        .map(|rows| resumable_items(&rows))?);
         Ok(claimed)
     }
 

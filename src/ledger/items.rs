@@ -99,6 +99,30 @@ where
     }
 }
 
+/// The items a lease or claim returned (`item_key, payload, attempts, next_at`), in key
+/// order: `RETURNING` has no order in PostgreSQL, so batches are handed out in key order
+/// everywhere.
+pub(super) fn resumable_items<R: Row>(rows: &[R]) -> Vec<ResumableItem>
+where
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let mut items: Vec<ResumableItem> = rows
+        .iter()
+        .map(|r| ResumableItem {
+            key: r.get(0),
+            payload: r
+                .get::<Option<String>, _>(1)
+                .unwrap_or_else(|| "null".into()),
+            attempts: r.get(2),
+            next_at: r.get(3),
+        })
+        .collect();
+    items.sort_by(|a, b| a.key.cmp(&b.key));
+    items
+}
+
 /// Which items a listing or retry applies to.
 #[derive(Clone, Debug, Default)]
 pub struct ItemFilter {
@@ -360,7 +384,7 @@ impl Ledger {
         let sql = LEASE_UNFINISHED_SQL
             .replace("{MATERIALIZED}", materialized)
             .replace("{LOCK}", lock);
-        let mut leased: Vec<ResumableItem> = with_pool!(&self.pool, |pool| sqlx::query(
+        let leased: Vec<ResumableItem> = with_pool!(&self.pool, |pool| sqlx::query(
             sqlx::AssertSqlSafe(sql.clone())
         )
         .bind(pipeline)
@@ -371,19 +395,8 @@ impl Ledger {
         .bind(limit)
         .fetch_all(pool)
         .await
-        .doing(|| format!("leasing unfinished items of {pipeline}/{tenant}"))?
-        .iter()
-        .map(|r| ResumableItem {
-            key: r.get(0),
-            payload: r
-                .get::<Option<String>, _>(1)
-                .unwrap_or_else(|| "null".into()),
-            attempts: r.get(2),
-            next_at: r.get(3),
-        })
-        .collect());
-        // RETURNING has no order in PostgreSQL: hand the batch out in key order everywhere.
-        leased.sort_by(|a, b| a.key.cmp(&b.key));
+        .doing(|| format!("leasing unfinished items of {pipeline}/{tenant}"))
+        .map(|rows| resumable_items(&rows))?);
         Ok(leased)
     }
 

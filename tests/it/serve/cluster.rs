@@ -41,6 +41,51 @@ fn files(dir: &std::path::Path, suffix: &str) -> BTreeSet<String> {
     out
 }
 
+/// Writes the secrets and `cxpipe.toml` of a cluster serving the download pipeline for
+/// tenant `acme` of `sim` (`tenant_extra` ends its table); returns the store's folder.
+fn write_config(env: &TestEnv, sim: &Sim, tenant_extra: &str) -> std::path::PathBuf {
+    env.write("secrets/serve_token", TOKEN);
+    env.write("secrets/acme", &sim.credentials.client_secret);
+    let objects = env.path().join("objects");
+    env.write(
+        "cxpipe.toml",
+        &format!(
+            "[serve]\ntoken = {{ file = \"secrets/serve_token\" }}\ngrace = \"5s\"\n\
+             cluster = \"on\"\nlease = \"6s\"\nheartbeat = \"1s\"\n\n\
+             [storage.default]\nuri = \"fs://{}\"\n\n\
+             [tenants.acme]\nbase_url = \"{}\"\n\
+             auth = {{ kind = \"client_credentials\", token_url = \"/api/v2/oauth/token\", \
+             client_id = \"{}\", client_secret = {{ file = \"secrets/acme\" }} }}\n\
+             {tenant_extra}\n\
+             [pipelines.download]\nscript = \"{SCRIPT}\"\ntenants = [\"acme\"]\n",
+            objects.display(),
+            sim.base_url,
+            sim.credentials.client_id,
+        ),
+    );
+    objects
+}
+
+/// `n` serve nodes on `schema`, each logging to `node-I.log` in `env`.
+fn start_nodes(env: &TestEnv, schema: &Schema, n: usize) -> Vec<Served> {
+    let ledger = ["--ledger", schema.url.as_str()];
+    (0..n)
+        .map(|i| {
+            let log = env.path().join(format!("node-{i}.log"));
+            Served::start_with(env, &ledger, Some(&log))
+        })
+        .collect()
+}
+
+/// A small pool on the test's schema, to read the ledger as the nodes write it.
+async fn pool(schema: &Schema) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&schema.url)
+        .await
+        .unwrap()
+}
+
 /// The last lines of each node's log, for failure messages.
 fn tails(env: &TestEnv) -> String {
     let mut out = String::new();
@@ -96,39 +141,17 @@ async fn three_nodes_share_a_run_and_finish_a_killed_leaders_work_exactly_once()
         ..SimConfig::default().without_faults()
     });
     let env = TestEnv::new();
-    env.write("secrets/serve_token", TOKEN);
-    env.write("secrets/acme", &sim.credentials.client_secret);
-    let objects = env.path().join("objects");
-    env.write(
-        "cxpipe.toml",
+    let objects = write_config(
+        &env,
+        &sim,
         &format!(
-            "[serve]\ntoken = {{ file = \"secrets/serve_token\" }}\ngrace = \"5s\"\n\
-             cluster = \"on\"\nlease = \"6s\"\nheartbeat = \"1s\"\n\n\
-             [storage.default]\nuri = \"fs://{}\"\n\n\
-             [tenants.acme]\nbase_url = \"{}\"\n\
-             auth = {{ kind = \"client_credentials\", token_url = \"/api/v2/oauth/token\", \
-             client_id = \"{}\", client_secret = {{ file = \"secrets/acme\" }} }}\n\
-             params = {{ processing_poll = \"1s\", page_size = 500 }}\n\
+            "params = {{ processing_poll = \"1s\", page_size = 500 }}\n\
              [tenants.acme.rate_limits.families]\n\
-             recordings = {{ paths = [\"/api/v2/recording/*\"], requests = {RATE}, per = \"1s\" }}\n\n\
-             [pipelines.download]\nscript = \"{SCRIPT}\"\ntenants = [\"acme\"]\n",
-            objects.display(),
-            sim.base_url,
-            sim.credentials.client_id,
+             recordings = {{ paths = [\"/api/v2/recording/*\"], requests = {RATE}, per = \"1s\" }}\n"
         ),
     );
-    let ledger = ["--ledger", schema.url.as_str()];
-    let mut nodes: Vec<Served> = (0..3)
-        .map(|i| {
-            let log = env.path().join(format!("node-{i}.log"));
-            Served::start_with(&env, &ledger, Some(&log))
-        })
-        .collect();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&schema.url)
-        .await
-        .unwrap();
+    let mut nodes = start_nodes(&env, &schema, 3);
+    let pool = pool(&schema).await;
     assert_eq!(nodes[0].run_now("download", "acme").await, 202);
     let started = Instant::now();
 
@@ -346,37 +369,9 @@ async fn a_drained_node_takes_no_new_work_and_the_other_finishes_it() {
         ..SimConfig::default().without_faults()
     });
     let env = TestEnv::new();
-    env.write("secrets/serve_token", TOKEN);
-    env.write("secrets/acme", &sim.credentials.client_secret);
-    let objects = env.path().join("objects");
-    env.write(
-        "cxpipe.toml",
-        &format!(
-            "[serve]\ntoken = {{ file = \"secrets/serve_token\" }}\ngrace = \"5s\"\n\
-             cluster = \"on\"\nlease = \"6s\"\nheartbeat = \"1s\"\n\n\
-             [storage.default]\nuri = \"fs://{}\"\n\n\
-             [tenants.acme]\nbase_url = \"{}\"\n\
-             auth = {{ kind = \"client_credentials\", token_url = \"/api/v2/oauth/token\", \
-             client_id = \"{}\", client_secret = {{ file = \"secrets/acme\" }} }}\n\
-             params = {{ processing_poll = \"1s\" }}\n\n\
-             [pipelines.download]\nscript = \"{SCRIPT}\"\ntenants = [\"acme\"]\n",
-            objects.display(),
-            sim.base_url,
-            sim.credentials.client_id,
-        ),
-    );
-    let ledger = ["--ledger", schema.url.as_str()];
-    let nodes: Vec<Served> = (0..2)
-        .map(|i| {
-            let log = env.path().join(format!("node-{i}.log"));
-            Served::start_with(&env, &ledger, Some(&log))
-        })
-        .collect();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&schema.url)
-        .await
-        .unwrap();
+    let objects = write_config(&env, &sim, "params = { processing_poll = \"1s\" }\n");
+    let nodes = start_nodes(&env, &schema, 2);
+    let pool = pool(&schema).await;
     assert_eq!(nodes[0].run_now("download", "acme").await, 202);
 
     // Both nodes at work.
